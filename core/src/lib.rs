@@ -1,0 +1,1 @@
+//! aitbc domain core.

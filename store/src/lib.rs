@@ -1,0 +1,1 @@
+//! Store and queue ports with their adapters (filled by the storage issue).
