@@ -1,0 +1,380 @@
+//! Usage receipts: the seed's fields plus what verification and settlement need, canonical
+//! bytes by RFC 8785, Ed25519 signatures by the provider and a countersignature by the
+//! marketplace, verified only against a supplied [`KeySet`].
+//!
+//! The signed bytes are the JCS form of the receipt without its `signature` and
+//! `countersignature` members, so both signatures cover the same content and either can be
+//! checked on its own. Nothing is added to a receipt after signing except the countersignature.
+
+use crate::jcs::{self, JcsError};
+use crate::money::{Amount, GpuMillis, MoneyError, Rate};
+use crate::signing::{decode_signature, KeySet, NamedSigningKey, SignatureEnvelope, ALG_ED25519};
+use crate::values::{Address, JobId, KeyId, ListingId, ModelName, ReceiptId};
+use ed25519_dalek::{Signature as DalekSignature, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+/// The receipt format's version; a verifier refuses versions it does not know.
+pub const RECEIPT_VERSION: u32 = 1;
+/// Receipts verified in one batch call, at most.
+pub const VERIFY_BATCH_MAX: usize = 4_096;
+/// A job's attempts are numbered from 1 up to this.
+pub const ATTEMPT_MAX: u32 = 100;
+/// Timestamps are unix seconds between 2020-01-01 and 2200-01-01.
+pub const TIMESTAMP_S_MIN: i64 = 1_577_836_800;
+pub const TIMESTAMP_S_MAX: i64 = 7_258_118_400;
+
+/// What a receipt's units measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitType {
+    GpuSeconds,
+}
+
+/// Everything a receipt says, without its signatures: the part that is signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptBody {
+    pub version: u32,
+    pub receipt_id: ReceiptId,
+    pub job_id: JobId,
+    /// The GPU listing that ran the job.
+    pub gpu_id: ListingId,
+    /// Which attempt of the job this receipt is for (1-based).
+    pub attempt: u32,
+    pub provider: Address,
+    pub client: Address,
+    /// Metered GPU-seconds (millisecond precision), e.g. "2.5".
+    pub units: GpuMillis,
+    pub unit_type: UnitType,
+    /// AITBC per unit (GPU-second), from the job's quote.
+    pub unit_price: Rate,
+    /// `units x unit_price`, rounded half up to the nano (see `money`).
+    pub price: Amount,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelName>,
+    /// Unix seconds.
+    pub started_at: i64,
+    pub completed_at: i64,
+}
+
+/// A signed receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    #[serde(flatten)]
+    pub body: ReceiptBody,
+    /// The provider's signature, by its registered key.
+    pub signature: SignatureEnvelope,
+    /// The marketplace's countersignature, added when the API accepts the receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub countersignature: Option<SignatureEnvelope>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    #[error("receipt version {0} is not supported (this build knows {RECEIPT_VERSION})")]
+    Version(u32),
+    #[error("price {price} is not units x unit_price = {expected}")]
+    Price { price: Amount, expected: Amount },
+    #[error("completed_at is before started_at")]
+    Timestamps,
+    #[error("timestamp {0} is outside {TIMESTAMP_S_MIN}..={TIMESTAMP_S_MAX}")]
+    TimestampRange(i64),
+    #[error("attempt {0} is outside 1..={ATTEMPT_MAX}")]
+    Attempt(u32),
+    #[error("signature algorithm {0:?} is not Ed25519")]
+    Algorithm(String),
+    #[error("key {0} is not a known key")]
+    UnknownKey(KeyId),
+    #[error("signature is not base64 of 64 bytes")]
+    SignatureEncoding,
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("the receipt has no countersignature")]
+    MissingCountersignature,
+    #[error("too many receipts in one batch (at most {VERIFY_BATCH_MAX})")]
+    BatchTooLarge,
+    #[error(transparent)]
+    Canonical(#[from] JcsError),
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+}
+
+impl ReceiptBody {
+    /// Checks what a receipt must satisfy on its own: version, attempt, timestamps and that the
+    /// price is exactly `units x unit_price` by the documented rounding.
+    pub fn check(&self) -> Result<(), ReceiptError> {
+        if self.version != RECEIPT_VERSION {
+            return Err(ReceiptError::Version(self.version));
+        }
+        if !(1..=ATTEMPT_MAX).contains(&self.attempt) {
+            return Err(ReceiptError::Attempt(self.attempt));
+        }
+        for t in [self.started_at, self.completed_at] {
+            if !(TIMESTAMP_S_MIN..=TIMESTAMP_S_MAX).contains(&t) {
+                return Err(ReceiptError::TimestampRange(t));
+            }
+        }
+        if self.completed_at < self.started_at {
+            return Err(ReceiptError::Timestamps);
+        }
+        let expected = self.unit_price.price(self.units)?;
+        if expected != self.price {
+            return Err(ReceiptError::Price { price: self.price, expected });
+        }
+        Ok(())
+    }
+
+    /// The bytes both signatures cover: RFC 8785 canonical JSON of this body.
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>, ReceiptError> {
+        let value = serde_json::to_value(self).expect("a receipt body always serializes");
+        Ok(jcs::canonicalize(&value)?)
+    }
+
+    /// Checks the body and signs it with the provider's key.
+    pub fn sign(self, key: &NamedSigningKey) -> Result<Receipt, ReceiptError> {
+        self.check()?;
+        let signature = key.sign(&self.canonical_bytes()?);
+        Ok(Receipt { body: self, signature, countersignature: None })
+    }
+}
+
+/// The verifying key and decoded signature for `envelope`, from known keys only.
+fn resolve<'k>(envelope: &SignatureEnvelope, keys: &'k KeySet) -> Result<(&'k VerifyingKey, DalekSignature), ReceiptError> {
+    if envelope.alg != ALG_ED25519 {
+        return Err(ReceiptError::Algorithm(envelope.alg.clone()));
+    }
+    let key = keys.get(&envelope.key_id).ok_or_else(|| ReceiptError::UnknownKey(envelope.key_id.clone()))?;
+    let sig = decode_signature(&envelope.sig).ok_or(ReceiptError::SignatureEncoding)?;
+    Ok((key, sig))
+}
+
+fn verify_one(message: &[u8], envelope: &SignatureEnvelope, keys: &KeySet) -> Result<(), ReceiptError> {
+    let (key, sig) = resolve(envelope, keys)?;
+    key.verify_strict(message, &sig).map_err(|_| ReceiptError::BadSignature)
+}
+
+impl Receipt {
+    /// Verifies the body's rules and the provider's signature against `provider_keys`.
+    pub fn verify(&self, provider_keys: &KeySet) -> Result<(), ReceiptError> {
+        self.body.check()?;
+        verify_one(&self.body.canonical_bytes()?, &self.signature, provider_keys)
+    }
+
+    /// Verifies the provider's signature and the marketplace's countersignature.
+    pub fn verify_countersigned(&self, provider_keys: &KeySet, marketplace_keys: &KeySet) -> Result<(), ReceiptError> {
+        self.body.check()?;
+        let message = self.body.canonical_bytes()?;
+        verify_one(&message, &self.signature, provider_keys)?;
+        let counter = self.countersignature.as_ref().ok_or(ReceiptError::MissingCountersignature)?;
+        verify_one(&message, counter, marketplace_keys)
+    }
+
+    /// Adds the marketplace's countersignature (after the caller verified the receipt).
+    pub fn countersign(&mut self, marketplace_key: &NamedSigningKey) -> Result<(), ReceiptError> {
+        self.countersignature = Some(marketplace_key.sign(&self.body.canonical_bytes()?));
+        Ok(())
+    }
+}
+
+/// Verifies many receipts' provider signatures at once: one Ed25519 batch equation for all that
+/// pass the per-receipt checks, and one by one only if the batch fails, to say which.
+pub fn verify_batch(receipts: &[Receipt], provider_keys: &KeySet) -> Result<Vec<Result<(), ReceiptError>>, ReceiptError> {
+    if receipts.len() > VERIFY_BATCH_MAX {
+        return Err(ReceiptError::BatchTooLarge);
+    }
+    let mut results: Vec<Result<(), ReceiptError>> = Vec::with_capacity(receipts.len());
+    let mut messages: Vec<Vec<u8>> = Vec::with_capacity(receipts.len());
+    let mut signatures = Vec::with_capacity(receipts.len());
+    let mut keys = Vec::with_capacity(receipts.len());
+    let mut batched = Vec::with_capacity(receipts.len());
+    for (i, receipt) in receipts.iter().enumerate() {
+        let prepared = receipt.body.check().and_then(|()| {
+            let message = receipt.body.canonical_bytes()?;
+            let (key, sig) = resolve(&receipt.signature, provider_keys)?;
+            Ok((message, key, sig))
+        });
+        match prepared {
+            Ok((message, key, sig)) => {
+                messages.push(message);
+                keys.push(*key);
+                signatures.push(sig);
+                batched.push(i);
+                results.push(Ok(()));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    if !batched.is_empty() && ed25519_dalek::verify_batch(&message_refs, &signatures, &keys).is_err() {
+        for (n, &i) in batched.iter().enumerate() {
+            results[i] = keys[n].verify_strict(message_refs[n], &signatures[n]).map_err(|_| ReceiptError::BadSignature);
+        }
+    }
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::KeySetDocument;
+
+    pub(crate) fn sample_body() -> ReceiptBody {
+        ReceiptBody {
+            version: RECEIPT_VERSION,
+            receipt_id: ReceiptId::parse("rcpt-20260124-001234").unwrap(),
+            job_id: JobId::parse("job-abc123").unwrap(),
+            gpu_id: ListingId::parse("gpu-0001").unwrap(),
+            attempt: 1,
+            provider: Address::parse("ait1miner0000001").unwrap(),
+            client: Address::parse("ait1client000001").unwrap(),
+            units: GpuMillis::parse("2.5").unwrap(),
+            unit_type: UnitType::GpuSeconds,
+            unit_price: Rate::parse("2.0").unwrap(),
+            price: Amount::parse("5.0").unwrap(),
+            model: Some(ModelName::parse("llama3.2").unwrap()),
+            started_at: 1_737_730_800,
+            completed_at: 1_737_730_803,
+        }
+    }
+
+    fn provider_key() -> NamedSigningKey {
+        NamedSigningKey::from_seed(KeyId::parse("miner-ed25519-2026-01").unwrap(), [42; 32])
+    }
+
+    fn keys_of(key: &NamedSigningKey) -> KeySet {
+        KeySet::from_document(&KeySetDocument { keys: vec![key.public()] }).unwrap()
+    }
+
+    #[test]
+    fn the_seed_receipt_signs_and_verifies() {
+        let key = provider_key();
+        let receipt = sample_body().sign(&key).unwrap();
+        assert_eq!(receipt.verify(&keys_of(&key)), Ok(()));
+        let json = serde_json::to_value(&receipt).unwrap();
+        assert_eq!(json["units"], "2.5");
+        assert_eq!(json["price"], "5");
+        assert_eq!(json["unit_type"], "gpu_seconds");
+        assert_eq!(json["signature"]["alg"], "Ed25519");
+        let back: Receipt = serde_json::from_value(json).unwrap();
+        assert_eq!(back, receipt);
+    }
+
+    #[test]
+    fn canonical_bytes_are_sorted_compact_and_exclude_signatures() {
+        let text = String::from_utf8(sample_body().canonical_bytes().unwrap()).unwrap();
+        assert!(text.starts_with(r#"{"attempt":1,"client":"ait1client000001","completed_at":1737730803,"gpu_id":"gpu-0001","#), "{text}");
+        assert!(!text.contains("signature"));
+        assert!(!text.contains(' '));
+    }
+
+    #[test]
+    fn tampering_with_any_field_fails_verification() {
+        let key = provider_key();
+        let keys = keys_of(&key);
+        let receipt = sample_body().sign(&key).unwrap();
+        let value = serde_json::to_value(&receipt).unwrap();
+        let tampered_fields: [(&str, serde_json::Value); 13] = [
+            ("receipt_id", "rcpt-20260124-001235".into()),
+            ("job_id", "job-abc124".into()),
+            ("gpu_id", "gpu-0002".into()),
+            ("attempt", 2.into()),
+            ("provider", "ait1miner0000002".into()),
+            ("client", "ait1client000002".into()),
+            ("units", "2.4".into()),
+            ("unit_price", "1.9".into()),
+            ("price", "5.000000001".into()),
+            ("model", "codellama".into()),
+            ("started_at", 1_737_730_801.into()),
+            ("completed_at", 1_737_730_804.into()),
+            ("version", 2.into()),
+        ];
+        for (field, replacement) in tampered_fields {
+            let mut v = value.clone();
+            v[field] = replacement;
+            let tampered: Receipt = serde_json::from_value(v).unwrap();
+            assert!(tampered.verify(&keys).is_err(), "tampered {field} still verifies");
+        }
+        let mut sig = receipt.clone();
+        let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &sig.signature.sig).unwrap();
+        raw[10] ^= 1;
+        sig.signature.sig = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw);
+        assert_eq!(sig.verify(&keys), Err(ReceiptError::BadSignature));
+        let mut unknown = receipt.clone();
+        unknown.signature.key_id = KeyId::parse("someone-else").unwrap();
+        assert!(matches!(unknown.verify(&keys), Err(ReceiptError::UnknownKey(_))));
+        let mut alg = receipt.clone();
+        alg.signature.alg = "none".into();
+        assert!(matches!(alg.verify(&keys), Err(ReceiptError::Algorithm(_))));
+        let mut garbage = receipt;
+        garbage.signature.sig = "Fql0...".into();
+        assert_eq!(garbage.verify(&keys), Err(ReceiptError::SignatureEncoding));
+    }
+
+    #[test]
+    fn a_key_the_receipt_names_but_the_set_lacks_is_refused() {
+        // An attacker signs with their own key under the provider's key id: the set decides.
+        let attacker = NamedSigningKey::from_seed(provider_key().key_id, [9; 32]);
+        let forged = sample_body().sign(&attacker).unwrap();
+        assert_eq!(forged.verify(&keys_of(&provider_key())), Err(ReceiptError::BadSignature));
+        assert!(matches!(forged.verify(&KeySet::new()), Err(ReceiptError::UnknownKey(_))));
+    }
+
+    #[test]
+    fn bodies_that_break_the_rules_are_refused_before_signing() {
+        let key = provider_key();
+        let mut price = sample_body();
+        price.price = Amount::parse("5.1").unwrap();
+        assert!(matches!(price.sign(&key), Err(ReceiptError::Price { .. })));
+        let mut time = sample_body();
+        time.completed_at = time.started_at - 1;
+        assert_eq!(time.sign(&key).unwrap_err(), ReceiptError::Timestamps);
+        let mut attempt = sample_body();
+        attempt.attempt = 0;
+        assert_eq!(attempt.sign(&key).unwrap_err(), ReceiptError::Attempt(0));
+        let mut range = sample_body();
+        range.started_at = 0;
+        assert_eq!(range.sign(&key).unwrap_err(), ReceiptError::TimestampRange(0));
+        let unknown_field = serde_json::json!({"extra": 1});
+        let mut v = serde_json::to_value(sample_body()).unwrap();
+        v.as_object_mut().unwrap().extend(unknown_field.as_object().unwrap().clone());
+        assert!(serde_json::from_value::<ReceiptBody>(v).is_err());
+    }
+
+    #[test]
+    fn countersignatures_cover_the_same_bytes_under_the_marketplace_key() {
+        let provider = provider_key();
+        let market = NamedSigningKey::from_seed(KeyId::parse("aitbc-market-1").unwrap(), [1; 32]);
+        let mut receipt = sample_body().sign(&provider).unwrap();
+        assert_eq!(receipt.verify_countersigned(&keys_of(&provider), &keys_of(&market)), Err(ReceiptError::MissingCountersignature));
+        receipt.countersign(&market).unwrap();
+        assert_eq!(receipt.verify_countersigned(&keys_of(&provider), &keys_of(&market)), Ok(()));
+        // The provider's key cannot stand in for the marketplace's.
+        assert!(receipt.verify_countersigned(&keys_of(&provider), &keys_of(&provider)).is_err());
+    }
+
+    #[test]
+    fn batch_verification_pinpoints_the_bad_receipts() {
+        let key = provider_key();
+        let keys = keys_of(&key);
+        let mut receipts: Vec<Receipt> = (0..8)
+            .map(|i| {
+                let mut body = sample_body();
+                body.receipt_id = ReceiptId::parse(&format!("rcpt-{i}")).unwrap();
+                body.sign(&key).unwrap()
+            })
+            .collect();
+        assert!(verify_batch(&receipts, &keys).unwrap().iter().all(Result::is_ok));
+        receipts[3].body.units = GpuMillis::from_millis(1);
+        receipts[3].body.price = receipts[3].body.unit_price.price(receipts[3].body.units).unwrap();
+        receipts[5].signature.key_id = KeyId::parse("nobody").unwrap();
+        let results = verify_batch(&receipts, &keys).unwrap();
+        for (i, r) in results.iter().enumerate() {
+            match i {
+                3 => assert_eq!(r, &Err(ReceiptError::BadSignature)),
+                5 => assert!(matches!(r, Err(ReceiptError::UnknownKey(_)))),
+                _ => assert_eq!(r, &Ok(()), "receipt {i}"),
+            }
+        }
+        assert!(verify_batch(&[], &keys).unwrap().is_empty());
+    }
+}
