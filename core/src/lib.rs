@@ -5,7 +5,7 @@
 //! - [`ledger`]: double-entry accounts and two-phase holds.
 //! - [`pricing`]: deterministic quotes and the strategies of the guides.
 //! - [`receipt`], [`signing`], [`jcs`]: signed usage receipts in RFC 8785 canonical form.
-//! - [`job`]: the job lifecycle as a transition function.
+//! - [`job`]: the job lifecycle as a transition function; [`jobspec`]: what a job runs.
 //! - [`config`]: the market's configuration, parsed from TOML text.
 //!
 //! Nothing here reads files, opens sockets or spawns tasks; the only environment it touches is
@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod jcs;
+pub mod jobspec;
 pub mod job;
 pub mod ledger;
 pub mod money;

@@ -57,8 +57,10 @@ pub struct ReceiptBody {
     pub completed_at: i64,
 }
 
-/// A signed receipt.
+/// A signed receipt. Parsing refuses members other than the body's and the two signatures, so
+/// nothing unsigned can ride along in a receipt that verifies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
 pub struct Receipt {
     #[serde(flatten)]
     pub body: ReceiptBody,
@@ -97,6 +99,22 @@ pub enum ReceiptError {
     Canonical(#[from] JcsError),
     #[error(transparent)]
     Money(#[from] MoneyError),
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for Receipt {
+    type Error = serde_json::Error;
+
+    fn try_from(mut members: serde_json::Map<String, serde_json::Value>) -> Result<Self, Self::Error> {
+        use serde::de::Error;
+        let signature = members.remove("signature").ok_or_else(|| Self::Error::missing_field("signature"))?;
+        let countersignature = members.remove("countersignature");
+        Ok(Receipt {
+            signature: serde_json::from_value(signature)?,
+            countersignature: countersignature.map(serde_json::from_value).transpose()?,
+            // ReceiptBody denies unknown fields, so any extra member fails here.
+            body: serde_json::from_value(serde_json::Value::Object(members))?,
+        })
+    }
 }
 
 impl ReceiptBody {
