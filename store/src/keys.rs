@@ -1,0 +1,460 @@
+//! The single-table key scheme: every entity's partition key, sort key and secondary index keys,
+//! built in one place (`store/KEYS.md` has the same scheme as a table).
+//!
+//! Rules the functions enforce or rely on:
+//! - Entity ids are plain strings here (the domain newtypes live in `aitbc-core`). They must be
+//!   non-empty and free of `#`, the separator, so that a prefix query for one id never matches
+//!   another (`JOB#ab` must not match a query for `JOB#a#`); a violation is a programming error
+//!   and panics.
+//! - Time in sort keys is unix milliseconds, zero-padded to `TIME_DIGITS` digits, so that string
+//!   order is time order. The id follows the time, making each sort key unique.
+//! - Index partitions that many writers touch at once (jobs by state, pending holds, unsettled
+//!   receipts) are split over `INDEX_SHARDS` shards picked by a stable hash of the id, because
+//!   one DynamoDB partition takes about 1,000 writes/s; readers query every shard.
+//! - Items carry only the index attributes of the access patterns they are in; removing the
+//!   attribute (for example `gsi3pk` of a receipt once settled) removes the item from that
+//!   sparse index.
+
+use serde_json::{Map, Value};
+
+use crate::spec::Index;
+use crate::store::{Key, Query, SortCondition};
+
+/// Shards of each hot index partition (jobs by state, pending holds, unsettled receipts).
+pub const INDEX_SHARDS: u32 = 16;
+/// Digits of a time in a sort key: unix milliseconds up to 10^16 (year 318857).
+pub const TIME_DIGITS: usize = 16;
+/// Sort key of an entity's main item when the entity owns its partition.
+const MAIN: &str = "#";
+
+/// An index key of one item: which index, and the values of its `gsiNpk` and `gsiNsk`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexKey {
+    /// The index.
+    pub index: Index,
+    /// The index partition key value.
+    pub pk: String,
+    /// The index sort key value.
+    pub sk: String,
+}
+
+impl IndexKey {
+    /// Writes the index attributes into an item's attributes.
+    pub fn apply(&self, attrs: &mut Map<String, Value>) {
+        let spec = self.index.spec();
+        attrs.insert(spec.pk_attr.to_string(), Value::from(self.pk.clone()));
+        attrs.insert(spec.sk_attr.to_string(), Value::from(self.sk.clone()));
+    }
+
+    /// The attribute names of this index key (for removing the item from the index).
+    pub fn attrs(&self) -> [&'static str; 2] {
+        let spec = self.index.spec();
+        [spec.pk_attr, spec.sk_attr]
+    }
+}
+
+fn id(value: &str) -> &str {
+    assert!(!value.is_empty(), "an id in a key is empty");
+    assert!(!value.contains('#'), "an id in a key holds the separator '#': {value:?}");
+    value
+}
+
+/// A time as it appears in sort keys: fixed-width unix milliseconds.
+pub fn time(unix_ms: i64) -> String {
+    assert!(unix_ms >= 0, "times in keys are after 1970");
+    let text = format!("{unix_ms:0width$}", width = TIME_DIGITS);
+    assert_eq!(text.len(), TIME_DIGITS);
+    text
+}
+
+/// The shard of an id: FNV-1a (32 bit) modulo INDEX_SHARDS. Stable across builds and platforms
+/// because stored keys depend on it (std's hasher is randomized per process).
+pub fn shard(id_value: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in id_value.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % INDEX_SHARDS
+}
+
+fn main_key(entity: &str, value: &str) -> Key {
+    Key::new(format!("{entity}#{}", id(value)), MAIN)
+}
+
+fn timed(unix_ms: i64, value: &str) -> String {
+    format!("{}#{}", time(unix_ms), id(value))
+}
+
+/// Items of an index partition, oldest first.
+fn index_query(index: Index, partition: String) -> Query {
+    Query::index(index, partition)
+}
+
+/// Items of an index partition whose time is before `before_ms` (exclusive), oldest first.
+fn index_query_before(index: Index, partition: String, before_ms: i64) -> Query {
+    assert!(before_ms > 0);
+    // Sort keys are `<time>#<id>`: every key of time t < before_ms is <= `<before_ms - 1>#\u{10FFFF}`
+    // and every key of a later time is above it.
+    let high = format!("{}#\u{10FFFF}", time(before_ms - 1));
+    Query::index(index, partition).sort(SortCondition::AtMost(high))
+}
+
+// ---- providers ------------------------------------------------------------------------------
+
+/// A provider's profile.
+pub fn provider(provider_id: &str) -> Key {
+    main_key("PROVIDER", provider_id)
+}
+
+/// Index key of a provider in the list of all providers (gsi1).
+pub fn provider_list_index(provider_id: &str) -> IndexKey {
+    IndexKey { index: Index::Gsi1, pk: "PROVIDERS".into(), sk: id(provider_id).into() }
+}
+
+/// All providers, by id.
+pub fn providers() -> Query {
+    index_query(Index::Gsi1, "PROVIDERS".into())
+}
+
+/// A provider's receipt-signing (Ed25519) public key, in the provider's partition.
+pub fn provider_signing_key(provider_id: &str, key_id: &str) -> Key {
+    Key::new(provider(provider_id).pk, format!("KEY#{}", id(key_id)))
+}
+
+/// The signing keys of a provider.
+pub fn provider_signing_keys(provider_id: &str) -> Query {
+    Query::table(provider(provider_id).pk).sort(SortCondition::Prefix("KEY#".into()))
+}
+
+/// Index key of a signing key by its key id alone (gsi1), for verifying a receipt's signature.
+pub fn signing_key_index(key_id: &str) -> IndexKey {
+    IndexKey { index: Index::Gsi1, pk: format!("SIGNKEY#{}", id(key_id)), sk: MAIN.into() }
+}
+
+/// The signing key with this key id (at most one item).
+pub fn signing_key_by_id(key_id: &str) -> Query {
+    index_query(Index::Gsi1, format!("SIGNKEY#{}", id(key_id)))
+}
+
+// ---- GPU listings ---------------------------------------------------------------------------
+
+/// A GPU listing.
+pub fn listing(listing_id: &str) -> Key {
+    main_key("LISTING", listing_id)
+}
+
+/// Index key of a listing in its region (gsi1), for matching jobs to listings.
+pub fn listing_region_index(region: &str, listing_id: &str) -> IndexKey {
+    IndexKey { index: Index::Gsi1, pk: format!("REGION#{}", id(region)), sk: format!("LISTING#{}", id(listing_id)) }
+}
+
+/// The listings of a region.
+pub fn listings_by_region(region: &str) -> Query {
+    index_query(Index::Gsi1, format!("REGION#{}", id(region))).sort(SortCondition::Prefix("LISTING#".into()))
+}
+
+/// Index key of a listing under its provider (gsi2).
+pub fn listing_provider_index(provider_id: &str, listing_id: &str) -> IndexKey {
+    IndexKey {
+        index: Index::Gsi2,
+        pk: format!("PROVIDER#{}", id(provider_id)),
+        sk: format!("LISTING#{}", id(listing_id)),
+    }
+}
+
+/// The listings of a provider.
+pub fn listings_by_provider(provider_id: &str) -> Query {
+    index_query(Index::Gsi2, format!("PROVIDER#{}", id(provider_id))).sort(SortCondition::Prefix("LISTING#".into()))
+}
+
+// ---- accounts, transfers, holds ---------------------------------------------------------------
+
+/// An account with its balances (integer minor units).
+pub fn account(account_id: &str) -> Key {
+    main_key("ACCOUNT", account_id)
+}
+
+/// A posted ledger transfer.
+pub fn transfer(transfer_id: &str) -> Key {
+    main_key("TRANSFER", transfer_id)
+}
+
+/// Index key of a transfer in one account's history (gsi1); a transfer between two accounts is
+/// in the history of one of them here (the debit side's copy is the caller's choice).
+pub fn transfer_account_index(account_id: &str, at_ms: i64, transfer_id: &str) -> IndexKey {
+    IndexKey {
+        index: Index::Gsi1,
+        pk: format!("ACCOUNT#{}#TRANSFERS", id(account_id)),
+        sk: timed(at_ms, transfer_id),
+    }
+}
+
+/// An account's transfers in time order (add `.descending()` for newest first).
+pub fn transfers_by_account(account_id: &str) -> Query {
+    index_query(Index::Gsi1, format!("ACCOUNT#{}#TRANSFERS", id(account_id)))
+}
+
+/// A hold (pending transfer) on a client's funds for one job.
+pub fn hold(hold_id: &str) -> Key {
+    main_key("HOLD", hold_id)
+}
+
+/// Index key of a hold under its account (gsi1).
+pub fn hold_account_index(account_id: &str, created_ms: i64, hold_id: &str) -> IndexKey {
+    IndexKey {
+        index: Index::Gsi1,
+        pk: format!("ACCOUNT#{}#HOLDS", id(account_id)),
+        sk: timed(created_ms, hold_id),
+    }
+}
+
+/// An account's holds in time order.
+pub fn holds_by_account(account_id: &str) -> Query {
+    index_query(Index::Gsi1, format!("ACCOUNT#{}#HOLDS", id(account_id)))
+}
+
+/// Index key of a pending hold by expiry (gsi2, sharded); remove it when the hold resolves.
+pub fn hold_pending_index(hold_id: &str, expires_ms: i64) -> IndexKey {
+    IndexKey {
+        index: Index::Gsi2,
+        pk: format!("HOLDS#PENDING#{}", shard(id(hold_id))),
+        sk: timed(expires_ms, hold_id),
+    }
+}
+
+/// Pending holds of one shard that expire before `before_ms`, soonest first (the sweeper).
+pub fn pending_holds_expiring(shard_index: u32, before_ms: i64) -> Query {
+    assert!(shard_index < INDEX_SHARDS);
+    index_query_before(Index::Gsi2, format!("HOLDS#PENDING#{shard_index}"), before_ms)
+}
+
+// ---- quotes -----------------------------------------------------------------------------------
+
+/// A price quote (expires: carries `expires_at`).
+pub fn quote(quote_id: &str) -> Key {
+    main_key("QUOTE", quote_id)
+}
+
+// ---- jobs -------------------------------------------------------------------------------------
+
+/// A job.
+pub fn job(job_id: &str) -> Key {
+    main_key("JOB", job_id)
+}
+
+/// Index key of a job under its client (gsi1).
+pub fn job_client_index(client_id: &str, created_ms: i64, job_id: &str) -> IndexKey {
+    IndexKey { index: Index::Gsi1, pk: format!("CLIENT#{}#JOBS", id(client_id)), sk: timed(created_ms, job_id) }
+}
+
+/// A client's jobs in time order.
+pub fn jobs_by_client(client_id: &str) -> Query {
+    index_query(Index::Gsi1, format!("CLIENT#{}#JOBS", id(client_id)))
+}
+
+/// Index key of a job by state and age (gsi2, sharded): rewrite it on every state change, with
+/// the time of that change, and remove it in a final state that needs no sweeping.
+pub fn job_state_index(state: &str, changed_ms: i64, job_id: &str) -> IndexKey {
+    IndexKey {
+        index: Index::Gsi2,
+        pk: format!("JOBSTATE#{}#{}", id(state), shard(id(job_id))),
+        sk: timed(changed_ms, job_id),
+    }
+}
+
+/// Jobs of one shard in a state since before `before_ms`, oldest first (stuck or expired jobs).
+pub fn jobs_by_state(state: &str, shard_index: u32, before_ms: i64) -> Query {
+    assert!(shard_index < INDEX_SHARDS);
+    index_query_before(Index::Gsi2, format!("JOBSTATE#{}#{shard_index}", id(state)), before_ms)
+}
+
+/// Index key of a job under the listing it was routed to (gsi3).
+pub fn job_listing_index(listing_id: &str, created_ms: i64, job_id: &str) -> IndexKey {
+    IndexKey { index: Index::Gsi3, pk: format!("LISTING#{}#JOBS", id(listing_id)), sk: timed(created_ms, job_id) }
+}
+
+/// A listing's jobs in time order.
+pub fn jobs_by_listing(listing_id: &str) -> Query {
+    index_query(Index::Gsi3, format!("LISTING#{}#JOBS", id(listing_id)))
+}
+
+// ---- receipts ---------------------------------------------------------------------------------
+
+/// A usage receipt.
+pub fn receipt(receipt_id: &str) -> Key {
+    main_key("RECEIPT", receipt_id)
+}
+
+/// Index key of a receipt under its client (gsi1), by completion time.
+pub fn receipt_client_index(client_id: &str, completed_ms: i64, receipt_id: &str) -> IndexKey {
+    IndexKey {
+        index: Index::Gsi1,
+        pk: format!("CLIENT#{}#RECEIPTS", id(client_id)),
+        sk: timed(completed_ms, receipt_id),
+    }
+}
+
+/// A client's receipts in time order.
+pub fn receipts_by_client(client_id: &str) -> Query {
+    index_query(Index::Gsi1, format!("CLIENT#{}#RECEIPTS", id(client_id)))
+}
+
+/// Index key of a receipt under its provider (gsi2), by completion time.
+pub fn receipt_provider_index(provider_id: &str, completed_ms: i64, receipt_id: &str) -> IndexKey {
+    IndexKey {
+        index: Index::Gsi2,
+        pk: format!("PROVIDER#{}#RECEIPTS", id(provider_id)),
+        sk: timed(completed_ms, receipt_id),
+    }
+}
+
+/// A provider's receipts in time order.
+pub fn receipts_by_provider(provider_id: &str) -> Query {
+    index_query(Index::Gsi2, format!("PROVIDER#{}#RECEIPTS", id(provider_id)))
+}
+
+/// Index key of an unsettled receipt (gsi3, sharded); settlement removes it.
+pub fn receipt_unsettled_index(completed_ms: i64, receipt_id: &str) -> IndexKey {
+    IndexKey {
+        index: Index::Gsi3,
+        pk: format!("UNSETTLED#{}", shard(id(receipt_id))),
+        sk: timed(completed_ms, receipt_id),
+    }
+}
+
+/// Unsettled receipts of one shard completed before `before_ms`, oldest first.
+pub fn unsettled_receipts(shard_index: u32, before_ms: i64) -> Query {
+    assert!(shard_index < INDEX_SHARDS);
+    index_query_before(Index::Gsi3, format!("UNSETTLED#{shard_index}"), before_ms)
+}
+
+// ---- settlement and payouts -------------------------------------------------------------------
+
+/// A settlement batch with its checkpoint.
+pub fn settlement_batch(batch_id: &str) -> Key {
+    main_key("SETTLEMENT", batch_id)
+}
+
+/// One account's aggregated line of a settlement batch.
+pub fn settlement_line(batch_id: &str, account_id: &str) -> Key {
+    Key::new(settlement_batch(batch_id).pk, format!("LINE#{}", id(account_id)))
+}
+
+/// The lines of a settlement batch.
+pub fn settlement_lines(batch_id: &str) -> Query {
+    Query::table(settlement_batch(batch_id).pk).sort(SortCondition::Prefix("LINE#".into()))
+}
+
+/// Index key of a settlement batch in the list of batches (gsi1), by start time.
+pub fn settlement_batch_index(started_ms: i64, batch_id: &str) -> IndexKey {
+    IndexKey { index: Index::Gsi1, pk: "SETTLEMENTS".into(), sk: timed(started_ms, batch_id) }
+}
+
+/// Settlement batches in time order.
+pub fn settlement_batches() -> Query {
+    index_query(Index::Gsi1, "SETTLEMENTS".into())
+}
+
+/// A payout to a provider.
+pub fn payout(payout_id: &str) -> Key {
+    main_key("PAYOUT", payout_id)
+}
+
+/// Index key of a payout under its provider (gsi1).
+pub fn payout_provider_index(provider_id: &str, created_ms: i64, payout_id: &str) -> IndexKey {
+    IndexKey {
+        index: Index::Gsi1,
+        pk: format!("PROVIDER#{}#PAYOUTS", id(provider_id)),
+        sk: timed(created_ms, payout_id),
+    }
+}
+
+/// A provider's payouts in time order.
+pub fn payouts_by_provider(provider_id: &str) -> Query {
+    index_query(Index::Gsi1, format!("PROVIDER#{}#PAYOUTS", id(provider_id)))
+}
+
+/// A payout run (the nightly batch) with its checkpoint.
+pub fn payout_batch(batch_id: &str) -> Key {
+    main_key("PAYOUTRUN", batch_id)
+}
+
+// ---- idempotency and API keys -----------------------------------------------------------------
+
+/// An idempotency record (expires: carries `expires_at`). `scope` names whose key it is (the
+/// caller's account or the scheduler) so that two callers' keys never collide.
+pub fn idempotency(scope: &str, idempotency_key: &str) -> Key {
+    Key::new(format!("IDEM#{}#{}", id(scope), id(idempotency_key)), MAIN)
+}
+
+/// An API key, addressed by the hash of its secret (the secret itself is never stored).
+pub fn api_key(secret_hash: &str) -> Key {
+    main_key("APIKEY", secret_hash)
+}
+
+/// Index key of an API key under its owner (gsi1).
+pub fn api_key_owner_index(owner_id: &str, created_ms: i64, key_id: &str) -> IndexKey {
+    IndexKey { index: Index::Gsi1, pk: format!("OWNER#{}#APIKEYS", id(owner_id)), sk: timed(created_ms, key_id) }
+}
+
+/// An owner's API keys in time order.
+pub fn api_keys_by_owner(owner_id: &str) -> Query {
+    index_query(Index::Gsi1, format!("OWNER#{}#APIKEYS", id(owner_id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_sort_as_strings() {
+        assert!(time(999) < time(1000));
+        assert_eq!(time(0).len(), TIME_DIGITS);
+    }
+
+    #[test]
+    fn shard_is_stable() {
+        // Stored keys depend on these values: changing the hash needs a migration.
+        assert_eq!(shard(""), 0x811c_9dc5 % INDEX_SHARDS);
+        assert_eq!(shard("a"), 0xe40c_292c % INDEX_SHARDS);
+        assert!((0..100).map(|i| shard(&i.to_string())).all(|s| s < INDEX_SHARDS));
+    }
+
+    #[test]
+    fn before_bound_excludes_the_bound() {
+        let query = unsettled_receipts(0, 1000);
+        let SortCondition::AtMost(high) = &query.sort else { panic!("AtMost") };
+        assert!(timed(999, "zzz").as_str() <= high.as_str());
+        assert!(timed(1000, "a").as_str() > high.as_str());
+    }
+
+    #[test]
+    #[should_panic(expected = "separator")]
+    fn ids_may_not_hold_the_separator() {
+        let _ = job("a#b");
+    }
+
+    #[test]
+    fn entities_do_not_collide() {
+        let keys = [
+            provider("x"),
+            provider_signing_key("x", "x"),
+            listing("x"),
+            account("x"),
+            transfer("x"),
+            hold("x"),
+            quote("x"),
+            job("x"),
+            receipt("x"),
+            settlement_batch("x"),
+            settlement_line("x", "x"),
+            payout("x"),
+            payout_batch("x"),
+            idempotency("x", "x"),
+            api_key("x"),
+        ];
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len());
+    }
+}
