@@ -12,7 +12,7 @@
 //! them in memory, and the store-backed services apply the same postings as conditional writes.
 
 use crate::money::{Amount, MoneyError};
-use crate::values::{Address, HoldId, TransferId};
+use crate::values::{Address, HoldId, TransferId, ValueError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -21,7 +21,7 @@ pub const POSTINGS_MAX: usize = 3;
 
 /// What an account is for. The ledger's rules are the same for all kinds; the kind says who may
 /// act on it (clients spend from wallets, providers are paid into earnings, fees accrue to Fee).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountKind {
     /// A client's wallet; its `held` balance is the client's escrow.
@@ -30,6 +30,62 @@ pub enum AccountKind {
     ProviderEarnings,
     /// The platform's fee account.
     PlatformFee,
+}
+
+/// A ledger account: an owner's account of one kind, e.g. `wallet-ait1...`, `earnings-ait1...`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountId {
+    pub kind: AccountKind,
+    pub owner: Address,
+}
+
+impl AccountId {
+    pub fn wallet(owner: &Address) -> Self {
+        Self { kind: AccountKind::ClientWallet, owner: owner.clone() }
+    }
+    pub fn earnings(owner: &Address) -> Self {
+        Self { kind: AccountKind::ProviderEarnings, owner: owner.clone() }
+    }
+    pub fn fee(owner: &Address) -> Self {
+        Self { kind: AccountKind::PlatformFee, owner: owner.clone() }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ValueError> {
+        let (kind, owner) = text
+            .split_once('-')
+            .ok_or_else(|| ValueError::new("account", "must be KIND-ADDRESS, e.g. wallet-ait1..."))?;
+        let kind = match kind {
+            "wallet" => AccountKind::ClientWallet,
+            "earnings" => AccountKind::ProviderEarnings,
+            "fee" => AccountKind::PlatformFee,
+            _ => return Err(ValueError::new("account", "kind must be wallet, earnings or fee")),
+        };
+        Ok(Self { kind, owner: Address::parse(owner)? })
+    }
+}
+
+impl std::fmt::Display for AccountId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            AccountKind::ClientWallet => "wallet",
+            AccountKind::ProviderEarnings => "earnings",
+            AccountKind::PlatformFee => "fee",
+        };
+        write!(f, "{kind}-{}", self.owner)
+    }
+}
+
+impl Serialize for AccountId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// An account's balances.
@@ -46,16 +102,16 @@ pub struct Balance {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Transfer {
     /// Money enters from outside (a deposit, a faucet).
-    Deposit { id: TransferId, to: Address, amount: Amount },
+    Deposit { id: TransferId, to: AccountId, amount: Amount },
     /// Money leaves to the outside (a withdrawal).
-    Withdraw { id: TransferId, from: Address, amount: Amount },
+    Withdraw { id: TransferId, from: AccountId, amount: Amount },
     /// A plain transfer between two accounts (a payout, an SLA refund).
-    Move { id: TransferId, from: Address, to: Address, amount: Amount },
+    Move { id: TransferId, from: AccountId, to: AccountId, amount: Amount },
     /// A pending transfer: holds `amount` of `from`'s available funds.
-    Hold { id: TransferId, hold: HoldId, from: Address, amount: Amount },
+    Hold { id: TransferId, hold: HoldId, from: AccountId, amount: Amount },
     /// Posts `amount` of a pending hold: `amount - fee` to `to`, `fee` to `fee_to`, and the rest
     /// of the hold back to the client's available balance.
-    Post { id: TransferId, hold: HoldId, amount: Amount, to: Address, fee: Amount, fee_to: Address },
+    Post { id: TransferId, hold: HoldId, amount: Amount, to: AccountId, fee: Amount, fee_to: AccountId },
     /// Voids a pending hold: all of it returns to the client's available balance.
     Void { id: TransferId, hold: HoldId },
 }
@@ -86,7 +142,7 @@ pub enum HoldState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {
     pub id: HoldId,
-    pub account: Address,
+    pub account: AccountId,
     pub amount: Amount,
     pub state: HoldState,
 }
@@ -95,7 +151,7 @@ pub struct Hold {
 /// balances non-negative.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posting {
-    pub account: Address,
+    pub account: AccountId,
     pub available_delta: i128,
     pub held_delta: i128,
 }
@@ -112,7 +168,7 @@ pub struct Effect {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
     #[error("insufficient funds in {account}: {available} available, {needed} needed")]
-    InsufficientFunds { account: Address, available: Amount, needed: Amount },
+    InsufficientFunds { account: AccountId, available: Amount, needed: Amount },
     #[error("unknown hold {0}")]
     UnknownHold(HoldId),
     #[error("hold {hold} was already resolved ({state:?})")]
@@ -137,7 +193,7 @@ fn amount_i128(amount: Amount) -> i128 {
     i128::from(amount.raw())
 }
 
-fn posting(account: &Address, available_delta: i128, held_delta: i128) -> Posting {
+fn posting(account: &AccountId, available_delta: i128, held_delta: i128) -> Posting {
     Posting { account: account.clone(), available_delta, held_delta }
 }
 
@@ -233,7 +289,7 @@ pub enum Applied {
 /// An in-memory ledger: the reference model the store-backed ledger must agree with.
 #[derive(Debug, Default, Clone)]
 pub struct Ledger {
-    balances: HashMap<Address, Balance>,
+    balances: HashMap<AccountId, Balance>,
     holds: HashMap<HoldId, Hold>,
     transfers: HashMap<TransferId, Transfer>,
     external_total: i128,
@@ -244,7 +300,7 @@ impl Ledger {
         Self::default()
     }
 
-    pub fn balance(&self, account: &Address) -> Balance {
+    pub fn balance(&self, account: &AccountId) -> Balance {
         self.balances.get(account).copied().unwrap_or_default()
     }
 
@@ -262,7 +318,7 @@ impl Ledger {
         self.balances.values().map(|b| amount_i128(b.available) + amount_i128(b.held)).sum()
     }
 
-    pub fn accounts(&self) -> impl Iterator<Item = (&Address, &Balance)> {
+    pub fn accounts(&self) -> impl Iterator<Item = (&AccountId, &Balance)> {
         self.balances.iter()
     }
 
@@ -287,7 +343,7 @@ impl Ledger {
             let current = next
                 .iter()
                 .rev()
-                .find(|(a, _): &&(Address, Balance)| a == &p.account)
+                .find(|(a, _): &&(AccountId, Balance)| a == &p.account)
                 .map(|(_, b)| *b)
                 .unwrap_or_else(|| self.balance(&p.account));
             let insufficient = || LedgerError::InsufficientFunds {
@@ -320,8 +376,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn addr(n: u8) -> Address {
-        Address::parse(&format!("ait1account{n:04}")).unwrap()
+    fn addr(n: u8) -> AccountId {
+        AccountId::wallet(&Address::parse(&format!("ait1account{n:04}")).unwrap())
     }
     fn tx(n: u32) -> TransferId {
         TransferId::parse(&format!("tx-{n}")).unwrap()
@@ -331,6 +387,17 @@ mod tests {
     }
     fn amt(s: &str) -> Amount {
         Amount::parse(s).unwrap()
+    }
+
+    #[test]
+    fn account_ids_print_and_parse() {
+        let owner = Address::parse("ait1provider0001").unwrap();
+        let earnings = AccountId::earnings(&owner);
+        assert_eq!(earnings.to_string(), "earnings-ait1provider0001");
+        assert_eq!(AccountId::parse("earnings-ait1provider0001").unwrap(), earnings);
+        for bad in ["ait1provider0001", "savings-ait1provider0001", "wallet-", "wallet-nope"] {
+            assert!(AccountId::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
