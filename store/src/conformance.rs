@@ -399,8 +399,10 @@ pub async fn receive_hides_until_visibility_lapses(backends: &dyn Backends) {
     assert_ne!(again[0].receipt_handle, first[0].receipt_handle);
 }
 
-/// Extending visibility keeps a message hidden; extending to zero releases it at once; a handle
-/// that lost its message cannot extend.
+/// Extending visibility keeps a message hidden; extending to zero releases it at once; the
+/// handle of a deleted message cannot extend. (A handle whose visibility lapsed, or of an
+/// earlier receive of a message received again, is left unspecified: SQLite refuses it, SQS may
+/// honour it, so leases are guarded by the store's conditional writes, not by handles.)
 pub async fn extend_visibility(backends: &dyn Backends) {
     let queue = backends.queue(suite_queue_spec()).await;
     queue.create_queue("jobs").await.unwrap();
@@ -416,13 +418,19 @@ pub async fn extend_visibility(backends: &dyn Backends) {
     let released = queue.receive("jobs", 1, Duration::from_secs(2), visibility()).await.unwrap();
     assert_eq!(released.len(), 1, "visible again after release");
     assert_eq!(released[0].receive_count, 2);
+    let handle = &released[0].receipt_handle;
+    queue.extend_visibility("jobs", handle, Duration::from_secs(5)).await.expect("the new handle extends");
+    assert!(matches!(
+        queue.extend_visibility("jobs", handle, Duration::from_secs(12 * 3600 + 1)).await,
+        Err(QueueError::Invalid(_))
+    ));
+    queue.delete("jobs", handle).await.unwrap();
     assert_eq!(
         queue.extend_visibility("jobs", handle, Duration::from_secs(5)).await,
         Err(QueueError::NotInFlight),
-        "the old handle lost the message"
+        "a deleted message cannot be extended"
     );
-    queue.extend_visibility("jobs", &released[0].receipt_handle, Duration::from_secs(5)).await.expect("new handle");
-    assert!(queue.extend_visibility("jobs", handle, Duration::from_secs(12 * 3600 + 1)).await.is_err());
+
 }
 
 /// A deleted message never comes back.

@@ -30,7 +30,8 @@ pub struct Message {
     /// The message id, stable across receives.
     pub id: String,
     /// The handle of this receive: extend and delete take it. A later receive of the same
-    /// message gets a new handle and the old one stops working.
+    /// message gets a new handle; whether the old one still acts on the message differs (SQLite:
+    /// never; SQS: it may), so a lease must be guarded by the store's conditional writes.
     pub receipt_handle: String,
     /// The body as sent.
     pub body: String,
@@ -44,8 +45,9 @@ pub enum QueueError {
     /// The queue does not exist (create it first).
     #[error("queue not found: {0}")]
     NotFound(String),
-    /// The receipt handle no longer holds the message: its visibility lapsed, or it was received
-    /// again, or deleted. The lease on the message is lost.
+    /// The message is not in flight under this handle: it was deleted, or (SQLite; SQS may
+    /// still honour such a handle) its visibility lapsed or it was received again. The lease on
+    /// the message is lost.
     #[error("message not in flight under this receipt handle")]
     NotInFlight,
     /// The backend throttled the request after the adapter's bounded retries; retry later.
@@ -85,7 +87,8 @@ pub trait Queue: Send + Sync {
     ) -> Result<Vec<Message>, QueueError>;
 
     /// Sets a received message's visibility to `visibility` from now (<= VISIBILITY_MS_MAX;
-    /// zero releases it at once). `NotInFlight` when the handle lost the message.
+    /// zero releases it at once). `NotInFlight` when the message is no longer in flight (see
+    /// `QueueError::NotInFlight` for what each adapter detects).
     async fn extend_visibility(&self, queue: &str, receipt_handle: &str, visibility: Duration) -> Result<(), QueueError>;
 
     /// Deletes a received message. A stale handle (the message was received again since) is no

@@ -247,8 +247,12 @@ impl Queue for SqsQueue {
             .send()
             .await
             .map_err(|e| match map_error(e, queue) {
-                // A handle of an earlier receive is "invalid" to SQS: the lease is lost either way.
-                QueueError::Invalid(m) if m.contains("ReceiptHandleIsInvalid") => QueueError::NotInFlight,
+                // SQS calls the handle of a deleted message invalid (ReceiptHandleIsInvalid, or
+                // InvalidParameterValue "message does not exist"); our arguments were checked
+                // already, so either means the lease is lost.
+                QueueError::Invalid(m) if m.contains("ReceiptHandleIsInvalid") || m.contains("InvalidParameterValue") => {
+                    QueueError::NotInFlight
+                }
                 other => other,
             })?;
         Ok(())

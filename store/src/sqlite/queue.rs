@@ -305,6 +305,33 @@ impl Queue for SqliteQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::queue_spec;
+
+    /// SQLite is stricter than the shared suite asks: a handle that lost its message, by a
+    /// lapsed visibility or a later receive, cannot extend it.
+    #[tokio::test]
+    async fn stale_handles_cannot_extend() {
+        let path = std::env::temp_dir().join(format!("aitbc-store-stale-{}.db", std::process::id()));
+        let queue = SqliteDb::open(&path).unwrap().queue_with_spec(queue_spec());
+        queue.create_queue("q").await.unwrap();
+        queue.send_batch("q", vec!["m".into()]).await.unwrap();
+        let short = Duration::from_millis(100);
+        let first = queue.receive("q", 1, Duration::ZERO, short).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let lapsed = queue.extend_visibility("q", &first[0].receipt_handle, short).await;
+        assert_eq!(lapsed, Err(QueueError::NotInFlight));
+        let second = queue.receive("q", 1, Duration::ZERO, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(second[0].receive_count, 2);
+        let old = queue.extend_visibility("q", &first[0].receipt_handle, short).await;
+        assert_eq!(old, Err(QueueError::NotInFlight));
+        queue.delete("q", &first[0].receipt_handle).await.unwrap();
+        assert_eq!(queue.approximate_depth("q").await.unwrap(), 0);
+        queue.extend_visibility("q", &second[0].receipt_handle, Duration::ZERO).await.unwrap();
+        assert_eq!(queue.approximate_depth("q").await.unwrap(), 1, "the stale delete left the message");
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 
     #[test]
     fn handles_round_trip() {
