@@ -11,6 +11,7 @@
 //! Nothing here reads files, opens sockets or spawns tasks; the only environment it touches is
 //! the clock and the OS random source, for generated ids and keys.
 
+pub mod availability;
 pub mod config;
 pub mod jcs;
 pub mod jobspec;
