@@ -1,0 +1,480 @@
+//! Jobs: submission (match a listing, hold the maximum price, write the job, enqueue it), the
+//! worker's side (claim, start, heartbeat, complete with a signed receipt, fail, release) and the
+//! client's (get, result, cancel).
+//!
+//! Every transition reads the job, applies `aitbc_core::job::transition`, and writes the result
+//! on the condition that the job's `version` is still the one read, in the same transaction as
+//! the money and counters it moves. A duplicate delivery, a late worker or a racing twin
+//! therefore loses with a conflict and changes nothing.
+
+use crate::auth::{Principal, Role};
+use crate::quotes::{QuoteInput, SignedQuote};
+use crate::receipts::receipt_writes;
+use crate::records::{from_item, to_item};
+use crate::{Market, MarketError};
+use aitbc_core::job::{transition, Event, JobState, JobStatus, TransitionError};
+use aitbc_core::jobspec::{JobOutput, JobSpec, JOB_TIMEOUT_MS_DEFAULT, JOB_TIMEOUT_MS_MAX, RESULT_VALUES_MAX};
+use aitbc_core::ledger::{AccountId, Transfer};
+use aitbc_core::money::{Amount, GpuMillis, Rate};
+use aitbc_core::pricing::Tier;
+use aitbc_core::receipt::Receipt;
+use aitbc_core::values::{Address, HoldId, JobId, ListingId, ModelName, TransferId, WorkerId};
+use aitbc_store::{keys, Condition, Item, StoreError, TxWrite};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Clock skew allowed between a worker's receipt timestamps and the marketplace, seconds.
+pub const RECEIPT_CLOCK_SKEW_S: i64 = 60;
+/// A failure reason is at most this long.
+pub const FAILURE_REASON_BYTES_MAX: usize = 4_096;
+/// Jobs per page when listing, at most.
+pub const JOBS_PAGE_MAX: usize = 100;
+
+const ATTR_VERSION: &str = "version";
+const ATTR_ENQUEUED: &str = "enqueued";
+
+/// Why a job failed, as its worker reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub reason: String,
+    pub retryable: bool,
+}
+
+/// A job as stored and served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job_id: JobId,
+    pub client: Address,
+    pub provider: Address,
+    pub gpu_id: ListingId,
+    pub queue: String,
+    pub spec: JobSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelName>,
+    pub tier: Tier,
+    /// The most GPU time the job may use (what the hold covers).
+    pub units_max: GpuMillis,
+    pub unit_price: Rate,
+    pub max_price: Amount,
+    pub hold_id: HoldId,
+    pub timeout_ms: u64,
+    pub status: JobStatus,
+    pub created_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<JobOutput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+/// What a client submits: a signed quote, or the terms to quote now, plus what to run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    #[serde(default)]
+    pub quote: Option<SignedQuote>,
+    /// Used when no quote is given: priced at submission.
+    #[serde(default)]
+    pub model: Option<ModelName>,
+    #[serde(default)]
+    pub units: Option<GpuMillis>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub gpu_id: Option<ListingId>,
+    #[serde(default)]
+    pub tier: Tier,
+    pub spec: JobSpec,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// The message a listing's queue carries: which job to claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobMessage {
+    pub job_id: JobId,
+}
+
+/// What a worker sends to complete a job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Completion {
+    pub worker_id: WorkerId,
+    pub receipt: Receipt,
+    pub output: JobOutput,
+}
+
+fn transition_error(e: TransitionError) -> MarketError {
+    match e {
+        TransitionError::NotHolder => MarketError::Forbidden("the job's lease is held by another worker".into()),
+        TransitionError::LeaseLength(_) => MarketError::invalid("lease_ms", e.to_string()),
+        other => MarketError::Conflict(other.to_string()),
+    }
+}
+
+/// Index keys of a job in its current state.
+fn job_indexes(job: &JobRecord, changed_ms: i64) -> Vec<keys::IndexKey> {
+    vec![
+        keys::job_client_index(job.client.as_str(), job.created_at_ms, job.job_id.as_str()),
+        keys::job_state_index(job.status.state.name(), changed_ms, job.job_id.as_str()),
+        keys::job_listing_index(job.gpu_id.as_str(), job.created_at_ms, job.job_id.as_str()),
+    ]
+}
+
+/// A job id derived from the client and its idempotency key, so a retried submission cannot
+/// create a second job even if the first attempt's answer was lost.
+pub fn job_id_for(client: &Address, idempotency_key: &str) -> JobId {
+    let digest = Sha256::digest(format!("{client}\n{idempotency_key}").as_bytes());
+    JobId::parse(&format!("job-{}", &hex::encode(digest)[..32])).expect("hex is a valid id")
+}
+
+impl Market {
+    /// The job and its stored version.
+    pub async fn job_with_version(&self, job_id: &JobId) -> Result<(JobRecord, i64), MarketError> {
+        let item = self.store.get(&keys::job(job_id.as_str())).await?.ok_or_else(|| MarketError::not_found(format!("job {job_id}")))?;
+        let version = item.int(ATTR_VERSION).unwrap_or(0);
+        Ok((from_item(&item)?, version))
+    }
+
+    /// The write that replaces a job read at `version` with `job`.
+    pub fn job_write(&self, job: &JobRecord, version: i64) -> TxWrite {
+        let item = to_item(keys::job(job.job_id.as_str()), job, &job_indexes(job, self.now_ms())).with(ATTR_VERSION, version + 1).with(ATTR_ENQUEUED, true);
+        TxWrite::Put { item, condition: Condition::equals(ATTR_VERSION, version) }
+    }
+
+    /// Submits a job for `caller` (a client); `idempotency_key` names the job.
+    pub async fn submit_job(&self, caller: &Principal, submit: SubmitJob, idempotency_key: &str) -> Result<JobRecord, MarketError> {
+        caller.require(Role::Client)?;
+        submit.spec.validate().map_err(|e| MarketError::invalid(format!("spec.{}", e.field), e.reason))?;
+        let timeout_ms = submit.timeout_ms.unwrap_or(JOB_TIMEOUT_MS_DEFAULT);
+        if !(1..=JOB_TIMEOUT_MS_MAX).contains(&timeout_ms) {
+            return Err(MarketError::invalid("timeout_ms", format!("must be 1..={JOB_TIMEOUT_MS_MAX}")));
+        }
+        let job_id = job_id_for(&caller.address, idempotency_key);
+        if let Ok((existing, _)) = self.job_with_version(&job_id).await {
+            self.ensure_enqueued(&existing).await?;
+            return Ok(existing);
+        }
+        let kind = submit.spec.kind();
+        let quote = match submit.quote {
+            Some(quote) => {
+                self.check_quote(&quote)?;
+                quote
+            }
+            None => {
+                let units = submit.units.ok_or_else(|| MarketError::invalid("units", "give units (GPU-seconds) or a quote"))?;
+                let input = QuoteInput {
+                    model: submit.model.clone(),
+                    units,
+                    region: submit.region.clone(),
+                    gpu_id: submit.gpu_id.clone(),
+                    tier: submit.tier,
+                    duration_hours: 0,
+                    kind: Some(kind),
+                };
+                self.quote(&input).await?
+            }
+        };
+        let terms = &quote.terms;
+        let view = self.listing_view(&self.listing_item(&terms.gpu_id).await?)?;
+        let listing = &view.listing;
+        if !listing.kinds.contains(&kind) {
+            return Err(MarketError::invalid("spec.kind", format!("GPU listing {} does not run {}", listing.gpu_id, kind.name())));
+        }
+        if !self.is_available(&view) {
+            return Err(MarketError::NoCapacity(format!("GPU listing {} is not taking jobs now", listing.gpu_id)));
+        }
+        // The client's spending limit bounds what it may have held at once.
+        let wallet = AccountId::wallet(&caller.address);
+        let (account, balance) = self.account(&wallet).await?;
+        if let Some(limit) = account.spending_limit {
+            let would_hold = balance.held.checked_add(terms.max_price).map_err(|e| MarketError::invalid("units", e.to_string()))?;
+            if would_hold > limit {
+                return Err(MarketError::SpendingLimit(format!("{would_hold} held would exceed the limit of {limit}")));
+            }
+        }
+        let now = self.now_ms();
+        let uuid_part = &job_id.as_str()[4..];
+        let hold_id = HoldId::parse(&format!("hold-{uuid_part}")).expect("valid id");
+        let job = JobRecord {
+            job_id: job_id.clone(),
+            client: caller.address.clone(),
+            provider: listing.provider.clone(),
+            gpu_id: listing.gpu_id.clone(),
+            queue: listing.queue.clone(),
+            spec: submit.spec,
+            model: terms.model.clone(),
+            tier: terms.tier,
+            units_max: terms.units,
+            unit_price: terms.unit_price,
+            max_price: terms.max_price,
+            hold_id: hold_id.clone(),
+            timeout_ms,
+            status: JobStatus::queued(self.settings.attempts_max, now + self.settings.claim_timeout_ms as i64),
+            created_at_ms: now,
+            claimed_at_ms: None,
+            finished_at_ms: None,
+            receipt_id: None,
+            output: None,
+            failure: None,
+        };
+        let job_item = to_item(keys::job(job_id.as_str()), &job, &job_indexes(&job, now)).with(ATTR_VERSION, 0).with(ATTR_ENQUEUED, false);
+        let hold = Transfer::Hold {
+            id: TransferId::parse(&format!("tx-{uuid_part}-hold")).expect("valid id"),
+            hold: hold_id,
+            from: wallet,
+            amount: job.max_price,
+        };
+        match self.apply_transfer(&hold, vec![TxWrite::Put { item: job_item, condition: Condition::Absent }]).await {
+            Ok(_) => {}
+            Err(MarketError::Conflict(_)) => {
+                // A concurrent twin submitted the same key: answer with its job.
+                let (existing, _) = self.job_with_version(&job_id).await?;
+                return Ok(existing);
+            }
+            Err(e) => return Err(e),
+        }
+        self.ensure_enqueued(&job).await?;
+        Ok(job)
+    }
+
+    /// Sends the job's queue message if it was not sent yet (a crash between the write and the
+    /// send leaves `enqueued` false; a retried submission or the sweeper sends it).
+    pub async fn ensure_enqueued(&self, job: &JobRecord) -> Result<(), MarketError> {
+        let key = keys::job(job.job_id.as_str());
+        let Some(item) = self.store.get(&key).await? else { return Ok(()) };
+        if item.attrs.get(ATTR_ENQUEUED) == Some(&serde_json::Value::Bool(true)) || job.status.state != JobState::Queued {
+            return Ok(());
+        }
+        self.enqueue(job).await?;
+        let update = aitbc_store::Update::new().set(ATTR_ENQUEUED, true);
+        match self.store.update(&key, update, Condition::Present).await {
+            Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Puts a message for `job` on its listing's queue (duplicates are harmless: a claim of a
+    /// job that is not queued is refused).
+    pub async fn enqueue(&self, job: &JobRecord) -> Result<(), MarketError> {
+        let body = serde_json::to_string(&JobMessage { job_id: job.job_id.clone() }).expect("serializes");
+        self.queue.send_batch(&job.queue, vec![body]).await?;
+        Ok(())
+    }
+
+    /// Who may see a job: its client, its provider, an admin.
+    fn may_see(caller: &Principal, job: &JobRecord) -> Result<(), MarketError> {
+        if caller.role == Role::Admin || caller.address == job.client || caller.address == job.provider {
+            Ok(())
+        } else {
+            Err(MarketError::Forbidden(format!("job {} belongs to another account", job.job_id)))
+        }
+    }
+
+    fn own_as_provider(caller: &Principal, job: &JobRecord) -> Result<(), MarketError> {
+        caller.require(Role::Provider)?;
+        if caller.role == Role::Admin || caller.address == job.provider {
+            Ok(())
+        } else {
+            Err(MarketError::Forbidden(format!("job {} runs on another provider's GPU", job.job_id)))
+        }
+    }
+
+    pub async fn get_job(&self, caller: &Principal, job_id: &JobId) -> Result<JobRecord, MarketError> {
+        let (job, _) = self.job_with_version(job_id).await?;
+        Self::may_see(caller, &job)?;
+        Ok(job)
+    }
+
+    /// A client's jobs, newest first.
+    pub async fn list_jobs(&self, caller: &Principal, limit: usize, cursor: Option<String>) -> Result<(Vec<JobRecord>, Option<String>), MarketError> {
+        let query = keys::jobs_by_client(caller.address.as_str()).descending().limit(limit.clamp(1, JOBS_PAGE_MAX)).after(cursor);
+        let page = self.store.query(query).await.map_err(|e| match e {
+            StoreError::Invalid(r) => MarketError::invalid("cursor", r),
+            e => e.into(),
+        })?;
+        let jobs = page.items.iter().map(from_item).collect::<Result<Vec<JobRecord>, _>>()?;
+        Ok((jobs, page.cursor))
+    }
+
+    /// Applies `event` to the job and writes it with `extra` writes, in one transaction.
+    async fn apply_event(&self, job_id: &JobId, event: Event, check: impl Fn(&JobRecord) -> Result<(), MarketError>) -> Result<(JobRecord, JobRecord, i64), MarketError> {
+        let (job, version) = self.job_with_version(job_id).await?;
+        check(&job)?;
+        let status = transition(&job.status, &event).map_err(transition_error)?;
+        let mut next = job.clone();
+        next.status = status;
+        Ok((job, next, version))
+    }
+
+    async fn commit(&self, writes: Vec<TxWrite>) -> Result<(), MarketError> {
+        match self.store.transact(writes).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed { .. }) => Err(MarketError::Conflict("the job changed meanwhile; read it again".into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A worker takes a queued job: it gets a lease and the job's spec.
+    pub async fn claim_job(&self, caller: &Principal, job_id: &JobId, worker: &WorkerId, lease_ms: Option<u64>) -> Result<JobRecord, MarketError> {
+        let now = self.now_ms();
+        let lease_ms = lease_ms.unwrap_or(self.settings.lease_ms);
+        let event = Event::Claim { worker: worker.clone(), now_ms: now, lease_ms };
+        let (_, mut next, version) = self.apply_event(job_id, event, |job| Self::own_as_provider(caller, job)).await?;
+        next.claimed_at_ms = Some(now);
+        let writes = vec![self.job_write(&next, version), crate::Market::listing_counter_write(&next.gpu_id, 1, None)];
+        self.commit(writes).await?;
+        Ok(next)
+    }
+
+    /// The holder starts running the job.
+    pub async fn start_job(&self, caller: &Principal, job_id: &JobId, worker: &WorkerId) -> Result<JobRecord, MarketError> {
+        let event = Event::Start { worker: worker.clone(), now_ms: self.now_ms() };
+        let (_, next, version) = self.apply_event(job_id, event, |job| Self::own_as_provider(caller, job)).await?;
+        self.commit(vec![self.job_write(&next, version)]).await?;
+        Ok(next)
+    }
+
+    /// The holder extends its lease.
+    pub async fn heartbeat_job(&self, caller: &Principal, job_id: &JobId, worker: &WorkerId, lease_ms: Option<u64>) -> Result<JobRecord, MarketError> {
+        let lease_ms = lease_ms.unwrap_or(self.settings.lease_ms);
+        let event = Event::Heartbeat { worker: worker.clone(), now_ms: self.now_ms(), lease_ms };
+        let (_, next, version) = self.apply_event(job_id, event, |job| Self::own_as_provider(caller, job)).await?;
+        self.commit(vec![self.job_write(&next, version)]).await?;
+        Ok(next)
+    }
+
+    /// The holder completes the job with a receipt signed by the provider's registered key. The
+    /// marketplace checks it against the job and its lease, countersigns and stores it.
+    pub async fn complete_job(&self, caller: &Principal, job_id: &JobId, completion: Completion) -> Result<(JobRecord, Receipt), MarketError> {
+        let now = self.now_ms();
+        let event = Event::Complete { worker: completion.worker_id.clone(), now_ms: now };
+        let (job, mut next, version) = self.apply_event(job_id, event, |job| Self::own_as_provider(caller, job)).await?;
+        let mut receipt = completion.receipt;
+        self.check_receipt_against_job(&job, &receipt, now)?;
+        let provider_keys = self.provider_key_set(&job.provider).await?;
+        receipt.verify(&provider_keys).map_err(|e| MarketError::invalid("receipt", e.to_string()))?;
+        receipt.countersign(&self.signing_key).map_err(|e| MarketError::Internal(e.to_string()))?;
+        let mut output = completion.output;
+        if output.values.len() > RESULT_VALUES_MAX {
+            return Err(MarketError::invalid("output.values", format!("at most {RESULT_VALUES_MAX}")));
+        }
+        output.values.truncate(RESULT_VALUES_MAX);
+        next.finished_at_ms = Some(now);
+        next.receipt_id = Some(receipt.body.receipt_id.to_string());
+        next.output = Some(output);
+        let mut writes = vec![self.job_write(&next, version)];
+        writes.push(crate::Market::listing_counter_write(&job.gpu_id, -1, Some((receipt.body.units.millis(), receipt.body.price))));
+        writes.extend(receipt_writes(&receipt, now));
+        self.commit(writes).await?;
+        Ok((next, receipt))
+    }
+
+    /// Everything a receipt must agree with in the job it completes.
+    fn check_receipt_against_job(&self, job: &JobRecord, receipt: &Receipt, now_ms: i64) -> Result<(), MarketError> {
+        let body = &receipt.body;
+        let bad = |field: &str, why: String| Err(MarketError::invalid(format!("receipt.{field}"), why));
+        if body.job_id != job.job_id {
+            return bad("job_id", format!("is for {}, not {}", body.job_id, job.job_id));
+        }
+        if body.gpu_id != job.gpu_id || body.provider != job.provider || body.client != job.client {
+            return bad("gpu_id", "names another listing, provider or client than the job".into());
+        }
+        if body.attempt != job.status.attempt {
+            return bad("attempt", format!("is {}, the job's current attempt is {}", body.attempt, job.status.attempt));
+        }
+        if body.unit_price != job.unit_price || body.model != job.model {
+            return bad("unit_price", "differs from the job's quoted unit price or model".into());
+        }
+        if body.units.millis() == 0 || body.units > job.units_max {
+            return bad("units", format!("must be above 0 and at most the job's {} GPU-seconds", job.units_max));
+        }
+        let claimed_s = job.claimed_at_ms.unwrap_or(job.created_at_ms) / 1_000;
+        let now_s = now_ms / 1_000;
+        if body.started_at < claimed_s - RECEIPT_CLOCK_SKEW_S || body.completed_at > now_s + RECEIPT_CLOCK_SKEW_S {
+            return bad("started_at", "lies outside the job's lease".into());
+        }
+        // Metered time cannot exceed the wall time the receipt claims (second resolution, so
+        // one second of slack), times the GPUs of the listing.
+        let wall_ms = (body.completed_at - body.started_at + 1).max(1) as u64 * 1_000;
+        if body.units.millis() > wall_ms.saturating_mul(64) {
+            return bad("units", "exceed the wall time between started_at and completed_at".into());
+        }
+        body.check().map_err(|e| MarketError::invalid("receipt", e.to_string()))
+    }
+
+    /// The holder reports failure: retryable ones go back to the queue while attempts remain,
+    /// others fail the job and void its hold.
+    pub async fn fail_job(&self, caller: &Principal, job_id: &JobId, worker: &WorkerId, reason: String, retryable: bool) -> Result<JobRecord, MarketError> {
+        if reason.len() > FAILURE_REASON_BYTES_MAX {
+            return Err(MarketError::invalid("reason", format!("at most {FAILURE_REASON_BYTES_MAX} bytes")));
+        }
+        let event = Event::Fail { worker: worker.clone(), now_ms: self.now_ms(), retryable };
+        let (job, mut next, version) = self.apply_event(job_id, event, |job| Self::own_as_provider(caller, job)).await?;
+        next.failure = Some(Failure { reason, retryable });
+        self.finish_transition(job.status.state, next, version).await
+    }
+
+    /// The holder hands the job back unfinished (shutting down); it is queued again at once.
+    pub async fn release_job(&self, caller: &Principal, job_id: &JobId, worker: &WorkerId) -> Result<JobRecord, MarketError> {
+        let event = Event::Release { worker: worker.clone(), now_ms: self.now_ms() };
+        let (job, next, version) = self.apply_event(job_id, event, |job| Self::own_as_provider(caller, job)).await?;
+        self.finish_transition(job.status.state, next, version).await
+    }
+
+    /// The client cancels a job that is still queued; its hold is voided.
+    pub async fn cancel_job(&self, caller: &Principal, job_id: &JobId) -> Result<JobRecord, MarketError> {
+        let (job, next, version) = self
+            .apply_event(job_id, Event::Cancel, |job| {
+                if caller.role == Role::Admin || caller.address == job.client {
+                    Ok(())
+                } else {
+                    Err(MarketError::Forbidden(format!("job {} belongs to another client", job.job_id)))
+                }
+            })
+            .await?;
+        self.finish_transition(job.status.state, next, version).await
+    }
+
+    /// Writes a transition out of a leased or queued state: the job, the listing's counter
+    /// (when it leaves a lease), the hold's void (when it ends unpaid), and a new queue message
+    /// (when it goes back to the queue).
+    pub async fn finish_transition(&self, previous: JobState, mut next: JobRecord, version: i64) -> Result<JobRecord, MarketError> {
+        if next.status.state.hold_outcome() == Some(false) {
+            next.finished_at_ms = Some(self.now_ms());
+        }
+        let mut writes = vec![self.job_write(&next, version)];
+        if previous.is_leased() {
+            writes.push(crate::Market::listing_counter_write(&next.gpu_id, -1, None));
+        }
+        let requeued = next.status.state == JobState::Queued;
+        if next.status.state.hold_outcome() == Some(false) {
+            let void = Transfer::Void { id: self.void_transfer_id(&next), hold: next.hold_id.clone() };
+            match self.apply_transfer(&void, writes).await {
+                Ok(_) => {}
+                Err(MarketError::Conflict(_)) => return Err(MarketError::Conflict("the job changed meanwhile; read it again".into())),
+                Err(e) => return Err(e),
+            }
+        } else {
+            self.commit(writes).await?;
+        }
+        if requeued {
+            self.enqueue(&next).await?;
+        }
+        Ok(next)
+    }
+
+    pub fn void_transfer_id(&self, job: &JobRecord) -> TransferId {
+        TransferId::parse(&format!("tx-{}-void", &job.job_id.as_str()[4..])).expect("valid id")
+    }
+
+    /// Raw item access for the scheduler's sweeps.
+    pub async fn job_item(&self, job_id: &JobId) -> Result<Option<Item>, MarketError> {
+        Ok(self.store.get(&keys::job(job_id.as_str())).await?)
+    }
+}

@@ -1,0 +1,190 @@
+//! Quotes: the price of a request on a listing, signed by the marketplace so that a client can
+//! submit it later without the server keeping it (a quote is stateless: its signature and expiry
+//! are its proof, so nothing needs sweeping). Also the market view: demand and prices by region.
+
+use crate::registry::{ListingFilter, ListingView};
+use crate::{Market, MarketError};
+use aitbc_core::jcs;
+use aitbc_core::jobspec::JobKind;
+use aitbc_core::money::{Amount, GpuMillis, Rate, BPS_ONE};
+use aitbc_core::pricing::{quote, Breakdown, MarketSignals, QuoteRequest, Tier};
+use aitbc_core::signing::{KeySet, SignatureEnvelope};
+use aitbc_core::values::{ListingId, ModelName, QuoteId, Region};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Regional demand is recomputed at most this often per process.
+pub const DEMAND_CACHE_MS: i64 = 1_000;
+/// Listings read to compute a region's demand or pick the best listing, at most.
+pub const REGION_LISTINGS_MAX: usize = 100;
+
+/// What a client asks a price for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteInput {
+    #[serde(default)]
+    pub model: Option<ModelName>,
+    /// The most GPU-seconds the job may use, e.g. "2.5".
+    pub units: GpuMillis,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub gpu_id: Option<ListingId>,
+    #[serde(default)]
+    pub tier: Tier,
+    #[serde(default)]
+    pub duration_hours: u32,
+    #[serde(default)]
+    pub kind: Option<JobKind>,
+}
+
+/// The priced terms a quote promises.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteTerms {
+    pub quote_id: QuoteId,
+    pub gpu_id: ListingId,
+    pub region: Region,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelName>,
+    pub units: GpuMillis,
+    pub tier: Tier,
+    pub duration_hours: u32,
+    /// AITBC per GPU-second.
+    pub unit_price: Rate,
+    /// What a job on this quote holds: `units x unit_price`.
+    pub max_price: Amount,
+    pub breakdown: Breakdown,
+    pub expires_at_ms: i64,
+}
+
+/// A quote with the marketplace's signature over its RFC 8785 form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedQuote {
+    pub terms: QuoteTerms,
+    pub signature: SignatureEnvelope,
+}
+
+#[derive(Default)]
+pub(crate) struct DemandCache(Mutex<HashMap<Region, (u32, i64)>>);
+
+fn canonical(terms: &QuoteTerms) -> Vec<u8> {
+    jcs::canonicalize(&serde_json::to_value(terms).expect("serializes")).expect("quote terms hold no floats")
+}
+
+impl Market {
+    /// Utilization of a listing: active jobs over its capacity, in basis points.
+    pub fn utilization_bps(view: &ListingView) -> u32 {
+        let capacity = i64::from(view.listing.max_concurrent_jobs.max(1));
+        (view.active_jobs.clamp(0, capacity) * i64::from(BPS_ONE) / capacity) as u32
+    }
+
+    /// Demand in a region: active jobs over capacity of its listings (cached briefly).
+    pub async fn region_demand_bps(&self, region: &Region) -> Result<u32, MarketError> {
+        let now = self.now_ms();
+        if let Some((bps, at)) = self.caches.demand.0.lock().expect("demand cache").get(region) {
+            if now - at < DEMAND_CACHE_MS {
+                return Ok(*bps);
+            }
+        }
+        let filter = ListingFilter { region: Some(region.to_string()), limit: REGION_LISTINGS_MAX, ..Default::default() };
+        let (views, _) = self.list_listings(filter).await?;
+        let (active, capacity) = views.iter().fold((0i64, 0i64), |(a, c), v| {
+            let cap = i64::from(v.listing.max_concurrent_jobs);
+            (a + v.active_jobs.clamp(0, cap), c + cap)
+        });
+        let bps = if capacity == 0 { 0 } else { (active * i64::from(BPS_ONE) / capacity) as u32 };
+        self.caches.demand.0.lock().expect("demand cache").insert(region.clone(), (bps, now));
+        Ok(bps)
+    }
+
+    /// Prices `input` on one listing.
+    pub async fn quote_on(&self, view: &ListingView, input: &QuoteInput) -> Result<SignedQuote, MarketError> {
+        let listing = &view.listing;
+        if let Some(model) = &input.model {
+            if !listing.serves_model(model) {
+                return Err(MarketError::invalid("model", format!("GPU listing {} does not serve {model}", listing.gpu_id)));
+            }
+        }
+        if let Some(kind) = input.kind {
+            if !listing.kinds.contains(&kind) {
+                return Err(MarketError::invalid("kind", format!("GPU listing {} does not run {}", listing.gpu_id, kind.name())));
+            }
+        }
+        let signals = MarketSignals {
+            region_demand_bps: self.region_demand_bps(&listing.region).await?,
+            listing_utilization_bps: Self::utilization_bps(view),
+        };
+        let now = self.now_ms();
+        let request = QuoteRequest { model: input.model.clone(), units: input.units, tier: input.tier, duration_hours: input.duration_hours };
+        let priced = quote(&self.config.rate_card, &listing.terms(self), signals, now, &request, None)
+            .map_err(|e| MarketError::invalid("units", e.to_string()))?;
+        let terms = QuoteTerms {
+            quote_id: QuoteId::generate(),
+            gpu_id: listing.gpu_id.clone(),
+            region: listing.region.clone(),
+            model: input.model.clone(),
+            units: input.units,
+            tier: input.tier,
+            duration_hours: input.duration_hours,
+            unit_price: priced.unit_price,
+            max_price: priced.max_price,
+            breakdown: priced.breakdown,
+            expires_at_ms: now + i64::from(self.config.quote_ttl_s) * 1_000,
+        };
+        let signature = self.signing_key.sign(&canonical(&terms));
+        Ok(SignedQuote { terms, signature })
+    }
+
+    /// The best quote for `input`: on the named listing, or the cheapest available listing of
+    /// the region that serves the model and kind (ties: the least busy).
+    pub async fn quote(&self, input: &QuoteInput) -> Result<SignedQuote, MarketError> {
+        if let Some(gpu_id) = &input.gpu_id {
+            let view = self.listing_view(&self.listing_item(gpu_id).await?)?;
+            return self.quote_on(&view, input).await;
+        }
+        let Some(region) = &input.region else {
+            return Err(MarketError::invalid("region", "give region or gpu_id"));
+        };
+        let filter = ListingFilter {
+            region: Some(region.clone()),
+            model: input.model.clone(),
+            available: true,
+            limit: REGION_LISTINGS_MAX,
+            ..Default::default()
+        };
+        let (views, _) = self.list_listings(filter).await?;
+        let mut best: Option<(SignedQuote, u32)> = None;
+        for view in views.iter().filter(|v| input.kind.is_none_or(|k| v.listing.kinds.contains(&k))) {
+            if view.active_jobs >= i64::from(view.listing.max_concurrent_jobs) {
+                continue;
+            }
+            let q = self.quote_on(view, input).await?;
+            let busy = Self::utilization_bps(view);
+            let better = best.as_ref().is_none_or(|(b, b_busy)| (q.terms.unit_price, busy) < (b.terms.unit_price, *b_busy));
+            if better {
+                best = Some((q, busy));
+            }
+        }
+        best.map(|(q, _)| q).ok_or_else(|| MarketError::NoCapacity(format!("no available GPU listing in {region} fits")))
+    }
+
+    /// Checks a quote's signature (the marketplace's own key) and expiry.
+    pub fn check_quote(&self, quote: &SignedQuote) -> Result<(), MarketError> {
+        let mut keys = KeySet::new();
+        keys.insert(&self.signing_key.public()).map_err(|e| MarketError::Internal(e.to_string()))?;
+        let key = keys.get(&quote.signature.key_id).ok_or_else(|| MarketError::invalid("quote", "not signed by this marketplace"))?;
+        let sig = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &quote.signature.sig)
+            .ok()
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+            .ok_or_else(|| MarketError::invalid("quote", "signature is not base64 of 64 bytes"))?;
+        key.verify_strict(&canonical(&quote.terms), &ed25519_dalek::Signature::from_bytes(&sig))
+            .map_err(|_| MarketError::invalid("quote", "signature does not verify"))?;
+        if self.now_ms() >= quote.terms.expires_at_ms {
+            return Err(MarketError::invalid("quote", "expired; ask for a new quote"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,420 @@
+//! The registry: providers' receipt keys, GPU listings (register, list, get, update, delete),
+//! worker heartbeats, a listing's status and its earnings.
+
+use crate::auth::{Principal, Role};
+use crate::records::{from_item, int, to_item};
+use crate::{Market, MarketError};
+use aitbc_core::availability::Schedule;
+use aitbc_core::jobspec::JobKind;
+use aitbc_core::money::{Amount, Rate};
+use aitbc_core::pricing::{ListingTerms, PricingParams, Strategy};
+use aitbc_core::signing::{KeySet, PublicKeyEntry};
+use aitbc_core::values::{Address, CudaVersion, GpuMemoryGib, GpuName, KeyId, ListingId, ModelName, Region, WorkerId};
+use aitbc_store::{keys, Condition, Item, Key, StoreError, TxWrite, Update};
+use serde::{Deserialize, Serialize};
+
+/// GPUs in one listing, at most.
+pub const LISTING_GPUS_MAX: u32 = 1_024;
+/// Concurrent jobs per listing, at most.
+pub const LISTING_CONCURRENT_JOBS_MAX: u32 = 4_096;
+/// Models a listing names, at most.
+pub const LISTING_MODELS_MAX: usize = 64;
+/// Listings per page, at most.
+pub const LISTINGS_PAGE_MAX: usize = 100;
+/// Signing keys per provider, at most.
+pub const PROVIDER_KEYS_MAX: usize = 16;
+/// A base price per GPU-hour is at most this (a bound on typos).
+pub const BASE_PRICE_PER_HOUR_MAX: Amount = Amount::from_raw(1_000_000 * 1_000_000_000);
+/// SLA response time, at most an hour; penalty rate at most 100%.
+pub const SLA_RESPONSE_S_MAX: u32 = 3_600;
+
+const ATTR_ACTIVE_JOBS: &str = "active_jobs";
+const ATTR_HEARTBEAT_MS: &str = "last_heartbeat_ms";
+const ATTR_WORKER: &str = "last_worker";
+const ATTR_COMPLETED: &str = "completed_jobs";
+const ATTR_GPU_MS: &str = "gpu_ms_total";
+const ATTR_EARNED: &str = "earned_nano";
+
+/// Service-level targets (the provider guide's `define_sla`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sla {
+    /// A job should start within this many seconds of submission.
+    pub response_time_s: u32,
+    /// Refund to the client, as a share of the price, when a job misses the target.
+    pub penalty_rate_bps: u32,
+}
+
+impl Default for Sla {
+    fn default() -> Self {
+        Self { response_time_s: 30, penalty_rate_bps: 5_000 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListingStatus {
+    Active,
+    Paused,
+}
+
+/// A GPU listing as stored and served.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Listing {
+    pub gpu_id: ListingId,
+    pub provider: Address,
+    pub name: GpuName,
+    pub memory_gib: GpuMemoryGib,
+    pub cuda_version: CudaVersion,
+    /// AITBC per GPU-hour.
+    pub base_price: Amount,
+    pub region: Region,
+    pub count: u32,
+    pub models: Vec<ModelName>,
+    pub kinds: Vec<JobKind>,
+    pub strategy: Strategy,
+    pub params: PricingParams,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<Schedule>,
+    pub max_concurrent_jobs: u32,
+    pub sla: Sla,
+    pub status: ListingStatus,
+    /// The queue its workers poll.
+    pub queue: String,
+    pub created_at_ms: i64,
+}
+
+/// What a provider sends to list a GPU.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewListing {
+    pub name: GpuName,
+    pub memory_gib: GpuMemoryGib,
+    pub cuda_version: CudaVersion,
+    pub base_price: Amount,
+    pub region: String,
+    #[serde(default = "one")]
+    pub count: u32,
+    #[serde(default)]
+    pub models: Vec<ModelName>,
+    #[serde(default = "default_kinds")]
+    pub kinds: Vec<JobKind>,
+    #[serde(default)]
+    pub strategy: Strategy,
+    #[serde(default)]
+    pub params: PricingParams,
+    #[serde(default)]
+    pub availability: Option<Schedule>,
+    #[serde(default)]
+    pub max_concurrent_jobs: Option<u32>,
+    #[serde(default)]
+    pub sla: Sla,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_kinds() -> Vec<JobKind> {
+    vec![JobKind::VectorAdd, JobKind::Reduction, JobKind::Gemm]
+}
+
+/// A partial update of a listing.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListingPatch {
+    pub strategy: Option<Strategy>,
+    pub base_price: Option<Amount>,
+    pub status: Option<ListingStatus>,
+    pub params: Option<PricingParams>,
+    pub availability: Option<Schedule>,
+}
+
+/// A listing with its live counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListingView {
+    #[serde(flatten)]
+    pub listing: Listing,
+    pub active_jobs: i64,
+    pub online: bool,
+    pub last_heartbeat_ms: Option<i64>,
+    pub completed_jobs: i64,
+    pub gpu_seconds_total: String,
+    pub earned: Amount,
+}
+
+/// Filters for listing GPUs.
+#[derive(Debug, Clone, Default)]
+pub struct ListingFilter {
+    pub region: Option<String>,
+    pub provider: Option<Address>,
+    pub model: Option<ModelName>,
+    /// Only listings online, active and inside their schedule now.
+    pub available: bool,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+fn invalid(field: &str, reason: impl Into<String>) -> MarketError {
+    MarketError::invalid(field, reason)
+}
+
+fn listing_indexes(listing: &Listing) -> Vec<keys::IndexKey> {
+    vec![
+        keys::listing_region_index(listing.region.as_str(), listing.gpu_id.as_str()),
+        keys::listing_provider_index(listing.provider.as_str(), listing.gpu_id.as_str()),
+    ]
+}
+
+fn key_guard(key_id: &KeyId) -> Key {
+    Key::new(format!("SIGNKEYID#{key_id}"), "#")
+}
+
+impl Listing {
+    pub fn terms(&self, market: &Market) -> ListingTerms {
+        let time_zone = market.config.regions.get(&self.region).copied().unwrap_or(chrono_tz::UTC);
+        ListingTerms { base: Rate::per_hour(self.base_price), strategy: self.strategy, params: self.params, time_zone }
+    }
+
+    pub fn serves_model(&self, model: &ModelName) -> bool {
+        self.models.iter().any(|m| m == model)
+    }
+}
+
+impl Market {
+    /// Registers a provider's receipt-signing public key. Key ids are unique market-wide.
+    pub async fn register_signing_key(&self, caller: &Principal, entry: PublicKeyEntry) -> Result<(), MarketError> {
+        caller.require(Role::Provider)?;
+        entry.verifying_key().map_err(|e| invalid("public_key", e.to_string()))?;
+        let existing = self.provider_keys(&caller.address).await?;
+        if existing.iter().any(|k| k == &entry) {
+            return Ok(());
+        }
+        if existing.len() >= PROVIDER_KEYS_MAX {
+            return Err(invalid("key_id", format!("a provider has at most {PROVIDER_KEYS_MAX} keys")));
+        }
+        let owner = caller.address.as_str();
+        let item = to_item(keys::provider_signing_key(owner, entry.key_id.as_str()), &entry, &[keys::signing_key_index(entry.key_id.as_str())])
+            .with("provider", owner);
+        let guard = Item::new(key_guard(&entry.key_id)).with("provider", owner);
+        let writes = vec![TxWrite::Put { item: guard, condition: Condition::Absent }, TxWrite::Put { item, condition: Condition::Absent }];
+        match self.store.transact(writes).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed { .. }) => Err(MarketError::Conflict(format!("key id {} is taken", entry.key_id))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A provider's registered public keys.
+    pub async fn provider_keys(&self, provider: &Address) -> Result<Vec<PublicKeyEntry>, MarketError> {
+        let page = self.store.query(keys::provider_signing_keys(provider.as_str()).limit(PROVIDER_KEYS_MAX)).await?;
+        page.items.iter().map(from_item).collect()
+    }
+
+    /// The key set receipts of `provider` verify against.
+    pub async fn provider_key_set(&self, provider: &Address) -> Result<KeySet, MarketError> {
+        let mut set = KeySet::new();
+        for entry in self.provider_keys(provider).await? {
+            set.insert(&entry).map_err(|e| MarketError::Internal(e.to_string()))?;
+        }
+        Ok(set)
+    }
+
+    pub async fn create_listing(&self, caller: &Principal, new: NewListing) -> Result<Listing, MarketError> {
+        caller.require(Role::Provider)?;
+        if !self.is_provider(&caller.address).await? {
+            return Err(MarketError::Forbidden("only a provider account can list GPUs".into()));
+        }
+        let (region, _) = self.config.region(&new.region)?;
+        if new.base_price.is_zero() || new.base_price > BASE_PRICE_PER_HOUR_MAX {
+            return Err(invalid("base_price", format!("must be above 0 and at most {BASE_PRICE_PER_HOUR_MAX} per GPU-hour")));
+        }
+        if !(1..=LISTING_GPUS_MAX).contains(&new.count) {
+            return Err(invalid("count", format!("must be 1..={LISTING_GPUS_MAX}")));
+        }
+        if new.models.len() > LISTING_MODELS_MAX {
+            return Err(invalid("models", format!("at most {LISTING_MODELS_MAX}")));
+        }
+        for model in &new.models {
+            if self.config.rate_card.rate(model).is_none() {
+                return Err(invalid("models", format!("{model} is not on the rate card")));
+            }
+        }
+        if new.kinds.is_empty() {
+            return Err(invalid("kinds", "name at least one job kind"));
+        }
+        new.params.validate().map_err(|e| invalid("params", e.to_string()))?;
+        if let Some(schedule) = &new.availability {
+            schedule.validate().map_err(|e| invalid("availability", e.to_string()))?;
+        }
+        if new.sla.response_time_s == 0 || new.sla.response_time_s > SLA_RESPONSE_S_MAX || new.sla.penalty_rate_bps > 10_000 {
+            return Err(invalid("sla", format!("response_time_s must be 1..={SLA_RESPONSE_S_MAX}, penalty_rate_bps at most 10000")));
+        }
+        let max_concurrent_jobs = new.max_concurrent_jobs.unwrap_or(new.count);
+        if !(1..=LISTING_CONCURRENT_JOBS_MAX).contains(&max_concurrent_jobs) {
+            return Err(invalid("max_concurrent_jobs", format!("must be 1..={LISTING_CONCURRENT_JOBS_MAX}")));
+        }
+        let mut kinds = new.kinds;
+        kinds.sort();
+        kinds.dedup();
+        let gpu_id = ListingId::generate();
+        let listing = Listing {
+            queue: gpu_id.as_str().to_string(),
+            gpu_id,
+            provider: caller.address.clone(),
+            name: new.name,
+            memory_gib: new.memory_gib,
+            cuda_version: new.cuda_version,
+            base_price: new.base_price,
+            region,
+            count: new.count,
+            models: new.models,
+            kinds,
+            strategy: new.strategy,
+            params: new.params,
+            availability: new.availability,
+            max_concurrent_jobs,
+            sla: new.sla,
+            status: ListingStatus::Active,
+            created_at_ms: self.now_ms(),
+        };
+        // The queue first: a listing whose queue is missing could take jobs nobody receives.
+        self.queue.create_queue(&listing.queue).await?;
+        let item = to_item(keys::listing(listing.gpu_id.as_str()), &listing, &listing_indexes(&listing))
+            .with(ATTR_ACTIVE_JOBS, 0)
+            .with(ATTR_COMPLETED, 0)
+            .with(ATTR_GPU_MS, 0)
+            .with(ATTR_EARNED, 0);
+        self.store.put(item, Condition::Absent).await?;
+        Ok(listing)
+    }
+
+    pub async fn listing_item(&self, gpu_id: &ListingId) -> Result<Item, MarketError> {
+        self.store.get(&keys::listing(gpu_id.as_str())).await?.ok_or_else(|| MarketError::not_found(format!("GPU listing {gpu_id}")))
+    }
+
+    pub async fn listing(&self, gpu_id: &ListingId) -> Result<Listing, MarketError> {
+        from_item(&self.listing_item(gpu_id).await?)
+    }
+
+    pub fn listing_view(&self, item: &Item) -> Result<ListingView, MarketError> {
+        let listing: Listing = from_item(item)?;
+        let last_heartbeat_ms = item.int(ATTR_HEARTBEAT_MS);
+        let online = last_heartbeat_ms.is_some_and(|t| self.now_ms() - t < self.settings.online_window_ms);
+        let gpu_ms = item.int(ATTR_GPU_MS).unwrap_or(0).max(0) as u64;
+        Ok(ListingView {
+            listing,
+            active_jobs: int(item, ATTR_ACTIVE_JOBS)?,
+            online,
+            last_heartbeat_ms,
+            completed_jobs: item.int(ATTR_COMPLETED).unwrap_or(0),
+            gpu_seconds_total: aitbc_core::money::GpuMillis::from_millis(gpu_ms).to_string(),
+            earned: Amount::from_raw(item.int(ATTR_EARNED).unwrap_or(0).max(0) as u64),
+        })
+    }
+
+    /// Whether a listing takes new jobs now: active, online, within its schedule.
+    pub fn is_available(&self, view: &ListingView) -> bool {
+        view.listing.status == ListingStatus::Active
+            && view.online
+            && view.listing.availability.as_ref().is_none_or(|s| s.is_open(self.now_ms()))
+    }
+
+    /// One page of listings by region or provider (one of them is required to keep reads bounded).
+    pub async fn list_listings(&self, filter: ListingFilter) -> Result<(Vec<ListingView>, Option<String>), MarketError> {
+        let limit = filter.limit.clamp(1, LISTINGS_PAGE_MAX);
+        let query = match (&filter.region, &filter.provider) {
+            (Some(region), _) => {
+                let (region, _) = self.config.region(region)?;
+                keys::listings_by_region(region.as_str())
+            }
+            (None, Some(provider)) => keys::listings_by_provider(provider.as_str()),
+            (None, None) => return Err(invalid("region", "give region or provider")),
+        };
+        let page = self.store.query(query.limit(limit).after(filter.cursor)).await.map_err(|e| match e {
+            StoreError::Invalid(r) => invalid("cursor", r),
+            e => e.into(),
+        })?;
+        let mut views = Vec::with_capacity(page.items.len());
+        for item in &page.items {
+            let view = self.listing_view(item)?;
+            if filter.model.as_ref().is_some_and(|m| !view.listing.serves_model(m)) {
+                continue;
+            }
+            if filter.available && !self.is_available(&view) {
+                continue;
+            }
+            views.push(view);
+        }
+        Ok((views, page.cursor))
+    }
+
+    fn own_listing(caller: &Principal, listing: &Listing) -> Result<(), MarketError> {
+        if caller.role == Role::Admin || caller.address == listing.provider {
+            Ok(())
+        } else {
+            Err(MarketError::Forbidden(format!("GPU listing {} belongs to another provider", listing.gpu_id)))
+        }
+    }
+
+    pub async fn update_listing(&self, caller: &Principal, gpu_id: &ListingId, patch: ListingPatch) -> Result<Listing, MarketError> {
+        caller.require(Role::Provider)?;
+        let item = self.listing_item(gpu_id).await?;
+        let mut listing: Listing = from_item(&item)?;
+        Self::own_listing(caller, &listing)?;
+        if let Some(price) = patch.base_price {
+            if price.is_zero() || price > BASE_PRICE_PER_HOUR_MAX {
+                return Err(invalid("base_price", format!("must be above 0 and at most {BASE_PRICE_PER_HOUR_MAX}")));
+            }
+            listing.base_price = price;
+        }
+        if let Some(params) = patch.params {
+            params.validate().map_err(|e| invalid("params", e.to_string()))?;
+            listing.params = params;
+        }
+        if let Some(schedule) = patch.availability {
+            schedule.validate().map_err(|e| invalid("availability", e.to_string()))?;
+            listing.availability = Some(schedule);
+        }
+        listing.strategy = patch.strategy.unwrap_or(listing.strategy);
+        listing.status = patch.status.unwrap_or(listing.status);
+        let mut update = Update::new();
+        let serde_json::Value::Object(fields) = serde_json::to_value(&listing).expect("serializes") else { unreachable!() };
+        for (name, value) in fields {
+            update = update.set(&name, value);
+        }
+        self.store.update(&keys::listing(gpu_id.as_str()), update, Condition::Present).await?;
+        Ok(listing)
+    }
+
+    /// Deletes a listing that runs no jobs.
+    pub async fn delete_listing(&self, caller: &Principal, gpu_id: &ListingId) -> Result<(), MarketError> {
+        caller.require(Role::Provider)?;
+        let listing = self.listing(gpu_id).await?;
+        Self::own_listing(caller, &listing)?;
+        match self.store.delete(&keys::listing(gpu_id.as_str()), Condition::equals(ATTR_ACTIVE_JOBS, 0)).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed { .. }) => Err(MarketError::Conflict("the listing has jobs running".into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A worker says it is alive and serving the listing.
+    pub async fn heartbeat(&self, caller: &Principal, gpu_id: &ListingId, worker: &WorkerId) -> Result<ListingView, MarketError> {
+        caller.require(Role::Provider)?;
+        let listing = self.listing(gpu_id).await?;
+        Self::own_listing(caller, &listing)?;
+        let update = Update::new().set(ATTR_HEARTBEAT_MS, self.now_ms()).set(ATTR_WORKER, worker.as_str());
+        let item = self.store.update(&keys::listing(gpu_id.as_str()), update, Condition::Present).await?;
+        self.listing_view(&item)
+    }
+
+    /// The writes that move a listing's counters when a job starts or stops occupying it.
+    pub fn listing_counter_write(gpu_id: &ListingId, active_delta: i64, completed: Option<(u64, Amount)>) -> TxWrite {
+        let mut update = Update::new().add(ATTR_ACTIVE_JOBS, active_delta, Some(0));
+        if let Some((gpu_ms, earned)) = completed {
+            update = update.add(ATTR_COMPLETED, 1, None).add(ATTR_GPU_MS, gpu_ms as i64, None).add(ATTR_EARNED, earned.raw() as i64, None);
+        }
+        TxWrite::Update { key: keys::listing(gpu_id.as_str()), update, condition: Condition::Present }
+    }
+}
