@@ -1,8 +1,14 @@
 //! The SQLite adapters: one database file in WAL mode, owned by one dedicated thread that runs
 //! every statement. Async callers send it closures over a bounded channel and await the answer,
 //! so no blocking I/O runs on the async runtime's worker threads, and because one thread owns the
-//! connection, every operation is serialized: each write runs in its own IMMEDIATE transaction,
-//! so a condition and the write it guards are atomic even against other processes on the file.
+//! connection, every operation is serialized.
+//!
+//! Group commit: the thread takes every request waiting (up to `GROUP_REQUESTS_MAX`), runs them
+//! in ONE IMMEDIATE transaction, each under its own savepoint (rolled back alone when the
+//! request fails, for example on a failed condition), commits once, and only then answers them
+//! all. A commit costs far more than a conditional put (it writes every dirty page to the log),
+//! so concurrent callers share that cost; a caller still sees its answer only after its writes
+//! are committed, and IMMEDIATE keeps condition and write atomic against other processes too.
 
 mod queue;
 mod store;
@@ -27,8 +33,18 @@ pub const STATEMENTS_CACHED_MAX: usize = 128;
 pub const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// Page cache of the connection, KiB.
 pub const PAGE_CACHE_KIB: i64 = 64 * 1024;
+/// Most requests one group commit runs (bounds a group's transaction and its answers' delay).
+pub const GROUP_REQUESTS_MAX: usize = 64;
+/// WAL pages before SQLite checkpoints the log into the file (each checkpoint syncs the file:
+/// fewer, larger ones cost less; 4096 pages of 4 KiB = 16 MiB of log).
+pub const WAL_CHECKPOINT_PAGES: u32 = 4096;
 
-type Request = Box<dyn FnOnce(&mut Connection) + Send>;
+/// How the database thread answers a request once its group's commit is done (Err: the commit
+/// failed, so the request's writes are gone).
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// A request: runs inside the group's transaction; says whether to keep its writes (false rolls
+/// back to its savepoint) and how to answer after the commit.
+type Request = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
 
 /// A handle to one SQLite database file and the thread that owns its connection. Cheap to
 /// clone; the thread ends (and the connection closes) when the last clone is dropped.
@@ -48,9 +64,24 @@ impl std::fmt::Debug for SqliteDb {
     }
 }
 
-/// The database thread went away (it panicked); nothing more can run.
+/// Why a request got no answer of its own.
 #[derive(Debug)]
-pub(crate) struct DbClosed;
+pub(crate) enum DbError {
+    /// The database thread is gone (it panicked), or dropped the request because its group
+    /// could not begin a transaction (logged).
+    Closed,
+    /// The group's commit failed: the request's writes are gone.
+    Commit(String),
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbError::Closed => write!(f, "sqlite: the request was dropped (database thread gone or BEGIN failed)"),
+            DbError::Commit(error) => write!(f, "sqlite: commit failed: {error}"),
+        }
+    }
+}
 
 impl SqliteDb {
     /// Opens (creating if needed) the database file, sets WAL mode and creates the schema for
@@ -89,19 +120,30 @@ impl SqliteDb {
         SqliteQueue::new(self.clone(), spec)
     }
 
-    /// Runs `f` on the database thread and returns its result.
-    pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, DbClosed>
+    /// Runs `f` on the database thread inside a group transaction, atomically: an Err rolls
+    /// back everything `f` wrote. Answers after the group's commit.
+    pub(crate) async fn call<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut Connection) -> T + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: From<DbError> + Send + 'static,
     {
-        let (answer, answered) = oneshot::channel();
+        let (answer, answered) = oneshot::channel::<Result<T, E>>();
         let request: Request = Box::new(move |conn| {
-            // The caller may have gone away (its future dropped): then nobody needs the answer.
-            let _ = answer.send(f(conn));
+            let result = f(conn);
+            let keep = result.is_ok();
+            let reply: Reply = Box::new(move |commit| {
+                let result = match commit {
+                    Ok(()) => result,
+                    Err(error) => Err(E::from(DbError::Commit(error))),
+                };
+                // The caller may have gone away (its future dropped): nobody needs the answer.
+                let _ = answer.send(result);
+            });
+            (keep, reply)
         });
-        self.inner.requests.send(request).await.map_err(|_| DbClosed)?;
-        answered.await.map_err(|_| DbClosed)
+        self.inner.requests.send(request).await.map_err(|_| E::from(DbError::Closed))?;
+        answered.await.map_err(|_| E::from(DbError::Closed))?
     }
 }
 
@@ -116,7 +158,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(&format!(
         "PRAGMA synchronous=NORMAL;
          PRAGMA temp_store=MEMORY;
-         PRAGMA cache_size=-{PAGE_CACHE_KIB};"
+         PRAGMA cache_size=-{PAGE_CACHE_KIB};
+         PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES};"
     ))?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED_MAX);
@@ -160,14 +203,66 @@ fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(&sql)
 }
 
-/// The database thread: runs requests in arrival order until every handle is dropped.
-fn serve(mut conn: Connection, mut receiver: mpsc::Receiver<Request>) {
-    while let Some(request) = receiver.blocking_recv() {
-        request(&mut conn);
+/// The database thread: runs requests in arrival order, in group commits, until every handle
+/// is dropped.
+fn serve(conn: Connection, mut receiver: mpsc::Receiver<Request>) {
+    let mut group: Vec<Request> = Vec::with_capacity(GROUP_REQUESTS_MAX);
+    let mut replies: Vec<Reply> = Vec::with_capacity(GROUP_REQUESTS_MAX);
+    while let Some(first) = receiver.blocking_recv() {
+        group.push(first);
+        while group.len() < GROUP_REQUESTS_MAX {
+            match receiver.try_recv() {
+                Ok(request) => group.push(request),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Dropping the requests answers their callers with DbError::Closed.
+            tracing::error!(%error, requests = group.len(), "SQLite could not begin a transaction");
+            group.clear();
+            continue;
+        }
+        for request in group.drain(..) {
+            replies.push(run_in_savepoint(&conn, request));
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if commit.is_err() {
+            // Leave no transaction open for the next group.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies.drain(..) {
+            reply(commit.clone());
+        }
+        assert!(conn.is_autocommit(), "no transaction outlives its group");
     }
     // Merge the log into the file so that a closed database is one file again.
     if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
         tracing::warn!(%error, "SQLite checkpoint on close failed");
+    }
+}
+
+/// Runs one request under a savepoint, keeping or rolling back its writes.
+fn run_in_savepoint(conn: &Connection, request: Request) -> Reply {
+    let savepoint = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]).map(|_| ()));
+    if let Err(error) = savepoint("SAVEPOINT request") {
+        // Cannot isolate it: refuse to run it rather than risk keeping half of its writes.
+        let message = error.to_string();
+        return Box::new(move |_| tracing::error!(error = message, "SQLite savepoint failed; request dropped"));
+    }
+    let (keep, reply) = request(conn);
+    let rollback = || savepoint("ROLLBACK TO request").and_then(|()| savepoint("RELEASE request"));
+    let end = if keep {
+        // Should a release fail, undo the request so that what is committed matches its answer.
+        savepoint("RELEASE request").or_else(|error| rollback().and(Err(error)))
+    } else {
+        rollback()
+    };
+    match end {
+        Ok(()) => reply,
+        Err(error) => {
+            let message = error.to_string();
+            Box::new(move |_| reply(Err(message)))
+        }
     }
 }
 

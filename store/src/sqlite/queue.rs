@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{now_ms, DbClosed, SqliteDb};
+use super::{now_ms, DbError, SqliteDb};
 use crate::queue::{
     validate_queue_name, validate_receive, validate_send, validate_visibility, Message, Queue, QueueError,
     RECEIVE_WAIT_MS_MAX,
@@ -50,8 +50,10 @@ fn backend(error: rusqlite::Error) -> QueueError {
     QueueError::Backend(format!("sqlite: {error}"))
 }
 
-fn closed(_: DbClosed) -> QueueError {
-    QueueError::Backend("sqlite: the database thread is gone".into())
+impl From<DbError> for QueueError {
+    fn from(error: DbError) -> Self {
+        QueueError::Backend(error.to_string())
+    }
 }
 
 impl From<rusqlite::Error> for QueueError {
@@ -72,7 +74,7 @@ fn parse_handle(handle: &str) -> Result<(i64, i64), QueueError> {
 }
 
 /// The queue's dead-letter queue and maximum receive count, or NotFound.
-fn queue_row(tx: &Transaction<'_>, queue: &str) -> Result<(Option<String>, i64), QueueError> {
+fn queue_row(tx: &Connection, queue: &str) -> Result<(Option<String>, i64), QueueError> {
     tx.prepare_cached("SELECT dlq, max_receive_count FROM queues WHERE name = ?1")?
         .query_row(params![queue], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?
@@ -83,8 +85,8 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).expect("validated durations fit")
 }
 
-/// One non-waiting receive, in one IMMEDIATE transaction.
-fn receive_now(tx: &Transaction<'_>, queue: &str, max: usize, visibility_ms: i64) -> Result<Vec<Message>, QueueError> {
+/// One non-waiting receive, atomic (inside one request of a group commit).
+fn receive_now(tx: &Connection, queue: &str, max: usize, visibility_ms: i64) -> Result<Vec<Message>, QueueError> {
     let (dlq, max_receive_count) = queue_row(tx, queue)?;
     let now = now_ms();
     let mut messages = Vec::with_capacity(max);
@@ -152,21 +154,14 @@ impl SqliteQueue {
         wakers.entry(queue.to_string()).or_default().clone()
     }
 
-    /// Runs `f` in an IMMEDIATE transaction on the database thread, committing on Ok.
+    /// Runs `f` atomically on the database thread (in a group commit: see `sqlite`): an Err
+    /// rolls back whatever `f` wrote.
     async fn run<T, F>(&self, f: F) -> Result<T, QueueError>
     where
-        F: FnOnce(&Transaction<'_>) -> Result<T, QueueError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, QueueError> + Send + 'static,
         T: Send + 'static,
     {
-        self.db
-            .call(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let value = f(&tx)?;
-                tx.commit()?;
-                Ok(value)
-            })
-            .await
-            .map_err(closed)?
+        self.db.call(f).await
     }
 }
 

@@ -4,10 +4,10 @@
 //! read inside the same IMMEDIATE transaction as the write.
 
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
-use super::{DbClosed, SqliteDb};
+use super::{DbError, SqliteDb};
 use crate::spec::{ATTR_EXPIRES_AT, ATTR_PK, ATTR_SK, INDEXES};
 use crate::store::{
     validate_condition, validate_key, validate_put, validate_transaction, validate_update, Condition, Item, Key,
@@ -60,23 +60,14 @@ impl SqliteStore {
         .await
     }
 
-    /// Runs `f` in an IMMEDIATE transaction on the database thread, committing on Ok.
+    /// Runs `f` atomically on the database thread (in a group commit: see `sqlite`): an Err
+    /// rolls back whatever `f` wrote.
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        self.db
-            .call(move |conn| {
-                // IMMEDIATE takes the write lock at BEGIN, so the condition read and the write
-                // see the same state even with another process on the file.
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-                let value = f(&tx)?;
-                tx.commit().map_err(backend)?;
-                Ok(value)
-            })
-            .await
-            .map_err(closed)?
+        self.db.call(f).await
     }
 }
 
@@ -84,8 +75,10 @@ fn backend(error: rusqlite::Error) -> StoreError {
     StoreError::Backend(format!("sqlite: {error}"))
 }
 
-fn closed(_: DbClosed) -> StoreError {
-    StoreError::Backend("sqlite: the database thread is gone".into())
+impl From<DbError> for StoreError {
+    fn from(error: DbError) -> Self {
+        StoreError::Backend(error.to_string())
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -98,7 +91,7 @@ fn parse_attrs(json: &str) -> Result<Map<String, Value>, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Backend(format!("sqlite: corrupt item: {e}")))
 }
 
-fn load(tx: &Transaction<'_>, key: &Key) -> Result<Option<Map<String, Value>>, StoreError> {
+fn load(tx: &Connection, key: &Key) -> Result<Option<Map<String, Value>>, StoreError> {
     let json: Option<String> = tx
         .prepare_cached("SELECT attrs FROM items WHERE pk = ?1 AND sk = ?2")?
         .query_row(params![key.pk, key.sk], |row| row.get(0))
@@ -107,7 +100,7 @@ fn load(tx: &Transaction<'_>, key: &Key) -> Result<Option<Map<String, Value>>, S
 }
 
 /// Loads the current item only when the condition needs it.
-fn check(tx: &Transaction<'_>, key: &Key, condition: &Condition) -> Result<(), StoreError> {
+fn check(tx: &Connection, key: &Key, condition: &Condition) -> Result<(), StoreError> {
     if condition.is_always() {
         return Ok(());
     }
@@ -123,7 +116,7 @@ fn text_attr<'a>(attrs: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
     attrs.get(name).and_then(Value::as_str)
 }
 
-fn write(tx: &Transaction<'_>, key: &Key, attrs: &Map<String, Value>) -> Result<(), StoreError> {
+fn write(tx: &Connection, key: &Key, attrs: &Map<String, Value>) -> Result<(), StoreError> {
     let json = serde_json::to_string(attrs).expect("JSON values serialize");
     let [g1, g2, g3] = INDEXES;
     let expires_at = attrs.get(ATTR_EXPIRES_AT).and_then(Value::as_i64);
@@ -147,18 +140,18 @@ fn write(tx: &Transaction<'_>, key: &Key, attrs: &Map<String, Value>) -> Result<
     Ok(())
 }
 
-fn remove(tx: &Transaction<'_>, key: &Key) -> Result<(), StoreError> {
+fn remove(tx: &Connection, key: &Key) -> Result<(), StoreError> {
     tx.prepare_cached("DELETE FROM items WHERE pk = ?1 AND sk = ?2")?.execute(params![key.pk, key.sk])?;
     Ok(())
 }
 
-fn put_in(tx: &Transaction<'_>, item: &Item, condition: &Condition) -> Result<(), StoreError> {
+fn put_in(tx: &Connection, item: &Item, condition: &Condition) -> Result<(), StoreError> {
     check(tx, &item.key, condition)?;
     write(tx, &item.key, &item.attrs)
 }
 
 fn update_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     key: &Key,
     update: &Update,
     condition: &Condition,
@@ -172,7 +165,7 @@ fn update_in(
     Ok(attrs)
 }
 
-fn delete_in(tx: &Transaction<'_>, key: &Key, condition: &Condition) -> Result<(), StoreError> {
+fn delete_in(tx: &Connection, key: &Key, condition: &Condition) -> Result<(), StoreError> {
     check(tx, key, condition)?;
     remove(tx, key)
 }
@@ -196,7 +189,7 @@ fn prefix_successor(prefix: &str) -> Option<String> {
     None
 }
 
-fn query_in(tx: &Transaction<'_>, query: &Query) -> Result<Page, StoreError> {
+fn query_in(tx: &Connection, query: &Query) -> Result<Page, StoreError> {
     let (pk_col, sk_col) = query.key_attrs();
     let mut sql = format!("SELECT pk, sk, attrs FROM items WHERE {pk_col} = ?1 AND {sk_col} IS NOT NULL");
     let mut args: Vec<String> = vec![query.partition.clone()];
@@ -273,19 +266,7 @@ impl Store for SqliteStore {
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
         validate_key(key)?;
         let key = key.clone();
-        self.db
-            .call(move |conn| {
-                let json: Option<String> = conn
-                    .prepare_cached("SELECT attrs FROM items WHERE pk = ?1 AND sk = ?2")?
-                    .query_row(params![key.pk, key.sk], |row| row.get(0))
-                    .optional()?;
-                match json {
-                    None => Ok(None),
-                    Some(json) => Ok(Some(Item { key, attrs: parse_attrs(&json)? })),
-                }
-            })
-            .await
-            .map_err(closed)?
+        self.run(move |conn| Ok(load(conn, &key)?.map(|attrs| Item { key, attrs }))).await
     }
 
     async fn put(&self, item: Item, condition: Condition) -> Result<(), StoreError> {
@@ -312,17 +293,7 @@ impl Store for SqliteStore {
 
     async fn query(&self, query: Query) -> Result<Page, StoreError> {
         query.validate()?;
-        // A read-only query needs no write lock, but running it through `run` keeps one path;
-        // the cost is small next to the rows it reads.
-        self.db
-            .call(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-                let page = query_in(&tx, &query)?;
-                tx.commit()?;
-                Ok(page)
-            })
-            .await
-            .map_err(closed)?
+        self.run(move |conn| query_in(conn, &query)).await
     }
 
     async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), StoreError> {
