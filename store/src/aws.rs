@@ -20,7 +20,10 @@ pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
 pub const ATTEMPT_TIMEOUT_MS: u64 = 30_000;
 /// Longest name prefix: `<prefix>-<queue>-dlq` must fit SQS's 80 characters with queue names
 /// of up to `queue::QUEUE_NAME_BYTES_MAX` bytes.
-pub const PREFIX_BYTES_MAX: usize = 32;
+pub const PREFIX_BYTES_MAX: usize = 24;
+/// SQS's longest queue name.
+pub const SQS_QUEUE_NAME_BYTES_MAX: usize = 80;
+const _: () = assert!(PREFIX_BYTES_MAX + 1 + crate::queue::QUEUE_NAME_BYTES_MAX + 4 <= SQS_QUEUE_NAME_BYTES_MAX);
 /// The region when the environment names none.
 pub const REGION_DEFAULT: &str = "us-east-1";
 /// The name prefix when the environment names none.
@@ -46,7 +49,12 @@ impl AwsConfig {
     /// prefixes queue names too). Credentials come from the SDK's default chain, except for a
     /// plain-http endpoint without `AWS_ACCESS_KEY_ID`, taken for an emulator (dummy ones).
     pub fn from_env() -> Result<Self, String> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        AwsConfig::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// `from_env` over any source of variables (tests pass a map).
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let var = |name: &str| lookup(name).filter(|v| !v.is_empty());
         let endpoint_url = var("AWS_ENDPOINT_URL");
         let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).unwrap_or_else(|| REGION_DEFAULT.into());
         let prefix = var("AITBC_TABLE_PREFIX").unwrap_or_else(|| PREFIX_DEFAULT.into());
@@ -156,5 +164,21 @@ mod tests {
         assert_eq!(config.queue_name("jobs"), "t-1-jobs");
         let bad = AwsConfig { prefix: "a b".into(), ..config };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn from_vars_reads_endpoint_region_and_prefix() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        let local = AwsConfig::from_vars(vars(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"), ("AITBC_TABLE_PREFIX", "dev")]))
+            .unwrap();
+        assert_eq!(local.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!((local.region.as_str(), local.table_name().as_str()), (REGION_DEFAULT, "dev-main"));
+        assert!(local.dummy_credentials, "an emulator without keys gets dummy ones");
+        let aws = AwsConfig::from_vars(vars(&[("AWS_REGION", "eu-west-1"), ("AWS_ACCESS_KEY_ID", "x")])).unwrap();
+        assert_eq!((aws.endpoint_url, aws.region.as_str(), aws.prefix.as_str()), (None, "eu-west-1", PREFIX_DEFAULT));
+        assert!(!aws.dummy_credentials);
+        assert!(AwsConfig::from_vars(vars(&[("AITBC_TABLE_PREFIX", "no spaces")])).is_err());
     }
 }

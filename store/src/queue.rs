@@ -21,8 +21,8 @@ pub const BODY_BYTES_MAX: usize = 256 * 1024;
 /// Most bytes of all bodies of one send (SQS limits a batch's payload like one message).
 pub const BATCH_BYTES_MAX: usize = 256 * 1024;
 /// Most bytes of a queue name before the prefix and the dead-letter suffix: SQS names have at
-/// most 80 characters, and `<prefix>-<name>-dlq` must fit.
-pub const QUEUE_NAME_BYTES_MAX: usize = 40;
+/// most 80 characters, and `<prefix>-<name>-dlq` must fit (room for `listing-<uuid>`).
+pub const QUEUE_NAME_BYTES_MAX: usize = 48;
 
 /// One received message.
 #[derive(Clone, Debug, PartialEq, Eq)]
