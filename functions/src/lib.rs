@@ -1,5 +1,22 @@
-//! The HTTP API: one axum router per function group (registry, pricing, jobs, receipts,
-//! accounts). Filled by the HTTP API issue; today it only names its groups.
+//! The HTTP API of aitbc: one axum `Router` per function group over shared state, each deployed
+//! as its own Lambda (`src/bin/`, feature `lambda`) and all merged for local serving. Paths are
+//! under `/v1`; errors are `application/problem+json` with a stable `code`.
+//!
+//! | group | routes |
+//! | --- | --- |
+//! | accounts | `POST /v1/accounts`, `GET /v1/accounts/{address}`, `GET /v1/accounts/{address}/ledger`, `POST /v1/accounts/{address}/deposits`, `POST /v1/accounts/{address}/withdrawals` |
+//! | registry | `POST /v1/providers/keys`, `POST|GET /v1/listings`, `GET|PATCH|DELETE /v1/listings/{gpu_id}`, `GET /v1/listings/{gpu_id}/status`, `GET /v1/listings/{gpu_id}/earnings`, `POST /v1/listings/{gpu_id}/heartbeat` |
+//! | pricing | `GET /v1/rate-card`, `POST /v1/quotes`, `GET /v1/market` |
+//! | jobs | `POST|GET /v1/jobs`, `GET /v1/jobs/{id}`, `GET /v1/jobs/{id}/result`, `POST /v1/jobs/{id}/{claim,start,heartbeat,complete,fail,release,cancel}` |
+//! | receipts | `GET /v1/receipts`, `GET /v1/receipts/{id}`, `POST /v1/receipts/verify`, `GET /v1/keys` |
+
+pub mod app;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod telemetry;
+
+pub use app::{local_router, router_for, AppState, Group};
 
 /// The function groups, each deployed as its own Lambda and merged for local serving.
 pub const FUNCTION_GROUPS: [&str; 5] = ["registry", "pricing", "jobs", "receipts", "accounts"];

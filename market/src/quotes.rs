@@ -188,3 +188,59 @@ impl Market {
         Ok(())
     }
 }
+
+/// Demand and prices in one region (the market view).
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionStats {
+    pub region: Region,
+    pub listings: usize,
+    pub online: usize,
+    pub gpus: u64,
+    /// Active jobs over capacity, basis points.
+    pub demand_bps: u32,
+    /// Per model: the cheapest and dearest current unit price (AITBC per GPU-second) among
+    /// online listings serving it, for one GPU-second at the basic tier.
+    pub models: std::collections::BTreeMap<String, (Rate, Rate)>,
+}
+
+impl Market {
+    /// Market statistics for one region or all configured regions.
+    pub async fn market_stats(&self, region: Option<&str>) -> Result<Vec<RegionStats>, MarketError> {
+        let regions: Vec<Region> = match region {
+            Some(name) => vec![self.config.region(name)?.0],
+            None => self.config.regions.keys().cloned().collect(),
+        };
+        let mut out = Vec::with_capacity(regions.len());
+        for region in regions {
+            let filter = ListingFilter { region: Some(region.to_string()), limit: REGION_LISTINGS_MAX, ..Default::default() };
+            let (views, _) = self.list_listings(filter).await?;
+            let mut stats = RegionStats {
+                region: region.clone(),
+                listings: views.len(),
+                online: views.iter().filter(|v| v.online).count(),
+                gpus: views.iter().map(|v| u64::from(v.listing.count)).sum(),
+                demand_bps: self.region_demand_bps(&region).await?,
+                models: Default::default(),
+            };
+            for view in views.iter().filter(|v| v.online) {
+                for model in &view.listing.models {
+                    let input = QuoteInput {
+                        model: Some(model.clone()),
+                        units: GpuMillis::from_seconds(1),
+                        region: None,
+                        gpu_id: None,
+                        tier: Tier::Basic,
+                        duration_hours: 0,
+                        kind: None,
+                    };
+                    let price = self.quote_on(view, &input).await?.terms.unit_price;
+                    let entry = stats.models.entry(model.to_string()).or_insert((price, price));
+                    entry.0 = entry.0.min(price);
+                    entry.1 = entry.1.max(price);
+                }
+            }
+            out.push(stats);
+        }
+        Ok(out)
+    }
+}

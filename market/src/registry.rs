@@ -208,7 +208,17 @@ impl Market {
     /// A provider's registered public keys.
     pub async fn provider_keys(&self, provider: &Address) -> Result<Vec<PublicKeyEntry>, MarketError> {
         let page = self.store.query(keys::provider_signing_keys(provider.as_str()).limit(PROVIDER_KEYS_MAX)).await?;
-        page.items.iter().map(from_item).collect()
+        // The stored item carries index attributes beside the entry's three fields.
+        page.items
+            .iter()
+            .map(|item| {
+                let mut fields = serde_json::Map::new();
+                for name in ["key_id", "alg", "public_key"] {
+                    fields.insert(name.into(), item.attrs.get(name).cloned().unwrap_or_default());
+                }
+                serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| MarketError::Internal(format!("stored key does not parse: {e}")))
+            })
+            .collect()
     }
 
     /// The key set receipts of `provider` verify against.
@@ -416,5 +426,172 @@ impl Market {
             update = update.add(ATTR_COMPLETED, 1, None).add(ATTR_GPU_MS, gpu_ms as i64, None).add(ATTR_EARNED, earned.raw() as i64, None);
         }
         TxWrite::Update { key: keys::listing(gpu_id.as_str()), update, condition: Condition::Present }
+    }
+}
+
+/// Receipts read to compute one earnings report, at most.
+pub const EARNINGS_RECEIPTS_MAX: usize = 10_000;
+/// The longest earnings period, in days.
+pub const EARNINGS_PERIOD_DAYS_MAX: i64 = 366;
+
+/// A listing's live status (the guide's `aitbc marketplace status`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ListingStatusView {
+    pub gpu_id: ListingId,
+    pub name: GpuName,
+    pub region: Region,
+    pub status: ListingStatus,
+    pub online: bool,
+    pub last_heartbeat_ms: Option<i64>,
+    pub strategy: Strategy,
+    pub base_price: Amount,
+    pub active_jobs: i64,
+    pub capacity: u32,
+    /// Active jobs over capacity, e.g. "0.5".
+    pub utilization: String,
+    /// Jobs waiting in the listing's queue (approximate).
+    pub queued_jobs: u64,
+    pub completed_jobs: i64,
+    pub gpu_seconds_total: String,
+    pub earned: Amount,
+    /// Earned per GPU-hour actually used.
+    pub realized_rate_per_hour: String,
+}
+
+/// A listing's earnings over a period (the guide's `aitbc marketplace earnings`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Earnings {
+    pub gpu_id: ListingId,
+    pub period: String,
+    pub jobs: u64,
+    /// Sum of receipt prices.
+    pub gross: Amount,
+    /// The platform fee on those.
+    pub fees: Amount,
+    /// What the provider keeps.
+    pub net: Amount,
+    pub daily_average: Amount,
+    pub by_client: std::collections::BTreeMap<String, Amount>,
+    pub by_model: std::collections::BTreeMap<String, Amount>,
+    /// Local hour of the listing's region (0..=23) to gross earnings.
+    pub by_hour_of_day: std::collections::BTreeMap<u32, Amount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_client: Option<String>,
+    /// True when the period held more receipts than one report reads.
+    pub truncated: bool,
+}
+
+fn fraction(bps: u32) -> String {
+    aitbc_core::money::Rate::from_raw(u64::from(bps) * 100_000_000).to_string()
+}
+
+fn parse_period(period: &str) -> Result<i64, MarketError> {
+    let err = || invalid("period", "write it as <N>h or <N>d, e.g. 24h or 30d");
+    let (number, unit_ms) = match period.as_bytes().last() {
+        Some(b'h') => (&period[..period.len() - 1], 3_600_000),
+        Some(b'd') => (&period[..period.len() - 1], 86_400_000),
+        _ => return Err(err()),
+    };
+    let n: i64 = number.parse().map_err(|_| err())?;
+    if n < 1 || n * unit_ms > EARNINGS_PERIOD_DAYS_MAX * 86_400_000 {
+        return Err(invalid("period", format!("must be between 1h and {EARNINGS_PERIOD_DAYS_MAX}d")));
+    }
+    Ok(n * unit_ms)
+}
+
+fn add<K: Ord>(map: &mut std::collections::BTreeMap<K, Amount>, key: K, value: Amount) {
+    let entry = map.entry(key).or_insert(Amount::ZERO);
+    *entry = entry.checked_add(value).unwrap_or(Amount::MAX);
+}
+
+impl Market {
+    pub async fn listing_status(&self, gpu_id: &ListingId) -> Result<ListingStatusView, MarketError> {
+        let view = self.listing_view(&self.listing_item(gpu_id).await?)?;
+        let queued_jobs = self.queue.approximate_depth(&view.listing.queue).await.unwrap_or(0);
+        let gpu_ms = aitbc_core::money::GpuMillis::parse(&view.gpu_seconds_total).map(|u| u.millis()).unwrap_or(0);
+        let realized = if gpu_ms == 0 {
+            "0".to_string()
+        } else {
+            // earned nano per GPU-ms, times 3.6e6 ms per hour, printed in AITBC.
+            let per_hour_nano = u128::from(view.earned.raw()) * 3_600_000 / u128::from(gpu_ms);
+            Amount::from_raw(u64::try_from(per_hour_nano).unwrap_or(u64::MAX)).to_string()
+        };
+        Ok(ListingStatusView {
+            gpu_id: view.listing.gpu_id.clone(),
+            name: view.listing.name.clone(),
+            region: view.listing.region.clone(),
+            status: view.listing.status,
+            online: view.online,
+            last_heartbeat_ms: view.last_heartbeat_ms,
+            strategy: view.listing.strategy,
+            base_price: view.listing.base_price,
+            active_jobs: view.active_jobs,
+            capacity: view.listing.max_concurrent_jobs,
+            utilization: fraction(Self::utilization_bps(&view)),
+            queued_jobs,
+            completed_jobs: view.completed_jobs,
+            gpu_seconds_total: view.gpu_seconds_total.clone(),
+            earned: view.earned,
+            realized_rate_per_hour: realized,
+        })
+    }
+
+    pub async fn listing_earnings(&self, caller: &Principal, gpu_id: &ListingId, period: &str) -> Result<Earnings, MarketError> {
+        let period_ms = parse_period(period)?;
+        let listing = self.listing(gpu_id).await?;
+        Self::own_listing(caller, &listing)?;
+        let since_s = (self.now_ms() - period_ms) / 1_000;
+        let tz = self.config.regions.get(&listing.region).copied().unwrap_or(chrono_tz::UTC);
+        let mut report = Earnings {
+            gpu_id: gpu_id.clone(),
+            period: period.to_string(),
+            jobs: 0,
+            gross: Amount::ZERO,
+            fees: Amount::ZERO,
+            net: Amount::ZERO,
+            daily_average: Amount::ZERO,
+            by_client: Default::default(),
+            by_model: Default::default(),
+            by_hour_of_day: Default::default(),
+            top_client: None,
+            truncated: false,
+        };
+        let mut cursor = None;
+        let mut read = 0usize;
+        'pages: loop {
+            let query = keys::receipts_by_provider(listing.provider.as_str()).descending().limit(aitbc_store::PAGE_ITEMS_MAX).after(cursor);
+            let page = self.store.query(query).await?;
+            for item in &page.items {
+                read += 1;
+                let receipt = crate::receipts::receipt_from_item(item)?;
+                let body = &receipt.body;
+                if body.completed_at < since_s {
+                    break 'pages;
+                }
+                if &body.gpu_id != gpu_id {
+                    continue;
+                }
+                report.jobs += 1;
+                report.gross = report.gross.checked_add(body.price).map_err(|e| MarketError::Internal(e.to_string()))?;
+                add(&mut report.by_client, body.client.to_string(), body.price);
+                add(&mut report.by_model, body.model.as_ref().map_or("(none)".to_string(), |m| m.to_string()), body.price);
+                let hour = aitbc_core::pricing::local_hour(body.completed_at * 1_000, tz).unwrap_or(0);
+                add(&mut report.by_hour_of_day, hour, body.price);
+                if read >= EARNINGS_RECEIPTS_MAX {
+                    report.truncated = true;
+                    break 'pages;
+                }
+            }
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        report.fees = report.gross.share_bps(self.config.fee_bps);
+        report.net = report.gross.checked_sub(report.fees).expect("a fee is a share");
+        let days = (period_ms / 86_400_000).max(1) as u64;
+        report.daily_average = Amount::from_raw(report.net.raw() / days);
+        report.top_client = report.by_client.iter().max_by_key(|(_, v)| **v).map(|(k, _)| k.clone());
+        Ok(report)
     }
 }

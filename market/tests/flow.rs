@@ -1,0 +1,271 @@
+//! The marketplace's flows on the embedded SQLite store: a provider lists a GPU, a client pays
+//! for a job from escrow, a worker claims and completes it with a signed receipt; and the ways
+//! that must fail (late, duplicate or foreign completions, overdrafts, cancelled jobs).
+
+use aitbc_core::config::MarketConfig;
+use aitbc_core::jobspec::{JobOutput, JobSpec};
+use aitbc_core::ledger::AccountId;
+use aitbc_core::money::{Amount, GpuMillis};
+use aitbc_core::receipt::{ReceiptBody, UnitType, RECEIPT_VERSION};
+use aitbc_core::signing::NamedSigningKey;
+use aitbc_core::values::{GpuMemoryGib, GpuName, CudaVersion, KeyId, ReceiptId, TransferId, WorkerId};
+use aitbc_market::auth::{Principal, Role};
+use aitbc_market::jobs::{Completion, JobRecord, SubmitJob};
+use aitbc_market::registry::{Listing, NewListing, Sla};
+use aitbc_market::{ManualClock, Market, MarketError, Settings};
+use aitbc_core::job::JobState;
+use std::sync::Arc;
+
+/// 2026-01-24 20:00 UTC (noon in us-west).
+const START_MS: i64 = 1_769_284_800_000;
+
+struct World {
+    market: Market,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, queue) = aitbc_store::provision::sqlite(dir.path().join("market.db"), &[], aitbc_store::queue_spec()).await.unwrap();
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let key = NamedSigningKey::from_seed(KeyId::parse("aitbc-market-test").unwrap(), [3; 32]);
+    let market = Market::new(Arc::new(store), Arc::new(queue), MarketConfig::default(), Settings::default(), key, clock.clone());
+    market.bootstrap().await.unwrap();
+    World { market, clock, _dir: dir }
+}
+
+async fn principal(m: &Market, role: Role) -> Principal {
+    let opened = m.open_account_with_key(None, role, None).await.unwrap();
+    m.authenticate(&opened.api_key).await.unwrap()
+}
+
+struct Provider {
+    who: Principal,
+    key: NamedSigningKey,
+    listing: Listing,
+    worker: WorkerId,
+}
+
+async fn provider(m: &Market) -> Provider {
+    let who = principal(m, Role::Provider).await;
+    let key = NamedSigningKey::from_seed(KeyId::parse(&format!("prov-{}", &who.address.as_str()[4..12])).unwrap(), [9; 32]);
+    m.register_signing_key(&who, key.public()).await.unwrap();
+    let new: NewListing = serde_json::from_value(serde_json::json!({
+        "name": "My-GPU", "memory_gib": 24, "cuda_version": "12.1", "base_price": "0.05", "region": "us-west",
+        "models": ["llama3.2"], "count": 2
+    }))
+    .unwrap();
+    let listing = m.create_listing(&who, new).await.unwrap();
+    let worker = WorkerId::parse("wrk-1").unwrap();
+    m.heartbeat(&who, &listing.gpu_id, &worker).await.unwrap();
+    Provider { who, key, listing, worker }
+}
+
+async fn funded_client(m: &Market, amount: &str) -> Principal {
+    let client = principal(m, Role::Client).await;
+    m.deposit(&client, &client.address, Amount::parse(amount).unwrap(), TransferId::generate()).await.unwrap();
+    client
+}
+
+fn submit(units: &str) -> SubmitJob {
+    serde_json::from_value(serde_json::json!({
+        "model": "llama3.2", "units": units, "region": "us-west",
+        "spec": {"kind": "vector_add", "n": 1024, "seed": 1}
+    }))
+    .unwrap()
+}
+
+fn receipt_for(job: &JobRecord, p: &Provider, units_ms: u64, started_s: i64, completed_s: i64) -> Completion {
+    let units = GpuMillis::from_millis(units_ms);
+    let body = ReceiptBody {
+        version: RECEIPT_VERSION,
+        receipt_id: ReceiptId::generate(),
+        job_id: job.job_id.clone(),
+        gpu_id: job.gpu_id.clone(),
+        attempt: job.status.attempt,
+        provider: job.provider.clone(),
+        client: job.client.clone(),
+        units,
+        unit_type: UnitType::GpuSeconds,
+        unit_price: job.unit_price,
+        price: job.unit_price.price(units).unwrap(),
+        model: job.model.clone(),
+        started_at: started_s,
+        completed_at: completed_s,
+    };
+    let output = JobOutput { checksum: "00".into(), values: vec![], backend: "cpu".into(), device_ms: units_ms, wall_ms: units_ms };
+    Completion { worker_id: p.worker.clone(), receipt: body.sign(&p.key).unwrap(), output }
+}
+
+#[tokio::test]
+async fn a_job_is_held_claimed_completed_and_receipted() {
+    let w = world().await;
+    let m = &w.market;
+    let p = provider(m).await;
+    let client = funded_client(m, "100").await;
+
+    let job = m.submit_job(&client, submit("2.5"), "key-1").await.unwrap();
+    assert_eq!(job.status.state, JobState::Queued);
+    // llama3.2's card rate 2.0 x market-balance 0.8 (the region is idle) = 1.6 per GPU-second.
+    assert_eq!(job.unit_price, aitbc_core::money::Rate::parse("1.6").unwrap());
+    assert_eq!(job.max_price, Amount::parse("4").unwrap(), "2.5 units at 1.6");
+    let wallet = m.account(&AccountId::wallet(&client.address)).await.unwrap().1;
+    assert_eq!((wallet.available, wallet.held), (Amount::parse("96").unwrap(), Amount::parse("4").unwrap()));
+
+    // The same idempotency key gives the same job and holds nothing more.
+    let again = m.submit_job(&client, submit("2.5"), "key-1").await.unwrap();
+    assert_eq!(again.job_id, job.job_id);
+    assert_eq!(m.account(&AccountId::wallet(&client.address)).await.unwrap().1.held, Amount::parse("4").unwrap());
+
+    // The message is on the listing's queue.
+    let msgs = m.queue.receive(&p.listing.queue, 10, std::time::Duration::ZERO, std::time::Duration::from_secs(30)).await.unwrap();
+    assert_eq!(msgs.len(), 1, "one message although submitted twice");
+    assert!(msgs[0].body.contains(job.job_id.as_str()));
+
+    let claimed = m.claim_job(&p.who, &job.job_id, &p.worker, None).await.unwrap();
+    assert_eq!((claimed.status.state, claimed.status.attempt), (JobState::Claimed, 1));
+    // A second claim (a duplicate delivery) is refused.
+    let other = WorkerId::parse("wrk-2").unwrap();
+    assert!(matches!(m.claim_job(&p.who, &job.job_id, &other, None).await, Err(MarketError::Conflict(_))));
+
+    w.clock.advance_ms(3_000);
+    let now_s = START_MS / 1_000;
+    let completion = receipt_for(&claimed, &p, 2_000, now_s, now_s + 3);
+    // Another worker of the same provider does not hold the lease.
+    let mut foreign = receipt_for(&claimed, &p, 2_000, now_s, now_s + 3);
+    foreign.worker_id = other;
+    assert!(matches!(m.complete_job(&p.who, &job.job_id, foreign).await, Err(MarketError::Forbidden(_))));
+
+    let (done, receipt) = m.complete_job(&p.who, &job.job_id, completion.clone()).await.unwrap();
+    assert_eq!(done.status.state, JobState::Completed);
+    assert!(receipt.countersignature.is_some());
+    assert_eq!(receipt.body.price, Amount::parse("3.2").unwrap(), "2 GPU-seconds at 1.6");
+    let verification = m.verify_receipt(&receipt).await.unwrap();
+    assert!(verification.valid, "{verification:?}");
+    // A duplicate completion changes nothing.
+    assert!(m.complete_job(&p.who, &job.job_id, completion).await.is_err());
+    let (list, _) = m.list_receipts(&client, aitbc_market::receipts::ReceiptOwner::Client(client.address.clone()), 10, None).await.unwrap();
+    assert_eq!(list.len(), 1);
+    let view = m.listing_view(&m.listing_item(&p.listing.gpu_id).await.unwrap()).unwrap();
+    assert_eq!((view.active_jobs, view.completed_jobs, view.earned), (0, 1, Amount::parse("3.2").unwrap()));
+}
+
+#[tokio::test]
+async fn receipts_that_do_not_fit_the_job_are_refused() {
+    let w = world().await;
+    let m = &w.market;
+    let p = provider(m).await;
+    let client = funded_client(m, "100").await;
+    let job = m.submit_job(&client, submit("2.5"), "k").await.unwrap();
+    let claimed = m.claim_job(&p.who, &job.job_id, &p.worker, None).await.unwrap();
+    let now_s = START_MS / 1_000;
+    let mut too_many = receipt_for(&claimed, &p, 2_600, now_s, now_s + 3);
+    assert!(matches!(m.complete_job(&p.who, &job.job_id, too_many.clone()).await, Err(MarketError::Invalid { .. })));
+    // Signed by a key the provider never registered.
+    too_many = receipt_for(&claimed, &p, 1_000, now_s, now_s + 3);
+    let stranger = NamedSigningKey::from_seed(p.key.key_id.clone(), [77; 32]);
+    too_many.receipt = too_many.receipt.body.clone().sign(&stranger).unwrap();
+    let err = m.complete_job(&p.who, &job.job_id, too_many).await.unwrap_err();
+    assert!(matches!(&err, MarketError::Invalid { field, .. } if field == "receipt"), "{err:?}");
+    // Timestamps before the claim.
+    let early = receipt_for(&claimed, &p, 1_000, now_s - 3_600, now_s - 3_590);
+    assert!(m.complete_job(&p.who, &job.job_id, early).await.is_err());
+    // Another provider cannot touch the job at all.
+    let intruder = provider(m).await;
+    let theirs = receipt_for(&claimed, &intruder, 1_000, now_s, now_s + 1);
+    assert!(matches!(m.complete_job(&intruder.who, &job.job_id, theirs).await, Err(MarketError::Forbidden(_))));
+    let still = m.get_job(&client, &job.job_id).await.unwrap();
+    assert_eq!(still.status.state, JobState::Claimed);
+}
+
+#[tokio::test]
+async fn holds_cannot_overdraw_and_cancellation_voids_them() {
+    let w = world().await;
+    let m = &w.market;
+    let _p = provider(m).await;
+    let client = funded_client(m, "6").await; // one 4 AITBC hold fits, a second does not
+    let job = m.submit_job(&client, submit("2.5"), "a").await.unwrap();
+    let err = m.submit_job(&client, submit("2.5"), "b").await.unwrap_err();
+    assert!(matches!(err, MarketError::InsufficientFunds(_)), "{err:?}");
+    let wallet = AccountId::wallet(&client.address);
+    assert_eq!(m.account(&wallet).await.unwrap().1.held, Amount::parse("4").unwrap());
+    let cancelled = m.cancel_job(&client, &job.job_id).await.unwrap();
+    assert_eq!(cancelled.status.state, JobState::Cancelled);
+    let balance = m.account(&wallet).await.unwrap().1;
+    assert_eq!((balance.available, balance.held), (Amount::parse("6").unwrap(), Amount::ZERO));
+    assert!(matches!(m.cancel_job(&client, &job.job_id).await, Err(MarketError::Conflict(_))));
+}
+
+#[tokio::test]
+async fn failures_requeue_until_attempts_run_out_then_void() {
+    let w = world().await;
+    let m = &w.market;
+    let p = provider(m).await;
+    let client = funded_client(m, "10").await;
+    let job = m.submit_job(&client, submit("1"), "a").await.unwrap();
+    for attempt in 1..=3 {
+        m.claim_job(&p.who, &job.job_id, &p.worker, None).await.unwrap();
+        let after = m.fail_job(&p.who, &job.job_id, &p.worker, "device lost".into(), true).await.unwrap();
+        let expected = if attempt < 3 { JobState::Queued } else { JobState::Failed };
+        assert_eq!(after.status.state, expected, "attempt {attempt}");
+    }
+    let balance = m.account(&AccountId::wallet(&client.address)).await.unwrap().1;
+    assert_eq!((balance.available, balance.held), (Amount::parse("10").unwrap(), Amount::ZERO));
+    let view = m.listing_view(&m.listing_item(&p.listing.gpu_id).await.unwrap()).unwrap();
+    assert_eq!(view.active_jobs, 0);
+}
+
+#[tokio::test]
+async fn providers_touch_only_their_own_listings() {
+    let w = world().await;
+    let m = &w.market;
+    let p = provider(m).await;
+    let q = provider(m).await;
+    let patch = serde_json::from_value(serde_json::json!({"strategy": "peak-maximizer"})).unwrap();
+    assert!(matches!(m.update_listing(&q.who, &p.listing.gpu_id, patch).await, Err(MarketError::Forbidden(_))));
+    let client = funded_client(m, "1").await;
+    let patch = serde_json::from_value(serde_json::json!({"strategy": "peak-maximizer"})).unwrap();
+    assert!(matches!(m.update_listing(&client, &p.listing.gpu_id, patch).await, Err(MarketError::Forbidden(_))));
+    let patch = serde_json::from_value(serde_json::json!({"strategy": "peak-maximizer"})).unwrap();
+    let updated = m.update_listing(&p.who, &p.listing.gpu_id, patch).await.unwrap();
+    assert_eq!(updated.strategy.name(), "peak-maximizer");
+    assert!(matches!(m.heartbeat(&q.who, &p.listing.gpu_id, &q.worker).await, Err(MarketError::Forbidden(_))));
+    // Bad listings are refused and nothing is stored.
+    let bad = NewListing {
+        name: GpuName::parse("x").unwrap(),
+        memory_gib: GpuMemoryGib::new(24).unwrap(),
+        cuda_version: CudaVersion::parse("12.1").unwrap(),
+        base_price: Amount::ZERO,
+        region: "us-west".into(),
+        count: 1,
+        models: vec![],
+        kinds: vec![aitbc_core::jobspec::JobKind::Gemm],
+        strategy: Default::default(),
+        params: Default::default(),
+        availability: None,
+        max_concurrent_jobs: None,
+        sla: Sla::default(),
+    };
+    assert!(matches!(m.create_listing(&p.who, bad.clone()).await, Err(MarketError::Invalid { .. })));
+    let mars = NewListing { base_price: Amount::parse("1").unwrap(), region: "mars-north".into(), ..bad };
+    assert!(matches!(m.create_listing(&p.who, mars).await, Err(MarketError::Invalid { .. })));
+    let filter = aitbc_market::registry::ListingFilter { provider: Some(p.who.address.clone()), limit: 10, ..Default::default() };
+    assert_eq!(m.list_listings(filter).await.unwrap().0.len(), 1);
+}
+
+#[tokio::test]
+async fn a_spec_the_listing_cannot_run_is_refused_before_any_hold() {
+    let w = world().await;
+    let m = &w.market;
+    let _p = provider(m).await;
+    let client = funded_client(m, "10").await;
+    let mut s = submit("1");
+    s.spec = JobSpec::VectorAdd { n: 0, seed: 1 };
+    assert!(matches!(m.submit_job(&client, s, "x").await, Err(MarketError::Invalid { .. })));
+    let mut s = submit("1");
+    s.spec = serde_json::from_value(serde_json::json!({"kind": "kernel", "source": "x", "entry_point": "k", "grid": [1,1,1], "block": [1,1,1], "args": [{"type": "u32", "value": 1}], "seed": 1})).unwrap();
+    let err = m.submit_job(&client, s, "y").await.unwrap_err();
+    assert!(matches!(err, MarketError::NoCapacity(_) | MarketError::Invalid { .. }), "{err:?}");
+    assert_eq!(m.account(&AccountId::wallet(&client.address)).await.unwrap().1.held, Amount::ZERO);
+}
