@@ -141,6 +141,11 @@ impl Market {
     /// The best quote for `input`: on the named listing, or the cheapest available listing of
     /// the region that serves the model and kind (ties: the least busy).
     pub async fn quote(&self, input: &QuoteInput) -> Result<SignedQuote, MarketError> {
+        if let Some(model) = &input.model {
+            if self.config.rate_card.rate(model).is_none() {
+                return Err(MarketError::invalid("model", format!("{model} is not on the rate card")));
+            }
+        }
         if let Some(gpu_id) = &input.gpu_id {
             let view = self.listing_view(&self.listing_item(gpu_id).await?)?;
             return self.quote_on(&view, input).await;

@@ -1,0 +1,468 @@
+//! The HTTP API, started for real on port 0 and spoken to over HTTP: the whole flow, the
+//! authorization matrix, bad input on every endpoint (with the state checked unchanged), and
+//! idempotency. One suite, run on SQLite and on DynamoDB + SQS (moto_server).
+
+use aitbc_core::config::MarketConfig;
+use aitbc_core::money::{GpuMillis, Rate};
+use aitbc_core::receipt::{ReceiptBody, UnitType, RECEIPT_VERSION};
+use aitbc_core::signing::NamedSigningKey;
+use aitbc_core::values::{Address, JobId, KeyId, ListingId, ReceiptId};
+use aitbc_functions::{local_router, AppState};
+use aitbc_market::{Market, Settings, SystemClock};
+use aitbc_store::conformance::Backends;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+struct App {
+    base: String,
+    http: reqwest::Client,
+    _backends: Box<dyn Backends>,
+}
+
+async fn spawn(backends: Box<dyn Backends>) -> App {
+    let store = backends.store().await;
+    let queue = backends.queue(aitbc_store::queue_spec()).await;
+    let key = NamedSigningKey::from_seed(KeyId::parse("aitbc-market-test").unwrap(), [5; 32]);
+    let market = Market::new(store, queue, MarketConfig::default(), Settings::default(), key, Arc::new(SystemClock));
+    market.bootstrap().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = local_router(AppState { market });
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    App { base, http: reqwest::Client::new(), _backends: backends }
+}
+
+struct Reply {
+    status: StatusCode,
+    content_type: String,
+    replayed: Option<String>,
+    body: Value,
+}
+
+impl App {
+    async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>, idem: Option<&str>) -> Reply {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(idem) = idem {
+            req = req.header("Idempotency-Key", idem);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let replayed = resp.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap().to_string());
+        let text = resp.text().await.unwrap();
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Reply { status, content_type, replayed, body }
+    }
+
+    async fn raw(&self, method: Method, path: &str, key: Option<&str>, body: &'static str, content_type: &str) -> Reply {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path)).header("content-type", content_type).body(body);
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let content_type = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        Reply { status, content_type, replayed: None, body }
+    }
+
+    async fn get(&self, path: &str, key: Option<&str>) -> Reply {
+        self.call(Method::GET, path, key, None, None).await
+    }
+
+    async fn post(&self, path: &str, key: Option<&str>, body: Value) -> Reply {
+        self.call(Method::POST, path, key, Some(body), None).await
+    }
+}
+
+fn assert_problem(r: &Reply, status: u16, code: &str) {
+    assert_eq!(r.status.as_u16(), status, "{:?}", r.body);
+    assert_eq!(r.content_type, "application/problem+json", "{:?}", r.body);
+    assert_eq!(r.body["code"], code, "{:?}", r.body);
+    assert_eq!(r.body["status"], status);
+}
+
+struct Actor {
+    address: String,
+    key: String,
+}
+
+async fn open(app: &App, role: &str) -> Actor {
+    let r = app.post("/v1/accounts", None, json!({ "role": role })).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    Actor { address: r.body["address"].as_str().unwrap().into(), key: r.body["api_key"].as_str().unwrap().into() }
+}
+
+struct Seller {
+    who: Actor,
+    signing: NamedSigningKey,
+    gpu_id: String,
+}
+
+async fn seller(app: &App, n: u8) -> Seller {
+    let who = open(app, "provider").await;
+    let signing = NamedSigningKey::from_seed(KeyId::parse(&format!("prov-{}", &who.address[4..16])).unwrap(), [n; 32]);
+    let r = app.post("/v1/providers/keys", Some(&who.key), serde_json::to_value(signing.public()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let listing = json!({
+        "name": "My-GPU", "memory_gib": 24, "cuda_version": "12.1", "base_price": "0.05",
+        "region": "us-west", "models": ["llama3.2"], "count": 2
+    });
+    let r = app.post("/v1/listings", Some(&who.key), listing).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let gpu_id = r.body["gpu_id"].as_str().unwrap().to_string();
+    let r = app.post(&format!("/v1/listings/{gpu_id}/heartbeat"), Some(&who.key), json!({"worker_id": "wrk-1"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    Seller { who, signing, gpu_id }
+}
+
+async fn buyer(app: &App, amount: &str) -> Actor {
+    let who = open(app, "client").await;
+    let r = app.call(Method::POST, &format!("/v1/accounts/{}/deposits", who.address), Some(&who.key), Some(json!({"amount": amount})), Some("fund-1")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    who
+}
+
+fn job_body() -> Value {
+    json!({ "model": "llama3.2", "units": "2.5", "region": "us-west", "spec": {"kind": "vector_add", "n": 1024, "seed": 1} })
+}
+
+fn signed_receipt(job: &Value, s: &Seller, units_ms: u64) -> Value {
+    let now_s = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()) as i64;
+    let units = GpuMillis::from_millis(units_ms);
+    let unit_price = Rate::parse(job["unit_price"].as_str().unwrap()).unwrap();
+    let body = ReceiptBody {
+        version: RECEIPT_VERSION,
+        receipt_id: ReceiptId::generate(),
+        job_id: JobId::parse(job["job_id"].as_str().unwrap()).unwrap(),
+        gpu_id: ListingId::parse(job["gpu_id"].as_str().unwrap()).unwrap(),
+        attempt: job["status"]["attempt"].as_u64().unwrap() as u32,
+        provider: Address::parse(job["provider"].as_str().unwrap()).unwrap(),
+        client: Address::parse(job["client"].as_str().unwrap()).unwrap(),
+        units,
+        unit_type: UnitType::GpuSeconds,
+        unit_price,
+        price: unit_price.price(units).unwrap(),
+        model: job["model"].as_str().map(|m| aitbc_core::values::ModelName::parse(m).unwrap()),
+        started_at: now_s - 1,
+        completed_at: now_s,
+    };
+    serde_json::to_value(body.sign(&s.signing).unwrap()).unwrap()
+}
+
+fn completion(job: &Value, s: &Seller, worker: &str) -> Value {
+    json!({
+        "worker_id": worker,
+        "receipt": signed_receipt(job, s, 1_500),
+        "output": {"checksum": "ab", "backend": "cpu", "device_ms": 1500, "wall_ms": 1600}
+    })
+}
+
+pub async fn the_guides_flow_over_http(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    let s = seller(&app, 1).await;
+    let c = buyer(&app, "100").await;
+
+    let r = app.get("/v1/listings?region=us-west", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body["items"].as_array().unwrap().iter().any(|l| l["gpu_id"] == s.gpu_id.as_str()));
+    let r = app.get("/v1/rate-card", None).await;
+    assert_eq!(r.body["models"][0]["model"], "codellama");
+
+    let q = app.post("/v1/quotes", None, json!({"model": "llama3.2", "units": "2.5", "region": "us-west"})).await;
+    assert_eq!(q.status, StatusCode::OK, "{:?}", q.body);
+    assert_eq!(q.body["terms"]["gpu_id"], s.gpu_id.as_str());
+    assert_eq!(q.body["terms"]["max_price"], "4");
+
+    let submit = json!({ "quote": q.body, "spec": {"kind": "vector_add", "n": 1024, "seed": 1} });
+    let job = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(submit), Some("job-1")).await;
+    assert_eq!(job.status, StatusCode::CREATED, "{:?}", job.body);
+    let job_id = job.body["job_id"].as_str().unwrap().to_string();
+    let bal = app.get(&format!("/v1/accounts/{}", c.address), Some(&c.key)).await;
+    assert_eq!(bal.body["wallet"]["held"], "4");
+
+    let claimed = app.post(&format!("/v1/jobs/{job_id}/claim"), Some(&s.who.key), json!({"worker_id": "wrk-1"})).await;
+    assert_eq!(claimed.status, StatusCode::OK, "{:?}", claimed.body);
+    let hb = app.post(&format!("/v1/jobs/{job_id}/heartbeat"), Some(&s.who.key), json!({"worker_id": "wrk-1", "lease_ms": 60000})).await;
+    assert_eq!(hb.status, StatusCode::OK, "{:?}", hb.body);
+    let done = app.post(&format!("/v1/jobs/{job_id}/complete"), Some(&s.who.key), completion(&claimed.body, &s, "wrk-1")).await;
+    assert_eq!(done.status, StatusCode::OK, "{:?}", done.body);
+    let receipt = done.body["receipt"].clone();
+    assert!(receipt["countersignature"].is_object());
+
+    let result = app.get(&format!("/v1/jobs/{job_id}/result"), Some(&c.key)).await;
+    assert_eq!(result.body["output"]["checksum"], "ab");
+    let list = app.get(&format!("/v1/receipts?client={}", c.address), Some(&c.key)).await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
+    let rid = receipt["receipt_id"].as_str().unwrap();
+    let one = app.get(&format!("/v1/receipts/{rid}"), Some(&s.who.key)).await;
+    assert_eq!(one.body, receipt);
+    let verified = app.post("/v1/receipts/verify", None, receipt.clone()).await;
+    assert_eq!(verified.body["valid"], true, "{:?}", verified.body);
+    let mut forged = receipt.clone();
+    forged["price"] = json!("100");
+    let verified = app.post("/v1/receipts/verify", None, forged).await;
+    assert_eq!(verified.body["valid"], false);
+    let keys = app.get("/v1/keys", None).await;
+    let ids: Vec<&str> = keys.body["keys"].as_array().unwrap().iter().map(|k| k["key_id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"aitbc-market-test") && ids.contains(&s.signing.key_id.as_str()), "{ids:?}");
+
+    let status = app.get(&format!("/v1/listings/{}/status", s.gpu_id), None).await;
+    assert_eq!((status.body["completed_jobs"].clone(), status.body["online"].clone()), (json!(1), json!(true)));
+    let earnings = app.get(&format!("/v1/listings/{}/earnings?period=24h", s.gpu_id), Some(&s.who.key)).await;
+    assert_eq!(earnings.status, StatusCode::OK, "{:?}", earnings.body);
+    assert_eq!(earnings.body["jobs"], 1);
+    assert_eq!(earnings.body["gross"], "2.4", "1.5 GPU-seconds at 1.6");
+    let upd = app.call(Method::PATCH, &format!("/v1/listings/{}", s.gpu_id), Some(&s.who.key), Some(json!({"strategy": "peak-maximizer"})), None).await;
+    assert_eq!(upd.body["strategy"], "peak-maximizer");
+    let market = app.get("/v1/market?region=us-west", None).await;
+    assert_eq!(market.body[0]["online"], 1, "{:?}", market.body);
+}
+
+pub async fn every_mutating_endpoint_authenticates_and_authorizes(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    let s = seller(&app, 1).await;
+    let other = seller(&app, 2).await;
+    let c = buyer(&app, "100").await;
+    let job = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(job_body()), Some("j")).await;
+    let job_id = job.body["job_id"].as_str().unwrap().to_string();
+    let gpu = &s.gpu_id;
+    let worker = json!({"worker_id": "wrk-1"});
+    let mutating: Vec<(Method, String, Value)> = vec![
+        (Method::POST, "/v1/providers/keys".into(), serde_json::to_value(s.signing.public()).unwrap()),
+        (Method::POST, "/v1/listings".into(), json!({})),
+        (Method::PATCH, format!("/v1/listings/{gpu}"), json!({"strategy": "dynamic"})),
+        (Method::DELETE, format!("/v1/listings/{gpu}"), Value::Null),
+        (Method::POST, format!("/v1/listings/{gpu}/heartbeat"), worker.clone()),
+        (Method::POST, format!("/v1/accounts/{}/deposits", c.address), json!({"amount": "1"})),
+        (Method::POST, format!("/v1/accounts/{}/withdrawals", c.address), json!({"amount": "1"})),
+        (Method::POST, "/v1/jobs".into(), job_body()),
+        (Method::POST, format!("/v1/jobs/{job_id}/cancel"), Value::Null),
+        (Method::POST, format!("/v1/jobs/{job_id}/claim"), worker.clone()),
+        (Method::POST, format!("/v1/jobs/{job_id}/start"), worker.clone()),
+        (Method::POST, format!("/v1/jobs/{job_id}/heartbeat"), worker.clone()),
+        (Method::POST, format!("/v1/jobs/{job_id}/complete"), json!({})),
+        (Method::POST, format!("/v1/jobs/{job_id}/fail"), json!({"worker_id": "wrk-1", "reason": "x", "retryable": false})),
+        (Method::POST, format!("/v1/jobs/{job_id}/release"), worker.clone()),
+    ];
+    for (method, path, body) in &mutating {
+        let r = app.call(method.clone(), path, None, (!body.is_null()).then(|| body.clone()), Some("k")).await;
+        assert_problem(&r, 401, "unauthenticated");
+        let r = app.call(method.clone(), path, Some("aitbc_sk_forged"), (!body.is_null()).then(|| body.clone()), None).await;
+        assert_problem(&r, 401, "unauthenticated");
+    }
+    // Another provider touches neither this provider's listing nor its jobs.
+    let foreign: Vec<(Method, String, Value)> = vec![
+        (Method::PATCH, format!("/v1/listings/{gpu}"), json!({"strategy": "dynamic"})),
+        (Method::DELETE, format!("/v1/listings/{gpu}"), Value::Null),
+        (Method::POST, format!("/v1/listings/{gpu}/heartbeat"), worker.clone()),
+        (Method::POST, format!("/v1/jobs/{job_id}/claim"), worker.clone()),
+        (Method::POST, format!("/v1/jobs/{job_id}/cancel"), Value::Null),
+    ];
+    for (method, path, body) in &foreign {
+        let r = app.call(method.clone(), path, Some(&other.who.key), (!body.is_null()).then(|| body.clone()), None).await;
+        assert_problem(&r, 403, "forbidden");
+    }
+    let r = app.get(&format!("/v1/listings/{gpu}/earnings"), Some(&other.who.key)).await;
+    assert_problem(&r, 403, "forbidden");
+    // A client cannot act as a provider, fund someone else, or open an admin account.
+    let r = app.post(&format!("/v1/jobs/{job_id}/claim"), Some(&c.key), worker.clone()).await;
+    assert_problem(&r, 403, "forbidden");
+    let r = app.post(&format!("/v1/accounts/{}/deposits", s.who.address), Some(&c.key), json!({"amount": "1"})).await;
+    assert_problem(&r, 403, "forbidden");
+    let r = app.post("/v1/accounts", Some(&c.key), json!({"role": "admin"})).await;
+    assert_problem(&r, 403, "forbidden");
+    let r = app.get(&format!("/v1/accounts/{}", s.who.address), Some(&c.key)).await;
+    assert_problem(&r, 403, "forbidden");
+    // The provider's own worker that does not hold the lease cannot complete.
+    let claimed = app.post(&format!("/v1/jobs/{job_id}/claim"), Some(&s.who.key), worker.clone()).await;
+    assert_eq!(claimed.status, StatusCode::OK);
+    let r = app.post(&format!("/v1/jobs/{job_id}/complete"), Some(&s.who.key), completion(&claimed.body, &s, "wrk-2")).await;
+    assert_problem(&r, 403, "forbidden");
+    // Nothing above changed the listing or the job.
+    let l = app.get(&format!("/v1/listings/{gpu}"), None).await;
+    assert_eq!(l.body["strategy"], "market-balance");
+    let j = app.get(&format!("/v1/jobs/{job_id}"), Some(&c.key)).await;
+    assert_eq!(j.body["status"]["state"], "claimed");
+}
+
+pub async fn bad_input_is_a_problem_and_changes_nothing(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    let s = seller(&app, 1).await;
+    let c = buyer(&app, "10").await;
+    let snapshot = || async {
+        let bal = app.get(&format!("/v1/accounts/{}", c.address), Some(&c.key)).await.body;
+        let listings = app.get(&format!("/v1/listings?provider={}", s.who.address), None).await.body["items"].as_array().unwrap().len();
+        let jobs = app.get("/v1/jobs", Some(&c.key)).await.body["items"].as_array().unwrap().len();
+        let ledger = app.get(&format!("/v1/accounts/{}/ledger", c.address), Some(&c.key)).await.body["items"].as_array().unwrap().len();
+        (bal, listings, jobs, ledger)
+    };
+    let before = snapshot().await;
+    let long = "x".repeat(300);
+    let listing = |patch: Value| {
+        let mut base = json!({"name": "My-GPU", "memory_gib": 24, "cuda_version": "12.1", "base_price": "0.05", "region": "us-west"});
+        base.as_object_mut().unwrap().extend(patch.as_object().unwrap().clone());
+        base
+    };
+    let cases: Vec<(&str, Value, &str, u16, &str)> = vec![
+        ("/v1/listings", listing(json!({"memory_gib": -1})), "provider", 400, "invalid_request"),
+        ("/v1/listings", listing(json!({"memory_gib": 0})), "provider", 400, "invalid_request"),
+        ("/v1/listings", listing(json!({"memory_gib": "24"})), "provider", 400, "invalid_request"),
+        ("/v1/listings", listing(json!({"base_price": 0.05})), "provider", 400, "invalid_request"),
+        ("/v1/listings", listing(json!({"base_price": "0"})), "provider", 400, "invalid_request"),
+        ("/v1/listings", listing(json!({"base_price": "99999999999999999999"})), "provider", 400, "invalid_request"),
+        ("/v1/listings", listing(json!({"region": "mars-north"})), "provider", 400, "invalid_request"),
+        ("/v1/listings", listing(json!({"models": ["gpt-9"]})), "provider", 400, "invalid_request"),
+        ("/v1/listings", listing(json!({"name": long})), "provider", 400, "invalid_request"),
+        ("/v1/listings", listing(json!({"cuda_version": "twelve"})), "provider", 400, "invalid_request"),
+        ("/v1/listings", listing(json!({"count": 0})), "provider", 400, "invalid_request"),
+        ("/v1/listings", listing(json!({"count": 1e12})), "provider", 400, "invalid_request"),
+        ("/v1/listings", listing(json!({"strategy": "get-rich"})), "provider", 400, "invalid_request"),
+        ("/v1/listings", listing(json!({"surprise": 1})), "provider", 400, "invalid_request"),
+        ("/v1/quotes", json!({"model": "gpt-9", "units": "1", "region": "us-west"}), "none", 400, "invalid_request"),
+        ("/v1/quotes", json!({"units": "0", "region": "us-west"}), "none", 400, "invalid_request"),
+        ("/v1/quotes", json!({"units": "-1", "region": "us-west"}), "none", 400, "invalid_request"),
+        ("/v1/quotes", json!({"units": "1", "region": "atlantis"}), "none", 400, "invalid_request"),
+        ("/v1/jobs", json!({"units": "2.5", "region": "us-west", "spec": {"kind": "vector_add", "n": 0, "seed": 1}}), "client", 400, "invalid_request"),
+        ("/v1/jobs", json!({"units": "2.5", "region": "us-west", "spec": {"kind": "teleport"}}), "client", 400, "invalid_request"),
+        ("/v1/jobs", json!({"model": "llama3.2", "units": "100000", "region": "us-west", "spec": {"kind": "vector_add", "n": 8, "seed": 1}}), "client", 402, "insufficient_funds"),
+        ("/v1/accounts", json!({"role": "emperor"}), "none", 400, "invalid_request"),
+    ];
+    for (path, body, who, status, code) in cases {
+        let key = match who {
+            "provider" => Some(s.who.key.as_str()),
+            "client" => Some(c.key.as_str()),
+            _ => None,
+        };
+        let r = app.call(Method::POST, path, key, Some(body.clone()), Some(&format!("bad-{}", uuid_like(&body)))).await;
+        assert_problem(&r, status, code);
+    }
+    for (path, amount) in [("deposits", "-5"), ("deposits", "0"), ("deposits", "1.0000000001"), ("withdrawals", "1000")] {
+        let r = app.post(&format!("/v1/accounts/{}/{path}", c.address), Some(&c.key), json!({"amount": amount})).await;
+        assert!(r.status.is_client_error(), "{path} {amount}: {:?}", r.body);
+        assert_eq!(r.content_type, "application/problem+json");
+    }
+    let r = app.raw(Method::POST, "/v1/listings", Some(&s.who.key), "{not json", "application/json").await;
+    assert_problem(&r, 400, "invalid_request");
+    let r = app.raw(Method::POST, "/v1/listings", Some(&s.who.key), "{}", "text/plain").await;
+    assert_problem(&r, 415, "unsupported_media_type");
+    let huge = json!({"spec": {"kind": "gemm", "m": 512, "n": 512, "k": 512, "dtype": "f32", "seed": 1, "a": {"from": "inline", "values": vec![1.0; 100_000]}}});
+    let r = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(huge), Some("huge")).await;
+    assert_problem(&r, 413, "payload_too_large");
+    for path in ["/v1/jobs/not-a-job", "/v1/receipts/rcpt-", "/v1/listings/gpu-/status"] {
+        let r = app.get(path, Some(&c.key)).await;
+        assert_problem(&r, 400, "invalid_request");
+    }
+    let r = app.get("/v1/jobs/job-doesnotexist", Some(&c.key)).await;
+    assert_problem(&r, 404, "not_found");
+    let r = app.get("/v1/nowhere", None).await;
+    assert_problem(&r, 404, "not_found");
+    let r = app.get("/v1/listings?region=us-west&limit=x", None).await;
+    assert_problem(&r, 400, "invalid_request");
+    let r = app.get("/v1/listings?region=us-west&cursor=garbage", None).await;
+    assert_problem(&r, 400, "invalid_request");
+    assert_eq!(snapshot().await, before, "bad requests changed the state");
+}
+
+fn uuid_like(v: &Value) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.to_string().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+pub async fn idempotency_replays_refuses_and_serializes(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    let _s = seller(&app, 1).await;
+    let c = buyer(&app, "100").await;
+    let first = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(job_body()), Some("same")).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(first.replayed.as_deref(), Some("false"));
+    let again = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(job_body()), Some("same")).await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.replayed.as_deref(), Some("true"));
+    assert_eq!(again.body, first.body);
+    let mut other = job_body();
+    other["units"] = json!("1");
+    let conflict = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(other), Some("same")).await;
+    assert_problem(&conflict, 422, "idempotency_key_reused");
+    let missing = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(job_body()), None).await;
+    assert_problem(&missing, 400, "invalid_request");
+    // Concurrent duplicates: every answer is the one job (created, replayed) or a conflict.
+    let calls = (0..8).map(|_| app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(job_body()), Some("race")));
+    let replies = futures_join(calls).await;
+    let ids: std::collections::HashSet<String> = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .map(|r| r.body["job_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 1, "one job for one key");
+    for r in &replies {
+        assert!(r.status == StatusCode::CREATED || r.status == StatusCode::CONFLICT, "{:?}", r.body);
+    }
+    // Deposits under one key apply once.
+    for _ in 0..3 {
+        let r = app.call(Method::POST, &format!("/v1/accounts/{}/deposits", c.address), Some(&c.key), Some(json!({"amount": "5"})), Some("dep")).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let bal = app.get(&format!("/v1/accounts/{}", c.address), Some(&c.key)).await;
+    // 100 + 5 deposited, minus two holds of 4.
+    assert_eq!(bal.body["wallet"]["available"], "97", "{:?}", bal.body);
+    assert_eq!(bal.body["wallet"]["held"], "8");
+}
+
+async fn futures_join<F: std::future::Future<Output = Reply>>(calls: impl Iterator<Item = F>) -> Vec<Reply> {
+    let mut set = Vec::new();
+    for call in calls {
+        set.push(call);
+    }
+    let mut out = Vec::new();
+    // Drive them concurrently on this task.
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = set.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<Reply>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if done[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(r) => done[i] = Some(r),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.extend(done.into_iter().map(Option::unwrap));
+    out
+}
+
+macro_rules! api_suite {
+    ($backend:ident, $factory:expr) => {
+        mod $backend {
+            macro_rules! case {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let Some(backends) = $factory.await else { return };
+                        super::$name(Box::new(backends)).await;
+                    }
+                };
+            }
+            case!(the_guides_flow_over_http);
+            case!(every_mutating_endpoint_authenticates_and_authorizes);
+            case!(bad_input_is_a_problem_and_changes_nothing);
+            case!(idempotency_replays_refuses_and_serializes);
+        }
+    };
+}
+
+api_suite!(sqlite, aitbc_store::conformance::sqlite());
+api_suite!(dynamodb_sqs, aitbc_store::conformance::aws());
