@@ -13,6 +13,7 @@
 pub mod app;
 pub mod error;
 pub mod extract;
+pub mod lambda;
 pub mod routes;
 pub mod telemetry;
 
