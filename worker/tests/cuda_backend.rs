@@ -166,6 +166,11 @@ fn kernel_failures_say_whose_fault_they_are() {
     // A source that includes a file never reaches the compiler.
     let include = kernel_spec("#include </etc/hostname>\nextern \"C\" __global__ void k(float* x) {}", "k", 1, 1, out_arg());
     assert!(matches!(cuda.run(&include, &limits()), Err(RunError::Invalid(_))));
+    // A block shape the driver refuses at launch (z above 64) is the kernel's fault too.
+    let JobSpec::Kernel { source, entry_point, args, seed, .. } = kernel_spec("extern \"C\" __global__ void k(float* x) { x[0] = 1.0f; }", "k", 1, 1, out_arg()) else { unreachable!() };
+    let refused = JobSpec::Kernel { source, entry_point, grid: [1, 1, 1], block: [1, 1, 65], args, seed };
+    assert!(refused.validate().is_ok());
+    assert!(matches!(cuda.run(&refused, &limits()), Err(RunError::KernelFault(_))));
     // A faulting kernel is the kernel's fault, and the backend recovers for the next job.
     // (The address comes from an argument so the compiler cannot see the null pointer.)
     let mut fault_args = out_arg();

@@ -56,8 +56,9 @@
 //! reaper thread waits. Meanwhile the stuck kernel still occupies the GPU (contexts time-share
 //! it), so at most [`REAPERS_IN_FLIGHT_MAX`] such teardowns may be pending; beyond that the
 //! backend refuses jobs with a retryable device error until they finish (or the worker
-//! restarts). Any other device error (a faulting kernel leaves the context unusable) retires
-//! the context the same way. NVRTC compilation cannot be interrupted either: it runs on its
+//! restarts). Any other error from device work (a faulting kernel leaves the context unusable)
+//! retires the context the same way; a launch the driver refuses outright (bad block shape,
+//! too many registers) and a compile error do not, since nothing ran. NVRTC compilation cannot be interrupted either: it runs on its
 //! own thread, waited on until the deadline, with at most [`COMPILES_IN_FLIGHT_MAX`] such
 //! threads alive.
 
@@ -238,6 +239,18 @@ fn kernel_failure(what: &str, error: DriverError) -> Failure {
     }
 }
 
+/// A launch the driver refused outright (bad configuration, too many registers or shared
+/// memory for the block): the kernel's fault, but nothing ran and the context is still usable.
+fn launch_failure(error: DriverError) -> Failure {
+    use driver_sys::cudaError_enum as E;
+    let refused = matches!(error.0, E::CUDA_ERROR_INVALID_VALUE | E::CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES);
+    let mut failure = kernel_failure("launching the kernel", error);
+    if refused {
+        failure.poisoned = false;
+    }
+    failure
+}
+
 fn alloc_failure(error: DriverError, needed_bytes: u64, free_bytes: u64) -> Failure {
     if error.0 == driver_sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY {
         // Not sticky: the context stays usable.
@@ -367,7 +380,14 @@ struct Device {
 }
 
 impl Device {
+    /// Opens the device state; a panic inside cudarc (it panics on a driver symbol it cannot
+    /// load, for one) becomes an error here rather than taking the worker down.
     fn open(ordinal: usize, builtin: &Ptx) -> Result<Device, String> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Device::open_unguarded(ordinal, builtin)))
+            .unwrap_or_else(|_| Err("the CUDA driver wrapper panicked while opening the device".to_string()))
+    }
+
+    fn open_unguarded(ordinal: usize, builtin: &Ptx) -> Result<Device, String> {
         let ctx = CudaContext::new_non_primary(ordinal, 0).map_err(|e| format!("creating a context: {e}"))?;
         // SAFETY: every buffer of this context is used on the one stream created below, in
         // stream order, so cudarc need not track uses across streams with events.
@@ -380,8 +400,12 @@ impl Device {
         Ok(Device { graveyard: Vec::new(), kernels: KernelCache::new(), vector_add, reduce_sum, blas, stream, ctx })
     }
 
-    fn bury(&mut self, buffers: impl Any + Send) {
-        self.graveyard.push(Box::new(buffers));
+    /// Keeps a failed job's buffers until the device is retired when the failure may have left
+    /// work running on them (freeing them now could block on that work); otherwise frees them.
+    fn keep_if_poisoned(&mut self, failure: &Failure, buffers: impl Any + Send) {
+        if failure.poisoned {
+            self.graveyard.push(Box::new(buffers));
+        }
     }
 
     fn timing_event(&self) -> Result<CudaEvent, Failure> {
@@ -549,7 +573,7 @@ fn run_vector_add(device: &mut Device, job: &Job, n: u64, seed: u64) -> Result<(
     let end = match waited {
         Ok(end) => end,
         Err(failure) => {
-            device.bury((a, b, c));
+            device.keep_if_poisoned(&failure, (a, b, c));
             return Err(failure);
         }
     };
@@ -578,7 +602,7 @@ fn run_reduction(device: &mut Device, job: &Job, n: u64, seed: u64) -> Result<(V
     let end = match waited {
         Ok(end) => end,
         Err(failure) => {
-            device.bury((x, partials));
+            device.keep_if_poisoned(&failure, (x, partials));
             return Err(failure);
         }
     };
@@ -620,7 +644,7 @@ fn run_gemm(
     let end = match waited {
         Ok(end) => end,
         Err(failure) => {
-            device.bury((inputs, c));
+            device.keep_if_poisoned(&failure, (inputs, c));
             return Err(failure);
         }
     };
@@ -717,15 +741,15 @@ fn run_kernel(
         // SAFETY: the arguments are pushed in the job's order with the job's types; a kernel
         // whose signature does not match them gets wrong values or faults on the device, which
         // surfaces as a kernel fault and retires the context. Buffers outlive the launch (they
-        // are moved to the graveyard if the job fails while they may be in use).
+        // are kept until the context is retired if the job fails while they may be in use).
         unsafe { launch.launch(cfg) }
     };
-    let end = launched.map_err(|e| kernel_failure("launching the kernel", e)).and_then(|_| device.timing_event());
+    let end = launched.map_err(launch_failure).and_then(|_| device.timing_event());
     let waited = end.and_then(|end| await_event(&end, job.deadline, job.timeout_ms, true).map(|()| end));
     let end = match waited {
         Ok(end) => end,
         Err(failure) => {
-            device.bury(args);
+            device.keep_if_poisoned(&failure, args);
             return Err(failure);
         }
     };
@@ -830,9 +854,10 @@ impl CudaBackend {
         let spawned = std::thread::Builder::new().name("aitbc-cuda-reaper".into()).spawn(move || {
             let device = ManuallyDrop::into_inner(device);
             // Drops bind the context themselves; binding first makes cuBLAS's teardown (which
-            // does not) act on the right one.
+            // does not) act on the right one. cudarc unwraps cuBLAS's teardown status, which a
+            // faulted context may fail: a panic here must not leave the count raised forever.
             let _ = device.ctx.bind_to_thread();
-            drop(device);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(device)));
             reapers.fetch_sub(1, Ordering::SeqCst);
         });
         // On failure the closure, and with it the ManuallyDrop, is dropped: the device leaks
@@ -876,7 +901,7 @@ impl CudaBackend {
             let end = match waited {
                 Ok(end) => end,
                 Err(failure) => {
-                    device.bury((inputs, c));
+                    device.keep_if_poisoned(&failure, (inputs, c));
                     return Err(failure);
                 }
             };
@@ -935,6 +960,7 @@ impl Backend for CudaBackend {
         let compiles = Arc::clone(&self.compiles);
         let mut stats = self.stats;
         let device = self.ready_device()?;
+        assert!(device.graveyard.is_empty(), "a device holding a failed job's buffers is retired before the next job");
         // The context may be used from another thread than the one that made it.
         device.ctx.bind_to_thread().map_err(|e| RunError::Device(format!("binding the context: {e}")))?;
         let (free, _) = device.ctx.mem_get_info().map_err(|e| RunError::Device(format!("querying free memory: {e}")))?;
