@@ -270,3 +270,26 @@ fn backends_move_across_threads() {
         .unwrap();
     assert_eq!(out.values.len(), 4);
 }
+
+#[test]
+fn the_gemm_tolerance_of_the_gpu_tests_accepts_reordering_and_rejects_errors() {
+    // The CUDA tests compare cuBLAS against the naive loop with `assert_gemm_close`; check
+    // here, where it can run, that it passes another summation order and fails a wrong value.
+    let (m, n, k) = (16usize, 24usize, 300usize);
+    let a = generated(8, 0, m * k, Dtype::F32);
+    let b = generated(8, 1, k * n, Dtype::F32);
+    let want = naive_gemm(&a, &b, m, n, k);
+    let bound = common::abs_gemm(&a, &b, m, n, k);
+    let mut reversed = vec![0.0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            reversed[i * n + j] = (0..k).rev().map(|p| a[i * k + p] * b[p * n + j]).sum();
+        }
+    }
+    assert_ne!(reversed, want, "the orders should differ somewhere for the check to mean anything");
+    common::assert_gemm_close(&reversed, &want, &bound, k, "reversed");
+    let mut wrong = want.clone();
+    wrong[5] += 1e-2;
+    let rejected = std::panic::catch_unwind(|| common::assert_gemm_close(&wrong, &want, &bound, k, "wrong"));
+    assert!(rejected.is_err());
+}

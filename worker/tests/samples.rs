@@ -5,7 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use aitbc_core::jobspec::{checksum_f32, generate_f32, JobKind, JobSpec};
+use aitbc_core::jobspec::{checksum_f32, generate_f32, JobKind, JobSpec, MatrixInput};
 use aitbc_worker::{Backend, CpuBackend, RunError, RunLimits};
 
 /// The samples README.md documents, by file name.
@@ -85,7 +85,20 @@ fn every_sample_runs_on_cuda() {
             JobKind::VectorAdd | JobKind::Reduction => {
                 assert_eq!(out.checksum, cpu.run(&spec, &RunLimits::default()).unwrap().checksum, "{name}")
             }
-            JobKind::Gemm => assert_eq!(out.values.len(), cpu.run(&spec, &RunLimits::default()).unwrap().values.len(), "{name}"),
+            JobKind::Gemm => {
+                let JobSpec::Gemm { m, n, k, dtype, seed, a, b, .. } = &spec else { unreachable!() };
+                let (m, n, k) = (*m as usize, *n as usize, *k as usize);
+                let operand = |input: &MatrixInput, stream: u64, len: usize| match input {
+                    MatrixInput::Seed => common::generated(*seed, stream, len, *dtype),
+                    MatrixInput::Inline { values } => values.iter().map(|&v| common::rounded(*dtype, v)).collect(),
+                };
+                let (a, b) = (operand(a, 0, m * k), operand(b, 1, k * n));
+                let want = common::naive_gemm(&a, &b, m, n, k);
+                let bound = common::abs_gemm(&a, &b, m, n, k);
+                let shown = out.values.len();
+                assert_eq!(shown, cpu.run(&spec, &RunLimits::default()).unwrap().values.len(), "{name}");
+                common::assert_gemm_close(&out.values, &want[..shown], &bound[..shown], k, &name);
+            }
             JobKind::Kernel => {
                 // y = 2 x + y over the first 1000 of 1024 elements; x is stream 0, y stream 1.
                 assert_eq!(out.values.len(), 1024);
