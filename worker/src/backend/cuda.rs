@@ -848,6 +848,8 @@ impl CudaBackend {
     /// because dropping it may block on a kernel that never ends.
     fn retire_device(&mut self) {
         let Some(device) = self.device.take() else { return };
+        // The cached modules belonged to the retired context.
+        self.stats.entries = 0;
         self.reapers.fetch_add(1, Ordering::SeqCst);
         let reapers = Arc::clone(&self.reapers);
         let device = ManuallyDrop::new(device);
