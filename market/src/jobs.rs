@@ -320,14 +320,34 @@ impl Market {
         }
     }
 
-    /// A worker takes a queued job: it gets a lease and the job's spec.
+    /// A worker takes a queued job: it gets a lease and the job's spec. A job whose lease has
+    /// lapsed (its worker died) is taken over at once, as the sweeper would: the lapse and the
+    /// new claim are one write.
     pub async fn claim_job(&self, caller: &Principal, job_id: &JobId, worker: &WorkerId, lease_ms: Option<u64>) -> Result<JobRecord, MarketError> {
         let now = self.now_ms();
         let lease_ms = lease_ms.unwrap_or(self.settings.lease_ms);
-        let event = Event::Claim { worker: worker.clone(), now_ms: now, lease_ms };
-        let (_, mut next, version) = self.apply_event(job_id, event, |job| Self::own_as_provider(caller, job)).await?;
+        let (job, version) = self.job_with_version(job_id).await?;
+        Self::own_as_provider(caller, &job)?;
+        let lapsed = job.status.state.is_leased() && job.status.lease.as_ref().is_some_and(|l| now >= l.expires_at_ms);
+        let mut status = job.status.clone();
+        if lapsed {
+            status = transition(&status, &Event::LeaseLapsed { now_ms: now }).map_err(transition_error)?;
+            if status.state != JobState::Queued {
+                // Out of attempts: the job fails and its hold is voided.
+                let mut failed = job.clone();
+                failed.status = status;
+                self.finish_transition(job.status.state, failed, version).await?;
+                return Err(MarketError::Conflict(format!("job {job_id} failed: its attempts are used up")));
+            }
+        }
+        let mut next = job.clone();
+        next.status = transition(&status, &Event::Claim { worker: worker.clone(), now_ms: now, lease_ms }).map_err(transition_error)?;
         next.claimed_at_ms = Some(now);
-        let writes = vec![self.job_write(&next, version), crate::Market::listing_counter_write(&next.gpu_id, 1, None)];
+        let mut writes = vec![self.job_write(&next, version)];
+        if !lapsed {
+            // A takeover moves the listing's active count by -1 and +1: no write.
+            writes.push(crate::Market::listing_counter_write(&next.gpu_id, 1, None));
+        }
         self.commit(writes).await?;
         Ok(next)
     }

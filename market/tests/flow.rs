@@ -12,7 +12,7 @@ use aitbc_core::values::{GpuMemoryGib, GpuName, CudaVersion, KeyId, ReceiptId, T
 use aitbc_market::auth::{Principal, Role};
 use aitbc_market::jobs::{Completion, JobRecord, SubmitJob};
 use aitbc_market::registry::{Listing, NewListing, Sla};
-use aitbc_market::{ManualClock, Market, MarketError, Settings};
+use aitbc_market::{Clock, ManualClock, Market, MarketError, Settings};
 use aitbc_core::job::JobState;
 use std::sync::Arc;
 
@@ -268,4 +268,26 @@ async fn a_spec_the_listing_cannot_run_is_refused_before_any_hold() {
     let err = m.submit_job(&client, s, "y").await.unwrap_err();
     assert!(matches!(err, MarketError::NoCapacity(_) | MarketError::Invalid { .. }), "{err:?}");
     assert_eq!(m.account(&AccountId::wallet(&client.address)).await.unwrap().1.held, Amount::ZERO);
+}
+
+#[tokio::test]
+async fn a_lapsed_lease_is_taken_over_by_the_next_claim() {
+    let w = world().await;
+    let m = &w.market;
+    let p = provider(m).await;
+    let client = funded_client(m, "10").await;
+    let job = m.submit_job(&client, submit("1"), "a").await.unwrap();
+    m.claim_job(&p.who, &job.job_id, &p.worker, Some(5_000)).await.unwrap();
+    let second = WorkerId::parse("wrk-2").unwrap();
+    // While the lease lives, another worker cannot take the job.
+    assert!(matches!(m.claim_job(&p.who, &job.job_id, &second, None).await, Err(MarketError::Conflict(_))));
+    w.clock.advance_ms(5_000);
+    let taken = m.claim_job(&p.who, &job.job_id, &second, None).await.unwrap();
+    assert_eq!((taken.status.attempt, taken.status.lease.as_ref().unwrap().holder.clone()), (2, second.clone()));
+    let view = m.listing_view(&m.listing_item(&p.listing.gpu_id).await.unwrap()).unwrap();
+    assert_eq!(view.active_jobs, 1, "the takeover keeps one active job");
+    // The first worker, back from the dead, cannot complete.
+    let now_s = w.clock.now_ms() / 1_000;
+    let late = receipt_for(&taken, &p, 500, now_s, now_s);
+    assert!(matches!(m.complete_job(&p.who, &job.job_id, late).await, Err(MarketError::Forbidden(_))));
 }

@@ -1,0 +1,193 @@
+//! A typed client of the aitbc HTTP API. Answers are JSON values or typed records; failures are
+//! [`ClientError`]s that keep the API's stable problem `code`, or name the URL that could not
+//! be reached. Every request has a timeout.
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A request gives up after this long.
+pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Connecting gives up after this long.
+pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The API answered with a problem document.
+    #[error("{detail} ({code}, HTTP {status})")]
+    Api { status: u16, code: String, detail: String, field: Option<String> },
+    /// The API could not be reached.
+    #[error("cannot reach the aitbc API at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The answer was not what the API promises.
+    #[error("unexpected answer from {url}: {reason}")]
+    Protocol { url: String, reason: String },
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+    /// Worth retrying later: unreachable, rate limited, unavailable.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            ClientError::Api { status, .. } => *status == 429 || *status == 503 || *status >= 500,
+            ClientError::Protocol { .. } => false,
+        }
+    }
+}
+
+/// The API at `base` (e.g. `http://127.0.0.1:8080`), as the holder of `api_key` if any.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    api_key: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: &str, api_key: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
+            .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+            .build()
+            .expect("an HTTP client without TLS builds");
+        Self { base: base.trim_end_matches('/').to_string(), api_key, http }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn with_key(&self, api_key: &str) -> Self {
+        Self { api_key: Some(api_key.to_string()), ..self.clone() }
+    }
+
+    /// One request; `idempotency_key` goes in the `Idempotency-Key` header.
+    pub async fn request<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&Value>, idempotency_key: Option<&str>) -> Result<T, ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.request(method, &url);
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable { url: url.clone(), reason: root_cause(&e) })?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| ClientError::Unreachable { url: url.clone(), reason: root_cause(&e) })?;
+        if !status.is_success() {
+            return Err(problem(&url, status, &text));
+        }
+        let text = if text.is_empty() { "null" } else { text.as_str() };
+        serde_json::from_str(text).map_err(|e| ClientError::Protocol { url, reason: e.to_string() })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.request(Method::GET, path, None, None).await
+    }
+
+    pub async fn post<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let body = serde_json::to_value(body).expect("request bodies serialize");
+        self.request(Method::POST, path, Some(&body), None).await
+    }
+
+    pub async fn post_idempotent<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B, key: &str) -> Result<T, ClientError> {
+        let body = serde_json::to_value(body).expect("request bodies serialize");
+        self.request(Method::POST, path, Some(&body), Some(key)).await
+    }
+
+    pub async fn patch<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let body = serde_json::to_value(body).expect("request bodies serialize");
+        self.request(Method::PATCH, path, Some(&body), None).await
+    }
+
+    // The routes, by the names the guides use.
+
+    pub async fn open_account(&self, role: &str) -> Result<Value, ClientError> {
+        self.post("/v1/accounts", &json!({ "role": role })).await
+    }
+    pub async fn balances(&self, address: &str) -> Result<Value, ClientError> {
+        self.get(&format!("/v1/accounts/{address}")).await
+    }
+    pub async fn deposit(&self, address: &str, amount: &str, key: &str) -> Result<Value, ClientError> {
+        self.post_idempotent(&format!("/v1/accounts/{address}/deposits"), &json!({ "amount": amount }), key).await
+    }
+    pub async fn register_key(&self, entry: &aitbc_core::signing::PublicKeyEntry) -> Result<Value, ClientError> {
+        self.post("/v1/providers/keys", entry).await
+    }
+    pub async fn create_listing(&self, listing: &Value) -> Result<Value, ClientError> {
+        self.post("/v1/listings", listing).await
+    }
+    pub async fn listing(&self, gpu_id: &str) -> Result<Value, ClientError> {
+        self.get(&format!("/v1/listings/{gpu_id}")).await
+    }
+    pub async fn listing_heartbeat(&self, gpu_id: &str, worker_id: &str) -> Result<Value, ClientError> {
+        self.post(&format!("/v1/listings/{gpu_id}/heartbeat"), &json!({ "worker_id": worker_id })).await
+    }
+    pub async fn quote(&self, input: &Value) -> Result<Value, ClientError> {
+        self.post("/v1/quotes", input).await
+    }
+    pub async fn submit_job(&self, body: &Value, idempotency_key: &str) -> Result<Value, ClientError> {
+        self.post_idempotent("/v1/jobs", body, idempotency_key).await
+    }
+    pub async fn job(&self, job_id: &str) -> Result<Value, ClientError> {
+        self.get(&format!("/v1/jobs/{job_id}")).await
+    }
+    /// A worker's call on a job: claim, start, heartbeat, release.
+    pub async fn job_action(&self, job_id: &str, action: &str, worker_id: &str, lease_ms: Option<u64>) -> Result<Value, ClientError> {
+        let mut body = json!({ "worker_id": worker_id });
+        if let Some(ms) = lease_ms {
+            body["lease_ms"] = json!(ms);
+        }
+        self.post(&format!("/v1/jobs/{job_id}/{action}"), &body).await
+    }
+    pub async fn complete_job(&self, job_id: &str, completion: &Value) -> Result<Value, ClientError> {
+        self.post(&format!("/v1/jobs/{job_id}/complete"), completion).await
+    }
+    pub async fn fail_job(&self, job_id: &str, worker_id: &str, reason: &str, retryable: bool) -> Result<Value, ClientError> {
+        self.post(&format!("/v1/jobs/{job_id}/fail"), &json!({ "worker_id": worker_id, "reason": reason, "retryable": retryable })).await
+    }
+    pub async fn keys(&self) -> Result<aitbc_core::signing::KeySetDocument, ClientError> {
+        self.get("/v1/keys").await
+    }
+}
+
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut source: &dyn std::error::Error = e;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    if e.is_timeout() {
+        "timed out".into()
+    } else {
+        source.to_string()
+    }
+}
+
+fn problem(url: &str, status: StatusCode, text: &str) -> ClientError {
+    match serde_json::from_str::<Value>(text) {
+        Ok(p) if p.get("code").is_some() => ClientError::Api {
+            status: status.as_u16(),
+            code: p["code"].as_str().unwrap_or("unknown").to_string(),
+            detail: p["detail"].as_str().unwrap_or("").to_string(),
+            field: p["field"].as_str().map(str::to_string),
+        },
+        _ => ClientError::Protocol { url: url.to_string(), reason: format!("HTTP {status} without a problem document") },
+    }
+}
