@@ -22,9 +22,9 @@ pub const HISTORY_PAGE_MAX: usize = 200;
 /// A pending hold's index entry says when the sweeper should look at it.
 pub const HOLD_REVIEW_AFTER_MS: i64 = 24 * 3_600_000;
 
-const ATTR_AVAILABLE: &str = "available";
-const ATTR_HELD: &str = "held";
-const ATTR_HOLD_STATE: &str = "hold_state";
+pub(crate) const ATTR_AVAILABLE: &str = "available";
+pub(crate) const ATTR_HELD: &str = "held";
+pub(crate) const ATTR_HOLD_STATE: &str = "hold_state";
 
 /// A ledger account's stored profile (its balances are numeric attributes beside it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,7 +56,7 @@ pub struct LedgerEntry {
     pub at_ms: i64,
 }
 
-fn account_key(account: &AccountId) -> Key {
+pub(crate) fn account_key(account: &AccountId) -> Key {
     keys::account(&account.to_string())
 }
 

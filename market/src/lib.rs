@@ -16,6 +16,9 @@ pub mod quotes;
 pub mod receipts;
 mod records;
 pub mod registry;
+pub mod payouts;
+pub mod settlement;
+pub mod sweep;
 
 use aitbc_core::config::MarketConfig;
 use aitbc_core::signing::NamedSigningKey;
