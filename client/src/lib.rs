@@ -71,6 +71,10 @@ impl Client {
         &self.base
     }
 
+    pub fn api_key(&self) -> Option<&str> {
+        self.api_key.as_deref()
+    }
+
     pub fn with_key(&self, api_key: &str) -> Self {
         Self { api_key: Some(api_key.to_string()), ..self.clone() }
     }

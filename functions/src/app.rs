@@ -121,3 +121,8 @@ fn replay(stored: StoredResponse) -> Response {
     response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     response
 }
+
+/// Serves every group on `listener` until `shutdown` completes (local mode, tests).
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, local_router(state)).with_graceful_shutdown(shutdown).await
+}

@@ -17,7 +17,7 @@ pub mod lambda;
 pub mod routes;
 pub mod telemetry;
 
-pub use app::{local_router, router_for, AppState, Group};
+pub use app::{local_router, router_for, serve, AppState, Group};
 
 /// The function groups, each deployed as its own Lambda and merged for local serving.
 pub const FUNCTION_GROUPS: [&str; 5] = ["registry", "pricing", "jobs", "receipts", "accounts"];

@@ -11,6 +11,7 @@ use crate::auth::{Principal, Role};
 use crate::quotes::{QuoteInput, SignedQuote};
 use crate::receipts::receipt_writes;
 use crate::records::{from_item, to_item};
+use aitbc_store::keys::IndexKey;
 use crate::{Market, MarketError};
 use aitbc_core::job::{transition, Event, JobState, JobStatus, TransitionError};
 use aitbc_core::jobspec::{JobOutput, JobSpec, JOB_TIMEOUT_MS_DEFAULT, JOB_TIMEOUT_MS_MAX, RESULT_VALUES_MAX};
@@ -117,6 +118,33 @@ fn transition_error(e: TransitionError) -> MarketError {
     }
 }
 
+/// Members of a job that hold floats (inline inputs, returned values). Store numbers are
+/// integers, so these travel inside the item as JSON text.
+const FLOAT_MEMBERS: [&str; 2] = ["spec", "output"];
+
+/// The store item of a job.
+fn job_item(job: &JobRecord, indexes: &[IndexKey]) -> Item {
+    let mut item = to_item(keys::job(job.job_id.as_str()), job, indexes);
+    for member in FLOAT_MEMBERS {
+        if let Some(value) = item.attrs.remove(member) {
+            item.attrs.insert(format!("{member}_json"), serde_json::Value::String(value.to_string()));
+        }
+    }
+    item
+}
+
+/// The job in a store item.
+fn job_from_item(item: &Item) -> Result<JobRecord, MarketError> {
+    let mut item = item.clone();
+    for member in FLOAT_MEMBERS {
+        if let Some(serde_json::Value::String(text)) = item.attrs.remove(&format!("{member}_json")) {
+            let value = serde_json::from_str(&text).map_err(|e| MarketError::Internal(format!("stored job {member} does not parse: {e}")))?;
+            item.attrs.insert(member.to_string(), value);
+        }
+    }
+    from_item(&item)
+}
+
 /// Index keys of a job in its current state.
 fn job_indexes(job: &JobRecord, changed_ms: i64) -> Vec<keys::IndexKey> {
     vec![
@@ -138,12 +166,12 @@ impl Market {
     pub async fn job_with_version(&self, job_id: &JobId) -> Result<(JobRecord, i64), MarketError> {
         let item = self.store.get(&keys::job(job_id.as_str())).await?.ok_or_else(|| MarketError::not_found(format!("job {job_id}")))?;
         let version = item.int(ATTR_VERSION).unwrap_or(0);
-        Ok((from_item(&item)?, version))
+        Ok((job_from_item(&item)?, version))
     }
 
     /// The write that replaces a job read at `version` with `job`.
     pub fn job_write(&self, job: &JobRecord, version: i64) -> TxWrite {
-        let item = to_item(keys::job(job.job_id.as_str()), job, &job_indexes(job, self.now_ms())).with(ATTR_VERSION, version + 1).with(ATTR_ENQUEUED, true);
+        let item = job_item(job, &job_indexes(job, self.now_ms())).with(ATTR_VERSION, version + 1).with(ATTR_ENQUEUED, true);
         TxWrite::Put { item, condition: Condition::equals(ATTR_VERSION, version) }
     }
 
@@ -223,7 +251,7 @@ impl Market {
             output: None,
             failure: None,
         };
-        let job_item = to_item(keys::job(job_id.as_str()), &job, &job_indexes(&job, now)).with(ATTR_VERSION, 0).with(ATTR_ENQUEUED, false);
+        let job_item = job_item(&job, &job_indexes(&job, now)).with(ATTR_VERSION, 0).with(ATTR_ENQUEUED, false);
         let hold = Transfer::Hold {
             id: TransferId::parse(&format!("tx-{uuid_part}-hold")).expect("valid id"),
             hold: hold_id,
@@ -298,7 +326,7 @@ impl Market {
             StoreError::Invalid(r) => MarketError::invalid("cursor", r),
             e => e.into(),
         })?;
-        let jobs = page.items.iter().map(from_item).collect::<Result<Vec<JobRecord>, _>>()?;
+        let jobs = page.items.iter().map(job_from_item).collect::<Result<Vec<JobRecord>, _>>()?;
         Ok((jobs, page.cursor))
     }
 

@@ -139,7 +139,8 @@ impl Market {
     }
 
     /// The best quote for `input`: on the named listing, or the cheapest available listing of
-    /// the region that serves the model and kind (ties: the least busy).
+    /// the region that serves the model and kind (ties: the least busy). A busy listing still
+    /// qualifies: jobs wait in its queue.
     pub async fn quote(&self, input: &QuoteInput) -> Result<SignedQuote, MarketError> {
         if let Some(model) = &input.model {
             if self.config.rate_card.rate(model).is_none() {
@@ -163,9 +164,6 @@ impl Market {
         let (views, _) = self.list_listings(filter).await?;
         let mut best: Option<(SignedQuote, u32)> = None;
         for view in views.iter().filter(|v| input.kind.is_none_or(|k| v.listing.kinds.contains(&k))) {
-            if view.active_jobs >= i64::from(view.listing.max_concurrent_jobs) {
-                continue;
-            }
             let q = self.quote_on(view, input).await?;
             let busy = Self::utilization_bps(view);
             let better = best.as_ref().is_none_or(|(b, b_busy)| (q.terms.unit_price, busy) < (b.terms.unit_price, *b_busy));

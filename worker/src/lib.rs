@@ -18,13 +18,35 @@
 //! println!("{} {} ms", output.checksum, output.device_ms);
 //! ```
 //!
-//! The queue polling, leases, heartbeats and receipt signing of DESIGN.md's worker build on
-//! this and live elsewhere in the crate.
+//! - [`agent`]: the worker loop: queue polling, claims, leases and heartbeats, receipt signing,
+//!   completion through the API, graceful shutdown. [`config`]: its file, flags and environment.
 
+pub mod agent;
 pub mod assess;
 pub mod backend;
+pub mod config;
 
 pub use backend::{
     auto_picks_cuda, probe_cuda, select, Backend, BackendChoice, CpuBackend, CudaAvailability, CudaBackend, RunError, RunLimits,
     SelectError,
 };
+
+/// Runs the worker loop with `settings` until `shutdown` turns true.
+pub async fn run(settings: config::WorkerSettings, shutdown: tokio::sync::watch::Receiver<bool>) -> Result<agent::Stats, String> {
+    let queue: std::sync::Arc<dyn aitbc_store::Queue> = match &settings.queue {
+        config::QueueSource::Sqlite(path) => {
+            let db = aitbc_store::SqliteDb::open(path).map_err(|e| format!("queue database {}: {e}", path.display()))?;
+            std::sync::Arc::new(db.queue())
+        }
+        config::QueueSource::Sqs => {
+            let aws = aitbc_store::AwsConfig::from_env()?;
+            std::sync::Arc::new(aitbc_store::SqsQueue::connect(&aws).await.map_err(|e| e.to_string())?)
+        }
+    };
+    let backends = (0..settings.agent.max_concurrent_jobs)
+        .map(|_| select(settings.backend, settings.gpu_index).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let client = aitbc_client::Client::new(&settings.api_url, Some(settings.api_key.clone()));
+    let agent = agent::Agent::new(client, queue, settings.key, settings.agent, backends)?;
+    agent.run(shutdown).await
+}

@@ -1,8 +1,8 @@
 //! `aitbc-worker`: the GPU worker binary. A thin shell over the library: argument parsing,
 //! JSON in and out, one-line errors and exit codes (0 success, 1 failure, 2 usage).
 //!
-//! Subcommands now: `assess` (what this machine offers, JSON) and `exec` (run one job spec
-//! file locally, print its output). The queue-polling `run` loop of DESIGN.md comes later.
+//! Subcommands: `run` (serve listings: poll their queues, claim, run, sign, complete), `assess`
+//! (what this machine offers, JSON) and `exec` (run one job spec file locally, print its output).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -24,6 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve GPU listings until SIGTERM or SIGINT, then finish or release the jobs in hand.
+    #[command(after_help = "Example:\n  aitbc-worker run --api-url http://127.0.0.1:8080 --api-key $KEY --key-file provider-key.json \\\n    --listing gpu-0192... --queue sqlite:$HOME/.aitbc/aitbc.db --backend auto")]
+    Run(aitbc_worker::config::RunArgs),
     /// Measure this machine's backend and print its figures as JSON.
     Assess {
         /// cuda, cpu, or auto (CUDA where its libraries and the GPU exist, else CPU).
@@ -50,6 +53,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run(&args),
         Command::Assess { backend, gpu_index } => assess::assess(backend, gpu_index)
             .map_err(|e| e.to_string())
             .and_then(|assessment| serde_json::to_string_pretty(&assessment).map_err(|e| e.to_string())),
@@ -91,4 +95,28 @@ fn exec(path: &PathBuf, backend: BackendChoice, gpu_index: usize, timeout_ms: u6
     let mut backend = select(backend, gpu_index).map_err(|e| e.to_string())?;
     let output = backend.run(&spec, &limits).map_err(|e| format!("{} ({}, retryable: {})", e, e.code(), e.retryable()))?;
     serde_json::to_string_pretty(&output).map_err(|e| e.to_string())
+}
+
+fn run(args: &aitbc_worker::config::RunArgs) -> Result<String, String> {
+    let settings = args.settings()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("AITBC_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down: no new jobs; finishing or releasing the ones in hand");
+            let _ = stop.send(true);
+        });
+        let stats = aitbc_worker::run(settings, shutdown).await?;
+        Ok(format!(
+            "{{\"completed\":{},\"failed\":{},\"released\":{},\"refused_claims\":{}}}",
+            stats.completed, stats.failed, stats.released, stats.refused_claims
+        ))
+    })
 }

@@ -1,0 +1,357 @@
+//! The worker loop: long-poll the listings' queues for as many jobs as there are free slots,
+//! claim each through the API, run it on a backend while a timer extends the job's lease and
+//! the message's visibility, sign the receipt with the provider's key, complete through the API
+//! and delete the message. On shutdown stop receiving, let running jobs finish within the grace
+//! period, and release the rest (API release and visibility zero) so another worker takes them.
+//!
+//! The API is the only authority: a message only says "job X may be waiting". A claim that is
+//! refused (the job is taken, done or gone) deletes the message, so duplicate deliveries cost
+//! one refused claim and nothing else.
+
+use crate::backend::{Backend, RunLimits};
+use aitbc_client::{Client, ClientError};
+use aitbc_core::jobspec::{JobOutput, JobSpec};
+use aitbc_core::money::{GpuMillis, Rate};
+use aitbc_core::receipt::{ReceiptBody, UnitType, RECEIPT_VERSION};
+use aitbc_core::signing::NamedSigningKey;
+use aitbc_core::values::{Address, JobId, ListingId, ModelName, ReceiptId, WorkerId};
+use aitbc_store::{Message, Queue};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// Concurrent jobs per worker, at most.
+pub const CONCURRENT_JOBS_MAX: usize = 64;
+/// Listings one worker serves, at most.
+pub const LISTINGS_MAX: usize = 64;
+/// Backoff after an API or queue error: doubles from the minimum up to the maximum.
+pub const BACKOFF_MS_MIN: u64 = 100;
+pub const BACKOFF_MS_MAX: u64 = 5_000;
+/// Attempts to deliver a completion through transient API errors before giving the job up.
+pub const COMPLETE_ATTEMPTS_MAX: u32 = 8;
+/// A heartbeat is sent at most every this often, at least.
+pub const HEARTBEAT_INTERVAL_MS_MIN: u64 = 100;
+/// The listing heartbeat (worker liveness) is sent this often.
+pub const LISTING_HEARTBEAT_MS: u64 = 10_000;
+
+/// What the worker is told to do.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub worker_id: WorkerId,
+    pub listings: Vec<ListingId>,
+    pub max_concurrent_jobs: usize,
+    /// A claim's lease and a message's visibility, renewed by heartbeats.
+    pub lease_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    /// How long a receive waits for a message (SQS: at most 20 s).
+    pub poll_wait_ms: u64,
+    /// After a shutdown signal, running jobs get this long to finish before they are released.
+    pub grace_ms: u64,
+}
+
+impl AgentConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.listings.is_empty() || self.listings.len() > LISTINGS_MAX {
+            return Err(format!("serve 1..={LISTINGS_MAX} listings"));
+        }
+        if !(1..=CONCURRENT_JOBS_MAX).contains(&self.max_concurrent_jobs) {
+            return Err(format!("max_concurrent_jobs must be 1..={CONCURRENT_JOBS_MAX}"));
+        }
+        if self.heartbeat_interval_ms < HEARTBEAT_INTERVAL_MS_MIN || self.heartbeat_interval_ms * 2 > self.lease_ms {
+            return Err("heartbeat_interval_ms must be at least 100 and at most half of lease_ms".into());
+        }
+        if self.poll_wait_ms > aitbc_store::queue::RECEIVE_WAIT_MS_MAX {
+            return Err(format!("poll_wait_ms must be at most {}", aitbc_store::queue::RECEIVE_WAIT_MS_MAX));
+        }
+        Ok(())
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub completed: u64,
+    pub failed: u64,
+    pub released: u64,
+    pub refused_claims: u64,
+}
+
+/// A job in hand: where its message is, so shutdown can release it.
+#[derive(Clone)]
+struct InFlight {
+    queue: String,
+    receipt_handle: String,
+}
+
+struct Shared {
+    client: Client,
+    queue: Arc<dyn Queue>,
+    key: NamedSigningKey,
+    config: AgentConfig,
+    backends: Mutex<Vec<Box<dyn Backend>>>,
+    in_flight: Mutex<HashMap<JobId, InFlight>>,
+    stats: Mutex<Stats>,
+}
+
+/// The worker: an API client, the queues, the provider's signing key and one backend per slot.
+pub struct Agent {
+    shared: Arc<Shared>,
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((BACKOFF_MS_MIN << attempt.min(16)).min(BACKOFF_MS_MAX))
+}
+
+fn refused(e: &ClientError) -> bool {
+    matches!(e.status(), Some(400..=499)) && !e.is_transient()
+}
+
+impl Agent {
+    /// `backends` holds one backend per concurrent slot.
+    pub fn new(client: Client, queue: Arc<dyn Queue>, key: NamedSigningKey, config: AgentConfig, backends: Vec<Box<dyn Backend>>) -> Result<Self, String> {
+        config.validate()?;
+        if backends.len() != config.max_concurrent_jobs {
+            return Err(format!("need {} backends, one per slot; got {}", config.max_concurrent_jobs, backends.len()));
+        }
+        let shared = Shared {
+            client,
+            queue,
+            key,
+            config,
+            backends: Mutex::new(backends),
+            in_flight: Mutex::new(HashMap::new()),
+            stats: Mutex::new(Stats::default()),
+        };
+        Ok(Self { shared: Arc::new(shared) })
+    }
+
+    /// Runs until `shutdown` turns true, then drains within the grace period.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<Stats, String> {
+        let s = &self.shared;
+        let queues = self.resolve_queues().await?;
+        let slots = Arc::new(Semaphore::new(s.config.max_concurrent_jobs));
+        let mut tasks = JoinSet::new();
+        let mut next_listing_heartbeat = Instant::now();
+        let mut turn = 0usize;
+        let mut errors = 0u32;
+        tracing::info!(worker = %s.config.worker_id, listings = queues.len(), slots = s.config.max_concurrent_jobs, "worker started");
+        while !*shutdown.borrow() {
+            if Instant::now() >= next_listing_heartbeat {
+                for (gpu_id, _) in &queues {
+                    if let Err(e) = s.client.listing_heartbeat(gpu_id.as_str(), s.config.worker_id.as_str()).await {
+                        tracing::warn!(error = %e, gpu_id = %gpu_id, "listing heartbeat failed");
+                    }
+                }
+                next_listing_heartbeat = Instant::now() + Duration::from_millis(LISTING_HEARTBEAT_MS);
+            }
+            while tasks.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = tasks.join_next() => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let (_, queue_name) = &queues[turn % queues.len()];
+            turn += 1;
+            let wait = Duration::from_millis(s.config.poll_wait_ms);
+            let visibility = Duration::from_millis(s.config.lease_ms);
+            let received = tokio::select! {
+                r = s.queue.receive(queue_name, free.min(aitbc_store::RECEIVE_MESSAGES_MAX), wait, visibility) => r,
+                _ = shutdown.changed() => break,
+            };
+            let messages = match received {
+                Ok(m) => {
+                    errors = 0;
+                    m
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, queue = %queue_name, "receive failed");
+                    errors += 1;
+                    tokio::time::sleep(backoff(errors)).await;
+                    continue;
+                }
+            };
+            for message in messages {
+                let permit = slots.clone().try_acquire_owned().expect("received no more than the free slots");
+                let shared = self.shared.clone();
+                let queue_name = queue_name.clone();
+                tasks.spawn(async move {
+                    handle(&shared, &queue_name, message).await;
+                    drop(permit);
+                });
+            }
+        }
+        self.drain(tasks).await;
+        let stats = s.stats.lock().expect("stats").clone();
+        tracing::info!(?stats, "worker stopped");
+        Ok(stats)
+    }
+
+    /// Each listing's queue, from the API.
+    async fn resolve_queues(&self) -> Result<Vec<(ListingId, String)>, String> {
+        let mut out = Vec::with_capacity(self.shared.config.listings.len());
+        for gpu_id in &self.shared.config.listings {
+            let listing = self.shared.client.listing(gpu_id.as_str()).await.map_err(|e| format!("GPU listing {gpu_id}: {e}"))?;
+            let queue = listing["queue"].as_str().ok_or_else(|| format!("GPU listing {gpu_id} has no queue"))?;
+            out.push((gpu_id.clone(), queue.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Lets running jobs finish within the grace period, then releases what is left.
+    async fn drain(&self, mut tasks: JoinSet<()>) {
+        let s = &self.shared;
+        let deadline = tokio::time::sleep(Duration::from_millis(s.config.grace_ms));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = tasks.join_next() => if next.is_none() { return },
+                _ = &mut deadline => break,
+            }
+        }
+        let left: Vec<(JobId, InFlight)> = s.in_flight.lock().expect("in flight").drain().collect();
+        for (job_id, flight) in left {
+            match s.client.job_action(job_id.as_str(), "release", s.config.worker_id.as_str(), None).await {
+                Ok(_) => s.stats.lock().expect("stats").released += 1,
+                Err(e) => tracing::warn!(error = %e, job_id = %job_id, "release failed; the lease will lapse"),
+            }
+            if let Err(e) = s.queue.extend_visibility(&flight.queue, &flight.receipt_handle, Duration::ZERO).await {
+                tracing::debug!(error = %e, "message visibility not reset");
+            }
+        }
+        tasks.abort_all();
+    }
+}
+
+/// Claims, runs and completes the job a message names.
+async fn handle(s: &Arc<Shared>, queue: &str, message: Message) {
+    let job_id = match serde_json::from_str::<Value>(&message.body).ok().and_then(|v| v["job_id"].as_str().and_then(|j| JobId::parse(j).ok())) {
+        Some(id) => id,
+        None => {
+            tracing::warn!(body = %message.body, "not a job message; deleting it");
+            let _ = s.queue.delete(queue, &message.receipt_handle).await;
+            return;
+        }
+    };
+    let worker = s.config.worker_id.as_str();
+    let job = match s.client.job_action(job_id.as_str(), "claim", worker, Some(s.config.lease_ms)).await {
+        Ok(job) => job,
+        Err(e) if refused(&e) => {
+            // Taken, finished or gone: this delivery is a duplicate or stale.
+            s.stats.lock().expect("stats").refused_claims += 1;
+            tracing::debug!(job_id = %job_id, error = %e, "claim refused; deleting the message");
+            let _ = s.queue.delete(queue, &message.receipt_handle).await;
+            return;
+        }
+        Err(e) => {
+            // The message stays; it comes back when its visibility lapses.
+            tracing::warn!(job_id = %job_id, error = %e, "claim failed");
+            return;
+        }
+    };
+    let flight = InFlight { queue: queue.to_string(), receipt_handle: message.receipt_handle.clone() };
+    s.in_flight.lock().expect("in flight").insert(job_id.clone(), flight.clone());
+    let _ = s.client.job_action(job_id.as_str(), "start", worker, None).await;
+    let heartbeat = tokio::spawn(heartbeats(s.clone(), job_id.clone(), flight.clone()));
+    let outcome = run_job(s, &job).await;
+    heartbeat.abort();
+    let finished = match outcome {
+        Ok((output, started_s)) => complete(s, &job, output, started_s).await,
+        Err((reason, retryable)) => {
+            let result = s.client.fail_job(job_id.as_str(), worker, &reason, retryable).await;
+            if result.is_ok() {
+                s.stats.lock().expect("stats").failed += 1;
+            }
+            result.map(|_| ()).map_err(|e| e.to_string())
+        }
+    };
+    // Only a job that is no longer ours leaves the in-flight set: shutdown releases the rest.
+    if s.in_flight.lock().expect("in flight").remove(&job_id).is_some() {
+        match finished {
+            Ok(()) => {
+                let _ = s.queue.delete(queue, &message.receipt_handle).await;
+            }
+            Err(e) => tracing::warn!(job_id = %job_id, error = %e, "job not finished through the API; its lease will lapse"),
+        }
+    }
+}
+
+/// Extends the job's lease and the message's visibility until aborted.
+async fn heartbeats(s: Arc<Shared>, job_id: JobId, flight: InFlight) {
+    let every = Duration::from_millis(s.config.heartbeat_interval_ms);
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = s.client.job_action(job_id.as_str(), "heartbeat", s.config.worker_id.as_str(), Some(s.config.lease_ms)).await {
+            tracing::warn!(job_id = %job_id, error = %e, "heartbeat failed");
+        }
+        if let Err(e) = s.queue.extend_visibility(&flight.queue, &flight.receipt_handle, Duration::from_millis(s.config.lease_ms)).await {
+            tracing::debug!(job_id = %job_id, error = %e, "visibility not extended");
+        }
+    }
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs() as i64
+}
+
+/// Runs the job's spec on a free backend, off the async threads.
+async fn run_job(s: &Arc<Shared>, job: &Value) -> Result<(JobOutput, i64), (String, bool)> {
+    let spec: JobSpec = serde_json::from_value(job["spec"].clone()).map_err(|e| (format!("unreadable spec: {e}"), false))?;
+    let timeout_ms = job["timeout_ms"].as_u64().unwrap_or(aitbc_core::jobspec::JOB_TIMEOUT_MS_DEFAULT);
+    let mut backend = s.backends.lock().expect("backends").pop().expect("a backend per slot");
+    let started_s = now_s();
+    let (backend, result) = tokio::task::spawn_blocking(move || {
+        let limits = RunLimits { timeout_ms, ..RunLimits::default() };
+        let result = backend.run(&spec, &limits);
+        (backend, result)
+    })
+    .await
+    .map_err(|e| (format!("backend task panicked: {e}"), true))?;
+    s.backends.lock().expect("backends").push(backend);
+    result.map(|output| (output, started_s)).map_err(|e| (format!("{e} ({})", e.code()), e.retryable()))
+}
+
+/// Signs the receipt for `output` and completes the job, retrying transient API errors.
+async fn complete(s: &Arc<Shared>, job: &Value, output: JobOutput, started_s: i64) -> Result<(), String> {
+    let field = |name: &str| job[name].as_str().ok_or_else(|| format!("job lacks {name}"));
+    let parse_err = |e: aitbc_core::values::ValueError| e.to_string();
+    let units_max = GpuMillis::parse(field("units_max")?).map_err(|e| e.to_string())?;
+    // The hold caps what the client pays: metered time beyond the quoted units is not billed.
+    let units = GpuMillis::from_millis(output.device_ms.max(1).min(units_max.millis()));
+    let unit_price = Rate::parse(field("unit_price")?).map_err(|e| e.to_string())?;
+    let body = ReceiptBody {
+        version: RECEIPT_VERSION,
+        receipt_id: ReceiptId::generate(),
+        job_id: JobId::parse(field("job_id")?).map_err(parse_err)?,
+        gpu_id: ListingId::parse(field("gpu_id")?).map_err(parse_err)?,
+        attempt: job["status"]["attempt"].as_u64().ok_or("job lacks status.attempt")? as u32,
+        provider: Address::parse(field("provider")?).map_err(parse_err)?,
+        client: Address::parse(field("client")?).map_err(parse_err)?,
+        units,
+        unit_type: UnitType::GpuSeconds,
+        unit_price,
+        price: unit_price.price(units).map_err(|e| e.to_string())?,
+        model: job["model"].as_str().map(ModelName::parse).transpose().map_err(parse_err)?,
+        started_at: started_s,
+        completed_at: now_s().max(started_s),
+    };
+    let receipt = body.sign(&s.key).map_err(|e| e.to_string())?;
+    let completion = json!({ "worker_id": s.config.worker_id, "receipt": receipt, "output": output });
+    let job_id = field("job_id")?;
+    for attempt in 0..COMPLETE_ATTEMPTS_MAX {
+        match s.client.complete_job(job_id, &completion).await {
+            Ok(_) => {
+                s.stats.lock().expect("stats").completed += 1;
+                return Ok(());
+            }
+            Err(e) if e.is_transient() => tokio::time::sleep(backoff(attempt)).await,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(format!("completion of {job_id} not delivered after {COMPLETE_ATTEMPTS_MAX} attempts"))
+}
