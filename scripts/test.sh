@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 venv="$root/.venv"
-py_packages=("moto[server]>=5" "pynacl>=1.5")
+py_packages=("moto[server]>=5" "pynacl>=1.5" "cfn-lint>=1" "boto3>=1.34" "pyyaml>=6")
 if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import nacl, moto' 2>/dev/null; then
     echo "test.sh: installing ${py_packages[*]} into $venv"
     python3 -m venv "$venv"

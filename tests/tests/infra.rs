@@ -1,0 +1,1078 @@
+//! The AWS deployment (`infra/`) checked against the code it deploys:
+//!
+//! - `cfn-lint` passes on `infra/template.yaml`;
+//! - the template's table, indexes, TTL, billing and queue settings are those of
+//!   `aitbc_store::table_spec()` / `queue_spec()` (and the check fails on each kind of drift);
+//! - the API routes in the template are exactly the routes of `functions/src/routes/*.rs`, each
+//!   aimed at the function group whose router serves it;
+//! - the template's table and queues, created through CloudFormation on moto_server, serve the
+//!   API flow over HTTP, dispatched per route to each group's router as API Gateway would, and
+//!   every DynamoDB and SQS call each group makes is allowed by that group's IAM role in the
+//!   template (a small evaluator of the policy forms the template uses; it refuses forms it does
+//!   not know rather than allow them);
+//! - the session policy of the workers' queue credentials (infra/queue-access.md) grants the
+//!   four worker actions on the named queues only, and fits STS's size limit.
+//!
+//! Python tools come from `$AITBC_TEST_PYTHON`'s virtual environment and the emulator from
+//! `$AITBC_TEST_AWS_ENDPOINT` (scripts/test.sh sets both). Under `CI=true` a missing tool or
+//! endpoint fails the test; elsewhere the test prints `skipped: ...` and returns.
+
+use aitbc_core::config::MarketConfig;
+use aitbc_core::money::{GpuMillis, Rate};
+use aitbc_core::receipt::{ReceiptBody, UnitType, RECEIPT_VERSION};
+use aitbc_core::signing::NamedSigningKey;
+use aitbc_core::values::{Address, JobId, KeyId, ListingId, ModelName, ReceiptId};
+use aitbc_functions::{router_for, AppState, Group};
+use aitbc_market::{Market, Settings, SystemClock};
+use aitbc_store::{
+    queue_spec, table_spec, AwsConfig, Condition, DynamoStore, Item, Key, Message, Page, Query, Queue, QueueError, SqsQueue, Store,
+    StoreError, TxWrite, Update,
+};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use aitbc_store::spec::INDEXES;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tower::ServiceExt;
+
+// ---------------------------------------------------------------------------------------------
+// Environment
+// ---------------------------------------------------------------------------------------------
+
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// A tool or endpoint the test needs is missing: fail under CI, skip (with the reason) elsewhere.
+fn missing(what: &str) {
+    if under_ci() {
+        panic!("{what}; CI=true requires it (scripts/test.sh sets it up)");
+    }
+    eprintln!("skipped: {what}");
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf()
+}
+
+/// The virtual environment's Python, from `AITBC_TEST_PYTHON`.
+fn python() -> Option<PathBuf> {
+    let python = PathBuf::from(std::env::var("AITBC_TEST_PYTHON").ok().filter(|p| !p.is_empty())?);
+    python.exists().then_some(python)
+}
+
+/// A tool installed beside `AITBC_TEST_PYTHON` in its virtual environment's `bin`.
+fn venv_tool(name: &str) -> Option<PathBuf> {
+    let tool = python()?.parent()?.join(name);
+    tool.exists().then_some(tool)
+}
+
+fn aws_endpoint() -> Option<String> {
+    std::env::var("AITBC_TEST_AWS_ENDPOINT").ok().filter(|e| !e.is_empty())
+}
+
+fn template_path() -> PathBuf {
+    repo().join("infra/template.yaml")
+}
+
+/// The template as JSON values (it is written in long form: no CloudFormation short tags).
+fn template() -> Value {
+    let text = std::fs::read_to_string(template_path()).expect("infra/template.yaml");
+    serde_norway::from_str(&text).expect("the template parses as plain YAML")
+}
+
+fn resources_of_type<'a>(t: &'a Value, ty: &str) -> Vec<(&'a String, &'a Value)> {
+    t["Resources"].as_object().expect("Resources").iter().filter(|(_, r)| r["Type"] == ty).collect()
+}
+
+/// Resolves the intrinsic functions the template's settings use (`Fn::FindInMap`, and the
+/// variables map of the list form of `Fn::Sub`), leaving `${Prefix}`-style references in place.
+fn resolve_maps(t: &Value, v: &Value) -> Value {
+    if let Some(args) = v.get("Fn::FindInMap").and_then(Value::as_array) {
+        let path: Vec<&str> = args.iter().map(|a| a.as_str().expect("FindInMap takes names")).collect();
+        return t["Mappings"][path[0]][path[1]][path[2]].clone();
+    }
+    if let Some(args) = v.get("Fn::Sub").and_then(Value::as_array) {
+        let mut text = args[0].as_str().expect("Sub text").to_string();
+        for (name, value) in args[1].as_object().expect("Sub variables") {
+            let value = resolve_maps(t, value);
+            let value = value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+            text = text.replace(&format!("${{{name}}}"), &value);
+        }
+        return json!({ "Fn::Sub": text });
+    }
+    v.clone()
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The template against the store's specs
+// ---------------------------------------------------------------------------------------------
+
+/// Every way the template's table and queue settings differ from `table_spec()` and
+/// `queue_spec()`; empty when they agree.
+fn spec_mismatches(t: &Value) -> Vec<String> {
+    let spec = table_spec();
+    let qs = queue_spec();
+    let mut bad = Vec::new();
+    let mut expect = |what: &str, got: &Value, want: Value| {
+        if *got != want {
+            bad.push(format!("{what}: template has {got}, the spec says {want}"));
+        }
+    };
+
+    let tables = resources_of_type(t, "AWS::DynamoDB::Table");
+    if tables.len() != 1 {
+        return vec![format!("expected one AWS::DynamoDB::Table, found {}", tables.len())];
+    }
+    let p = &tables[0].1["Properties"];
+    expect("TableName", &p["TableName"], json!({ "Fn::Sub": format!("${{Prefix}}-{}", spec.name_suffix) }));
+    expect("BillingMode", &p["BillingMode"], json!(spec.billing_mode));
+    expect(
+        "KeySchema",
+        &p["KeySchema"],
+        json!([{ "AttributeName": spec.pk_attr, "KeyType": "HASH" }, { "AttributeName": spec.sk_attr, "KeyType": "RANGE" }]),
+    );
+    // Attribute definitions as a set (their order means nothing to DynamoDB), all strings.
+    let mut got: Vec<Value> = p["AttributeDefinitions"].as_array().cloned().unwrap_or_default();
+    got.sort_by_key(|a| a["AttributeName"].to_string());
+    let mut want: Vec<Value> = spec.attribute_definitions.iter().map(|a| json!({ "AttributeName": a, "AttributeType": "S" })).collect();
+    want.sort_by_key(|a| a["AttributeName"].to_string());
+    expect("AttributeDefinitions", &Value::Array(got), Value::Array(want));
+    let want: Vec<Value> = spec
+        .indexes
+        .iter()
+        .map(|i| {
+            json!({
+                "IndexName": i.name,
+                "KeySchema": [{ "AttributeName": i.pk_attr, "KeyType": "HASH" }, { "AttributeName": i.sk_attr, "KeyType": "RANGE" }],
+                "Projection": { "ProjectionType": "ALL" },
+            })
+        })
+        .collect();
+    expect("GlobalSecondaryIndexes", &p["GlobalSecondaryIndexes"], Value::Array(want));
+    expect("TimeToLiveSpecification", &p["TimeToLiveSpecification"], json!({ "AttributeName": spec.ttl_attr, "Enabled": true }));
+    expect("PointInTimeRecoverySpecification", &p["PointInTimeRecoverySpecification"], json!({ "PointInTimeRecoveryEnabled": true }));
+
+    // The listing queues (created at run time by the SQS adapter with queue_spec()).
+    let q = &t["Mappings"]["ListingQueues"]["Settings"];
+    expect("ListingQueues.MaxReceiveCount", &q["MaxReceiveCount"], json!(qs.max_receive_count));
+    expect("ListingQueues.VisibilityTimeout", &q["VisibilityTimeout"], json!(qs.visibility_default_s));
+    expect("ListingQueues.MessageRetentionPeriod", &q["MessageRetentionPeriod"], json!(qs.retention_s));
+    expect("ListingQueues.DeadLetterRetentionPeriod", &q["DeadLetterRetentionPeriod"], json!(qs.dlq_retention_s));
+    expect("ListingQueues.DeadLetterSuffix", &q["DeadLetterSuffix"], json!(qs.dlq_suffix));
+
+    // The template's own queues: a dead-letter queue is named `<name><dlq_suffix>` and keeps its
+    // messages dlq_retention_s; any other queue has the listing queues' settings and a redrive
+    // policy to its `<name><dlq_suffix>` after max_receive_count receives.
+    for (logical, queue) in resources_of_type(t, "AWS::SQS::Queue") {
+        let p = &queue["Properties"];
+        let name = resolve_maps(t, &p["QueueName"]);
+        let Some(name) = name["Fn::Sub"].as_str() else {
+            bad.push(format!("{logical}: QueueName must be a Fn::Sub of ${{Prefix}}-..."));
+            continue;
+        };
+        if !name.starts_with("${Prefix}-") {
+            bad.push(format!("{logical}: queue name {name} does not start with ${{Prefix}}-"));
+        }
+        let retention = as_u64(&resolve_maps(t, &p["MessageRetentionPeriod"]));
+        if name.ends_with(qs.dlq_suffix) {
+            if retention != Some(qs.dlq_retention_s as u64) {
+                bad.push(format!("{logical}: dead-letter retention {retention:?}, the spec says {}", qs.dlq_retention_s));
+            }
+        } else {
+            if retention != Some(qs.retention_s as u64) {
+                bad.push(format!("{logical}: retention {retention:?}, the spec says {}", qs.retention_s));
+            }
+            if as_u64(&resolve_maps(t, &p["VisibilityTimeout"])) != Some(qs.visibility_default_s as u64) {
+                bad.push(format!("{logical}: visibility differs from the spec's {}", qs.visibility_default_s));
+            }
+            let redrive = &p["RedrivePolicy"];
+            if as_u64(&resolve_maps(t, &redrive["maxReceiveCount"])) != Some(qs.max_receive_count as u64) {
+                bad.push(format!("{logical}: maxReceiveCount differs from the spec's {}", qs.max_receive_count));
+            }
+            let target = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0].as_str().unwrap_or_default();
+            let target_name = resolve_maps(t, &t["Resources"][target]["Properties"]["QueueName"]);
+            if target_name["Fn::Sub"].as_str() != Some(&format!("{name}{}", qs.dlq_suffix)) {
+                bad.push(format!("{logical}: its dead-letter queue must be named {name}{}", qs.dlq_suffix));
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn the_template_matches_the_table_and_queue_specs() {
+    let mismatches = spec_mismatches(&template());
+    assert!(mismatches.is_empty(), "infra/template.yaml differs from aitbc_store's specs:\n{}", mismatches.join("\n"));
+}
+
+#[test]
+fn the_spec_check_fails_on_each_kind_of_drift() {
+    let t = template();
+    let table = resources_of_type(&t, "AWS::DynamoDB::Table")[0].0.clone();
+    let drifts: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        ("TableName", Box::new(|t: &mut Value| t["Resources"][&table]["Properties"]["TableName"] = json!({"Fn::Sub": "${Prefix}-items"}))),
+        ("BillingMode", Box::new(|t: &mut Value| t["Resources"][&table]["Properties"]["BillingMode"] = json!("PROVISIONED"))),
+        ("KeySchema", Box::new(|t: &mut Value| t["Resources"][&table]["Properties"]["KeySchema"][1]["AttributeName"] = json!("sk2"))),
+        ("AttributeDefinitions", Box::new(|t: &mut Value| t["Resources"][&table]["Properties"]["AttributeDefinitions"][2]["AttributeType"] = json!("N"))),
+        ("GlobalSecondaryIndexes", Box::new(|t: &mut Value| t["Resources"][&table]["Properties"]["GlobalSecondaryIndexes"][1]["Projection"]["ProjectionType"] = json!("KEYS_ONLY"))),
+        ("GlobalSecondaryIndexes", Box::new(|t: &mut Value| {
+            t["Resources"][&table]["Properties"]["GlobalSecondaryIndexes"].as_array_mut().unwrap().pop();
+        })),
+        ("GlobalSecondaryIndexes", Box::new(|t: &mut Value| t["Resources"][&table]["Properties"]["GlobalSecondaryIndexes"][0]["IndexName"] = json!("byOwner"))),
+        ("TimeToLiveSpecification", Box::new(|t: &mut Value| t["Resources"][&table]["Properties"]["TimeToLiveSpecification"]["AttributeName"] = json!("ttl"))),
+        ("PointInTimeRecovery", Box::new(|t: &mut Value| t["Resources"][&table]["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] = json!(false))),
+        ("MaxReceiveCount", Box::new(|t: &mut Value| t["Mappings"]["ListingQueues"]["Settings"]["MaxReceiveCount"] = json!(4))),
+        ("VisibilityTimeout", Box::new(|t: &mut Value| t["Mappings"]["ListingQueues"]["Settings"]["VisibilityTimeout"] = json!(60))),
+        ("DeadLetterSuffix", Box::new(|t: &mut Value| t["Mappings"]["ListingQueues"]["Settings"]["DeadLetterSuffix"] = json!("-dead"))),
+        ("DeadLetterRetentionPeriod", Box::new(|t: &mut Value| t["Mappings"]["ListingQueues"]["Settings"]["DeadLetterRetentionPeriod"] = json!(86_400))),
+        // A template queue with a redrive policy must follow the spec too.
+        ("maxReceiveCount", Box::new(|t: &mut Value| {
+            t["Resources"]["ExtraQueue"] = json!({
+                "Type": "AWS::SQS::Queue",
+                "Properties": {
+                    "QueueName": {"Fn::Sub": "${Prefix}-extra"},
+                    "MessageRetentionPeriod": 345600, "VisibilityTimeout": 30,
+                    "RedrivePolicy": {"maxReceiveCount": 9, "deadLetterTargetArn": {"Fn::GetAtt": ["SchedulerDeadLetterQueue", "Arn"]}}
+                }
+            });
+        })),
+    ];
+    for (what, drift) in drifts {
+        let mut drifted = t.clone();
+        drift(&mut drifted);
+        let found = spec_mismatches(&drifted);
+        assert!(found.iter().any(|m| m.contains(what)), "a drift of {what} went unnoticed: {found:?}");
+    }
+}
+
+#[test]
+fn cfn_lint_passes_on_the_template() {
+    let Some(cfn_lint) = venv_tool("cfn-lint") else {
+        return missing("cfn-lint: no AITBC_TEST_PYTHON virtual environment with cfn-lint (pip install cfn-lint)");
+    };
+    let out = std::process::Command::new(&cfn_lint).arg(template_path()).output().expect("cfn-lint runs");
+    assert!(
+        out.status.success(),
+        "cfn-lint found problems (exit {:?}):\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes: the template against the routers
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Route {
+    group: String,
+    method: String,
+    path: String,
+}
+
+/// The template's routes, each with the group its integration invokes.
+fn template_routes(t: &Value) -> Vec<Route> {
+    let mut routes = Vec::new();
+    for (logical, r) in resources_of_type(t, "AWS::ApiGatewayV2::Route") {
+        let p = &r["Properties"];
+        let key = p["RouteKey"].as_str().unwrap_or_else(|| panic!("{logical}: RouteKey"));
+        let (method, path) = key.split_once(' ').unwrap_or_else(|| panic!("{logical}: RouteKey {key:?} is not METHOD /path"));
+        let target = p["Target"]["Fn::Sub"].as_str().unwrap_or_else(|| panic!("{logical}: Target must be Fn::Sub integrations/${{X}}"));
+        let integration = target.strip_prefix("integrations/${").and_then(|s| s.strip_suffix('}')).unwrap_or_else(|| panic!("{logical}: Target {target}"));
+        let function = t["Resources"][integration]["Properties"]["IntegrationUri"]["Fn::GetAtt"][0].as_str().unwrap_or_else(|| panic!("{integration}: IntegrationUri"));
+        let group = function.strip_suffix("Function").unwrap_or_else(|| panic!("{function}")).to_lowercase();
+        routes.push(Route { group, method: method.into(), path: path.into() });
+    }
+    routes.sort();
+    routes
+}
+
+/// The routes the routers declare, read from `functions/src/routes/<group>.rs`: each
+/// `.route("<path>", get(..).post(..))` gives one route per method.
+fn source_routes() -> Vec<Route> {
+    let mut routes = Vec::new();
+    for group in aitbc_functions::FUNCTION_GROUPS {
+        let file = repo().join(format!("functions/src/routes/{group}.rs"));
+        let src = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let mut rest = src.as_str();
+        while let Some(at) = rest.find(".route(\"") {
+            rest = &rest[at + ".route(\"".len()..];
+            let end = rest.find('"').expect("the path's closing quote");
+            let path = rest[..end].to_string();
+            // The method router: up to the parenthesis that closes `.route(`.
+            let mut depth = 1;
+            let mut close = end;
+            for (i, c) in rest[end..].char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                if depth == 0 {
+                    close = end + i;
+                    break;
+                }
+            }
+            let methods = &rest[end + 1..close];
+            for method in ["get", "post", "put", "patch", "delete"] {
+                let needle = format!("{method}(");
+                let mut from = 0;
+                while let Some(i) = methods[from..].find(&needle) {
+                    let i = from + i;
+                    let before = methods[..i].chars().last();
+                    if !before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                        routes.push(Route { group: group.to_string(), method: method.to_uppercase(), path: path.clone() });
+                    }
+                    from = i + needle.len();
+                }
+            }
+            rest = &rest[close..];
+        }
+    }
+    routes.sort();
+    routes
+}
+
+#[test]
+fn the_template_routes_are_the_routers_routes() {
+    let template = template_routes(&template());
+    let source = source_routes();
+    assert!(source.len() >= 30, "the route reader found only {} routes: {source:?}", source.len());
+    let t: BTreeSet<_> = template.iter().cloned().collect();
+    let s: BTreeSet<_> = source.iter().cloned().collect();
+    let missing: Vec<_> = s.difference(&t).collect();
+    let extra: Vec<_> = t.difference(&s).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "routers serve but the template lacks: {missing:?}\ntemplate routes no router serves: {extra:?}");
+    assert_eq!(template.len(), t.len(), "a route appears twice in the template");
+}
+
+fn group_named(name: &str) -> Group {
+    match name {
+        "registry" => Group::Registry,
+        "pricing" => Group::Pricing,
+        "jobs" => Group::Jobs,
+        "receipts" => Group::Receipts,
+        "accounts" => Group::Accounts,
+        other => panic!("no function group {other}"),
+    }
+}
+
+fn test_key() -> NamedSigningKey {
+    NamedSigningKey::from_seed(KeyId::parse("aitbc-market-test").unwrap(), [5; 32])
+}
+
+/// The router's own "no such route" (404) or "not that method" (405) answer.
+async fn is_fallback(response: Response) -> bool {
+    let status = response.status().as_u16();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status == 404 && body["detail"] == "no such route") || (status == 405 && body["code"] == "method_not_allowed")
+}
+
+fn concrete(path: &str) -> String {
+    path.split('/')
+        .map(|seg| match seg {
+            "{address}" => "ait1someone0000000",
+            "{gpu_id}" => "gpu-0190a0a0-0000-7000-8000-000000000000",
+            "{job_id}" => "job-0190a0a0-0000-7000-8000-000000000000",
+            "{receipt_id}" => "rcpt-0190a0a0-0000-7000-8000-000000000000",
+            s if s.starts_with('{') => panic!("no sample value for {s}"),
+            s => s,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test]
+async fn each_template_route_reaches_a_handler_of_its_group_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, queue) = aitbc_store::provision::sqlite(dir.path().join("m.db"), &[], queue_spec()).await.unwrap();
+    let market = Market::new(Arc::new(store), Arc::new(queue), MarketConfig::default(), Settings::default(), test_key(), Arc::new(SystemClock));
+    let routes = template_routes(&template());
+    assert!(!routes.is_empty());
+    for route in &routes {
+        for other in aitbc_functions::FUNCTION_GROUPS {
+            let router = router_for(group_named(other), AppState { market: market.clone() });
+            let request = Request::builder().method(route.method.as_str()).uri(concrete(&route.path)).header("content-type", "application/json").body(Body::from("{}")).unwrap();
+            let fallback = is_fallback(router.oneshot(request).await.unwrap()).await;
+            if other == route.group {
+                assert!(!fallback, "{} {} targets {}, whose router has no such route", route.method, route.path, route.group);
+            } else {
+                assert!(fallback, "{} {} targets {} but the {other} router serves it too", route.method, route.path, route.group);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// IAM: a small evaluator of the policy forms the template uses
+// ---------------------------------------------------------------------------------------------
+
+/// moto's account and the region the tests use: the ARNs the calls are checked under.
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+
+/// Glob match as IAM does for actions and resources: `*` any run of characters, `?` one.
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi].eq_ignore_ascii_case(&t[ti]) && p[pi] != '*') {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// The template's values with its intrinsics evaluated for one deployment (`prefix`, moto's
+/// account and region): what IAM would see.
+struct Deployment<'a> {
+    t: &'a Value,
+    prefix: String,
+}
+
+impl Deployment<'_> {
+    fn table_arn(&self) -> String {
+        format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}-{}", self.prefix, table_spec().name_suffix)
+    }
+
+    fn queue_arn(&self, physical: &str) -> String {
+        format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{physical}")
+    }
+
+    fn var(&self, name: &str) -> String {
+        match name {
+            "AWS::Partition" => "aws".into(),
+            "AWS::Region" => REGION.into(),
+            "AWS::AccountId" => ACCOUNT.into(),
+            "Prefix" => self.prefix.clone(),
+            "Table.Arn" => self.table_arn(),
+            other => panic!("the IAM checker does not know ${{{other}}}"),
+        }
+    }
+
+    fn sub(&self, text: &str, vars: &serde_json::Map<String, Value>) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("${") {
+            out.push_str(&rest[..at]);
+            let end = rest[at..].find('}').expect("closing brace") + at;
+            let name = &rest[at + 2..end];
+            match vars.get(name) {
+                Some(v) => out.push_str(&self.eval(v)),
+                None => out.push_str(&self.var(name)),
+            }
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// One value: a string, Ref, Fn::Sub, Fn::FindInMap or Fn::GetAtt of a resource whose ARN
+    /// the checker knows; anything else panics (never guessed).
+    fn eval(&self, v: &Value) -> String {
+        if let Some(s) = v.as_str() {
+            return s.to_string();
+        }
+        if let Some(n) = v.as_u64() {
+            return n.to_string();
+        }
+        if let Some(name) = v.get("Ref").and_then(Value::as_str) {
+            return self.var(name);
+        }
+        if let Some(sub) = v.get("Fn::Sub") {
+            return match sub {
+                Value::String(text) => self.sub(text, &serde_json::Map::new()),
+                Value::Array(a) => self.sub(a[0].as_str().unwrap(), a[1].as_object().unwrap()),
+                _ => panic!("Fn::Sub form {sub}"),
+            };
+        }
+        if v.get("Fn::FindInMap").is_some() {
+            return self.eval(&resolve_maps(self.t, v));
+        }
+        if let Some(att) = v.get("Fn::GetAtt").and_then(Value::as_array) {
+            let (logical, attr) = (att[0].as_str().unwrap(), att[1].as_str().unwrap());
+            let r = &self.t["Resources"][logical];
+            return match (r["Type"].as_str().unwrap_or_default(), attr) {
+                ("AWS::DynamoDB::Table", "Arn") => self.table_arn(),
+                ("AWS::SQS::Queue", "Arn") => self.queue_arn(&self.eval(&r["Properties"]["QueueName"])),
+                ("AWS::IAM::Role", "Arn") => format!("arn:aws:iam::{ACCOUNT}:role/{}", self.eval(&r["Properties"]["RoleName"])),
+                (ty, attr) => panic!("the IAM checker does not know {ty}.{attr}"),
+            };
+        }
+        panic!("the IAM checker does not know the value {v}")
+    }
+
+    /// The statements of a role's inline policies.
+    fn role_statements(&self, role: &str) -> Vec<Value> {
+        let r = &self.t["Resources"][role];
+        assert_eq!(r["Type"], "AWS::IAM::Role", "{role} is not a role");
+        assert!(r["Properties"].get("ManagedPolicyArns").is_none(), "{role}: managed policies are outside what this checker evaluates");
+        let mut out = Vec::new();
+        for policy in r["Properties"]["Policies"].as_array().into_iter().flatten() {
+            out.extend(policy["PolicyDocument"]["Statement"].as_array().unwrap().iter().cloned());
+        }
+        out
+    }
+}
+
+/// One call an adapter made (or a worker would make), as IAM authorizes it.
+#[derive(Clone, Debug)]
+struct Call {
+    group: &'static str,
+    action: &'static str,
+    arn: String,
+    /// The partition key of the item, for item actions (`dynamodb:LeadingKeys`).
+    leading_key: Option<String>,
+}
+
+fn list(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a.clone(),
+        Value::Null => vec![],
+        other => vec![other.clone()],
+    }
+}
+
+/// Whether `statement` applies to `call` (action, resource and condition all match).
+fn statement_matches(d: &Deployment, statement: &Value, call: &Call) -> bool {
+    assert!(statement.get("NotAction").is_none() && statement.get("NotResource").is_none(), "NotAction/NotResource: {statement}");
+    let action = list(&statement["Action"]).iter().any(|a| glob(a.as_str().unwrap(), call.action));
+    let resource = list(&statement["Resource"]).iter().any(|r| glob(&d.eval(r), &call.arn));
+    if !(action && resource) {
+        return false;
+    }
+    let Some(condition) = statement.get("Condition") else { return true };
+    for (operator, tests) in condition.as_object().unwrap() {
+        for (key, values) in tests.as_object().unwrap() {
+            match (operator.as_str(), key.as_str()) {
+                ("ForAllValues:StringLike", "dynamodb:LeadingKeys") => {
+                    let Some(pk) = &call.leading_key else { return false };
+                    if !list(values).iter().any(|p| glob(p.as_str().unwrap(), pk)) {
+                        return false;
+                    }
+                }
+                (op, key) => panic!("the IAM checker does not evaluate {op} on {key}"),
+            }
+        }
+    }
+    true
+}
+
+/// IAM's decision for one identity policy: an explicit Deny wins, then any Allow, else denied.
+fn allowed(d: &Deployment, statements: &[Value], call: &Call) -> bool {
+    let matching = |effect: &str| statements.iter().filter(|s| s["Effect"] == effect).any(|s| statement_matches(d, s, call));
+    !matching("Deny") && matching("Allow")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recording adapters: what each function group calls, as IAM actions on ARNs
+// ---------------------------------------------------------------------------------------------
+
+type Log = Arc<Mutex<Vec<Call>>>;
+
+struct RecordingStore {
+    inner: Arc<dyn Store>,
+    group: &'static str,
+    table_arn: String,
+    log: Log,
+}
+
+impl RecordingStore {
+    fn record(&self, action: &'static str, arn: String, leading_key: Option<&str>) {
+        self.log.lock().unwrap().push(Call { group: self.group, action, arn, leading_key: leading_key.map(str::to_string) });
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for RecordingStore {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        self.record("dynamodb:GetItem", self.table_arn.clone(), Some(&key.pk));
+        self.inner.get(key).await
+    }
+
+    async fn put(&self, item: Item, condition: Condition) -> Result<(), StoreError> {
+        self.record("dynamodb:PutItem", self.table_arn.clone(), Some(&item.key.pk));
+        self.inner.put(item, condition).await
+    }
+
+    async fn update(&self, key: &Key, update: Update, condition: Condition) -> Result<Item, StoreError> {
+        self.record("dynamodb:UpdateItem", self.table_arn.clone(), Some(&key.pk));
+        self.inner.update(key, update, condition).await
+    }
+
+    async fn delete(&self, key: &Key, condition: Condition) -> Result<(), StoreError> {
+        self.record("dynamodb:DeleteItem", self.table_arn.clone(), Some(&key.pk));
+        self.inner.delete(key, condition).await
+    }
+
+    async fn query(&self, query: Query) -> Result<Page, StoreError> {
+        let arn = match query.index {
+            Some(index) => format!("{}/index/{}", self.table_arn, index.spec().name),
+            None => self.table_arn.clone(),
+        };
+        self.record("dynamodb:Query", arn, Some(&query.partition.clone()));
+        self.inner.query(query).await
+    }
+
+    /// IAM authorizes TransactWriteItems per item, by the action each write performs.
+    async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), StoreError> {
+        for w in &writes {
+            let action = match w {
+                TxWrite::Put { .. } => "dynamodb:PutItem",
+                TxWrite::Update { .. } => "dynamodb:UpdateItem",
+                TxWrite::Delete { .. } => "dynamodb:DeleteItem",
+                TxWrite::ConditionCheck { .. } => "dynamodb:ConditionCheckItem",
+            };
+            self.record(action, self.table_arn.clone(), Some(&w.key().pk));
+        }
+        self.inner.transact(writes).await
+    }
+}
+
+struct RecordingQueue {
+    inner: Arc<dyn Queue>,
+    group: &'static str,
+    aws: AwsConfig,
+    log: Log,
+}
+
+impl RecordingQueue {
+    /// The SQS calls behind one port call (the adapter may skip GetQueueUrl when it has the
+    /// URL cached: recording it anyway asks IAM for no less than the adapter may need).
+    fn record(&self, actions: &[&'static str], name: &str) {
+        let arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{}", self.aws.queue_name(name));
+        let mut log = self.log.lock().unwrap();
+        for action in actions {
+            log.push(Call { group: self.group, action, arn: arn.clone(), leading_key: None });
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Queue for RecordingQueue {
+    async fn create_queue(&self, name: &str) -> Result<(), QueueError> {
+        // The adapter creates the dead-letter queue, reads its ARN, then creates the queue.
+        self.record(&["sqs:CreateQueue", "sqs:GetQueueAttributes"], &queue_spec().dlq_name(name));
+        self.record(&["sqs:CreateQueue"], name);
+        self.inner.create_queue(name).await
+    }
+
+    async fn send_batch(&self, queue: &str, bodies: Vec<String>) -> Result<Vec<String>, QueueError> {
+        // SendMessageBatch is authorized as sqs:SendMessage.
+        self.record(&["sqs:GetQueueUrl", "sqs:SendMessage"], queue);
+        self.inner.send_batch(queue, bodies).await
+    }
+
+    async fn receive(&self, queue: &str, max: usize, wait: Duration, visibility: Duration) -> Result<Vec<Message>, QueueError> {
+        self.record(&["sqs:GetQueueUrl", "sqs:ReceiveMessage"], queue);
+        self.inner.receive(queue, max, wait, visibility).await
+    }
+
+    async fn extend_visibility(&self, queue: &str, receipt_handle: &str, visibility: Duration) -> Result<(), QueueError> {
+        self.record(&["sqs:GetQueueUrl", "sqs:ChangeMessageVisibility"], queue);
+        self.inner.extend_visibility(queue, receipt_handle, visibility).await
+    }
+
+    async fn delete(&self, queue: &str, receipt_handle: &str) -> Result<(), QueueError> {
+        self.record(&["sqs:GetQueueUrl", "sqs:DeleteMessage"], queue);
+        self.inner.delete(queue, receipt_handle).await
+    }
+
+    async fn approximate_depth(&self, queue: &str) -> Result<u64, QueueError> {
+        self.record(&["sqs:GetQueueUrl", "sqs:GetQueueAttributes"], queue);
+        self.inner.approximate_depth(queue).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workers' queue credentials (infra/queue-access.md)
+// ---------------------------------------------------------------------------------------------
+
+/// What a worker may do on its own listings' queues: long-poll, delete what it finished, extend
+/// visibility while it works (the heartbeat), read the depth; and look up a URL by name.
+const WORKER_QUEUE_ACTIONS: [&str; 5] =
+    ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"];
+/// STS refuses an inline session policy longer than this many characters (AssumeRole `Policy`).
+const SESSION_POLICY_CHARS_MAX: usize = 2_048;
+/// Queues one credential may name: 16 ARNs of the longest names (a 24-byte prefix, a
+/// `gpu-<uuid>` listing) in the longest region still fit SESSION_POLICY_CHARS_MAX (tested below);
+/// a provider with more listings asks for one credential per group of 16.
+const SESSION_POLICY_QUEUES_MAX: usize = 16;
+
+/// The inline session policy the registry passes to `sts:AssumeRole` on the worker queue role:
+/// the worker actions on exactly these queue ARNs (the caller's listings' queues, never their
+/// dead-letter queues). The credentials' rights are this policy intersected with the role's.
+fn worker_session_policy(queue_arns: &[String]) -> Result<String, String> {
+    if queue_arns.is_empty() || queue_arns.len() > SESSION_POLICY_QUEUES_MAX {
+        return Err(format!("1..={SESSION_POLICY_QUEUES_MAX} queues per credential, not {}", queue_arns.len()));
+    }
+    let dlq = queue_spec().dlq_suffix;
+    if let Some(bad) = queue_arns.iter().find(|a| !a.starts_with("arn:") || a.contains('*') || a.ends_with(dlq)) {
+        return Err(format!("{bad} is not one listing queue's ARN"));
+    }
+    let policy = json!({
+        "Version": "2012-10-17",
+        "Statement": [{ "Effect": "Allow", "Action": WORKER_QUEUE_ACTIONS, "Resource": queue_arns }],
+    });
+    let text = serde_json::to_string(&policy).expect("serializable");
+    if text.len() > SESSION_POLICY_CHARS_MAX {
+        return Err(format!("the session policy has {} characters, STS takes {SESSION_POLICY_CHARS_MAX}", text.len()));
+    }
+    Ok(text)
+}
+
+#[test]
+fn the_worker_session_policy_fits_sts_and_names_only_the_given_queues() {
+    let longest = |i: usize| format!("arn:aws-us-gov:sqs:ap-southeast-5:{ACCOUNT}:{}-gpu-0190a0a0-0000-7000-8000-{i:012}", "p".repeat(24));
+    let arns: Vec<String> = (0..SESSION_POLICY_QUEUES_MAX).map(longest).collect();
+    let text = worker_session_policy(&arns).expect("16 of the longest ARNs fit");
+    assert!(text.len() <= SESSION_POLICY_CHARS_MAX);
+    let policy: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(policy["Statement"].as_array().unwrap().len(), 1);
+    assert_eq!(policy["Statement"][0]["Resource"].as_array().unwrap().len(), SESSION_POLICY_QUEUES_MAX);
+    // One more queue is refused rather than sent to STS to fail there.
+    let too_many: Vec<String> = (0..=SESSION_POLICY_QUEUES_MAX).map(longest).collect();
+    assert!(worker_session_policy(&too_many).is_err());
+    assert!(worker_session_policy(&[]).is_err());
+    // Never a wildcard, never a dead-letter queue.
+    assert!(worker_session_policy(&[format!("arn:aws:sqs:{REGION}:{ACCOUNT}:p-gpu-*")]).is_err());
+    assert!(worker_session_policy(&[format!("arn:aws:sqs:{REGION}:{ACCOUNT}:p-gpu-1-dlq")]).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stack on moto: the API flow over the template's table and queues
+// ---------------------------------------------------------------------------------------------
+
+/// API Gateway's stand-in: routes each request by the template's route keys to its group's
+/// router, and answers 404 itself for any other path, as the HTTP API does.
+struct Gateway {
+    routes: Vec<Route>,
+    routers: BTreeMap<String, axum::Router>,
+}
+
+fn route_matches(template: &str, path: &str) -> bool {
+    let (a, b): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    a.len() == b.len() && a.iter().zip(&b).all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
+}
+
+async fn dispatch(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let route = gw.routes.iter().find(|r| r.method == request.method().as_str() && route_matches(&r.path, &path));
+    match route {
+        Some(r) => gw.routers[&r.group].clone().oneshot(request).await.into_response(),
+        None => (axum::http::StatusCode::NOT_FOUND, "{\"message\":\"Not Found\"}").into_response(),
+    }
+}
+
+struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    async fn call(&self, method: reqwest::Method, path: &str, key: Option<&str>, body: Option<Value>, idem: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(idem) = idem {
+            req = req.header("Idempotency-Key", idem);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn post(&self, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, key, Some(body), None).await
+    }
+
+    async fn get(&self, path: &str, key: Option<&str>) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, key, None, None).await
+    }
+}
+
+fn signed_receipt(job: &Value, signing: &NamedSigningKey, units_ms: u64) -> Value {
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let units = GpuMillis::from_millis(units_ms);
+    let unit_price = Rate::parse(job["unit_price"].as_str().unwrap()).unwrap();
+    let body = ReceiptBody {
+        version: RECEIPT_VERSION,
+        receipt_id: ReceiptId::generate(),
+        job_id: JobId::parse(job["job_id"].as_str().unwrap()).unwrap(),
+        gpu_id: ListingId::parse(job["gpu_id"].as_str().unwrap()).unwrap(),
+        attempt: job["status"]["attempt"].as_u64().unwrap() as u32,
+        provider: Address::parse(job["provider"].as_str().unwrap()).unwrap(),
+        client: Address::parse(job["client"].as_str().unwrap()).unwrap(),
+        units,
+        unit_type: UnitType::GpuSeconds,
+        unit_price,
+        price: unit_price.price(units).unwrap(),
+        model: job["model"].as_str().map(|m| ModelName::parse(m).unwrap()),
+        started_at: now_s - 1,
+        completed_at: now_s,
+    };
+    serde_json::to_value(body.sign(signing).unwrap()).unwrap()
+}
+
+fn run_moto_stack(python: &Path, endpoint: &str, prefix: &str) -> Value {
+    let out = std::process::Command::new(python)
+        .arg(repo().join("infra/moto_stack.py"))
+        .args(["--endpoint", endpoint, "--template"])
+        .arg(template_path())
+        .args(["--prefix", prefix, "--stack-name", prefix])
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "infra/moto_stack.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("moto_stack.py prints JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_on_moto_serves_the_api_flow_within_each_roles_rights() {
+    let Some(python) = python() else {
+        return missing("AITBC_TEST_PYTHON is not set to a Python with boto3 and PyYAML");
+    };
+    let Some(endpoint) = aws_endpoint() else {
+        return missing("AITBC_TEST_AWS_ENDPOINT is not set (moto_server)");
+    };
+    let t = template();
+    // A fresh prefix per run: the stack, table and queues of earlier runs stay out of the way.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let prefix = format!("infra{:x}", nanos % (1 << 40));
+    let stack = run_moto_stack(&python, &endpoint, &prefix);
+
+    // What CloudFormation created is what the spec says (moto's CloudFormation ignores the TTL
+    // and point-in-time recovery properties: those are checked in the template above).
+    let spec = table_spec();
+    let table_name = format!("{prefix}-{}", spec.name_suffix);
+    assert_eq!(stack["resources"]["Table"], table_name.as_str(), "{stack}");
+    let table = &stack["table"];
+    assert_eq!(table["BillingModeSummary"]["BillingMode"], spec.billing_mode);
+    assert_eq!(table["KeySchema"], json!([{"AttributeName": spec.pk_attr, "KeyType": "HASH"}, {"AttributeName": spec.sk_attr, "KeyType": "RANGE"}]));
+    let attrs: BTreeSet<String> = table["AttributeDefinitions"].as_array().unwrap().iter().map(|a| format!("{}:{}", a["AttributeName"].as_str().unwrap(), a["AttributeType"].as_str().unwrap())).collect();
+    let want: BTreeSet<String> = spec.attribute_definitions.iter().map(|a| format!("{a}:S")).collect();
+    assert_eq!(attrs, want);
+    let gsis = table["GlobalSecondaryIndexes"].as_array().unwrap();
+    assert_eq!(gsis.len(), INDEXES.len());
+    for index in INDEXES {
+        let g = gsis.iter().find(|g| g["IndexName"] == index.name).unwrap_or_else(|| panic!("no index {}", index.name));
+        assert_eq!(g["KeySchema"], json!([{"AttributeName": index.pk_attr, "KeyType": "HASH"}, {"AttributeName": index.sk_attr, "KeyType": "RANGE"}]));
+        assert_eq!(g["Projection"]["ProjectionType"], "ALL");
+    }
+    let dlq_name = format!("{prefix}-scheduler{}", queue_spec().dlq_suffix);
+    assert_eq!(stack["queues"][&dlq_name]["MessageRetentionPeriod"], queue_spec().dlq_retention_s.to_string(), "{stack}");
+
+    // The functions' adapters, pointed at the stack's resources (no provisioning: the table must
+    // be the one CloudFormation made), each group behind recording wrappers.
+    let aws = AwsConfig::emulator(&endpoint, &prefix);
+    let store: Arc<dyn Store> = Arc::new(DynamoStore::connect(&aws).await.unwrap());
+    let queue: Arc<dyn Queue> = Arc::new(SqsQueue::connect(&aws).await.unwrap());
+    let d = Deployment { t: &t, prefix: prefix.clone() };
+    let log: Log = Arc::default();
+    let market_for = |group: &'static str| {
+        let store = RecordingStore { inner: store.clone(), group, table_arn: d.table_arn(), log: log.clone() };
+        let queue = RecordingQueue { inner: queue.clone(), group, aws: aws.clone(), log: log.clone() };
+        Market::new(Arc::new(store), Arc::new(queue), MarketConfig::default(), Settings::default(), test_key(), Arc::new(SystemClock))
+    };
+    // The fee account, opened once per deployment (not a function group's call: not checked).
+    market_for("bootstrap").bootstrap().await.unwrap();
+    let routes = template_routes(&t);
+    let mut routers = BTreeMap::new();
+    for group in aitbc_functions::FUNCTION_GROUPS {
+        routers.insert(group.to_string(), router_for(group_named(group), AppState { market: market_for(group) }));
+    }
+    let gateway = axum::Router::new().fallback(dispatch).with_state(Arc::new(Gateway { routes, routers }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, gateway).await.unwrap() });
+    let api = Client { base, http: reqwest::Client::new() };
+
+    // A provider lists a GPU.
+    let (s, provider) = api.post("/v1/accounts", None, json!({"role": "provider"})).await;
+    assert_eq!(s, 201, "{provider}");
+    let pkey = provider["api_key"].as_str().unwrap().to_string();
+    let signing = NamedSigningKey::from_seed(KeyId::parse(&format!("prov-{}", &provider["address"].as_str().unwrap()[4..16])).unwrap(), [7; 32]);
+    let (s, body) = api.post("/v1/providers/keys", Some(&pkey), serde_json::to_value(signing.public()).unwrap()).await;
+    assert_eq!(s, 201, "{body}");
+    let listing = json!({"name": "My-GPU", "memory_gib": 24, "cuda_version": "12.1", "base_price": "0.05", "region": "us-west", "models": ["llama3.2"], "count": 1});
+    let (s, body) = api.call(reqwest::Method::POST, "/v1/listings", Some(&pkey), Some(listing), Some("listing-1")).await;
+    assert_eq!(s, 201, "{body}");
+    let gpu_id = body["gpu_id"].as_str().unwrap().to_string();
+    let (s, body) = api.post(&format!("/v1/listings/{gpu_id}/heartbeat"), Some(&pkey), json!({"worker_id": "wrk-1"})).await;
+    assert_eq!(s, 200, "{body}");
+
+    // A client funds its account, gets a quote and submits a job.
+    let (s, client) = api.post("/v1/accounts", None, json!({"role": "client"})).await;
+    assert_eq!(s, 201, "{client}");
+    let ckey = client["api_key"].as_str().unwrap().to_string();
+    let caddr = client["address"].as_str().unwrap().to_string();
+    let (s, body) = api.call(reqwest::Method::POST, &format!("/v1/accounts/{caddr}/deposits"), Some(&ckey), Some(json!({"amount": "100"})), Some("fund-1")).await;
+    assert_eq!(s, 201, "{body}");
+    let (s, body) = api.get("/v1/rate-card", None).await;
+    assert_eq!(s, 200, "{body}");
+    let ask = json!({"model": "llama3.2", "units": "2.5", "region": "us-west"});
+    // With a key and an Idempotency-Key the pricing group writes an idempotency record.
+    let (s, quote) = api.call(reqwest::Method::POST, "/v1/quotes", Some(&ckey), Some(ask), Some("quote-1")).await;
+    assert_eq!(s, 200, "{quote}");
+    assert_eq!(quote["terms"]["gpu_id"], gpu_id.as_str());
+    let submit = json!({"quote": quote, "spec": {"kind": "vector_add", "n": 1024, "seed": 1}});
+    let (s, job) = api.call(reqwest::Method::POST, "/v1/jobs", Some(&ckey), Some(submit), Some("job-1")).await;
+    assert_eq!(s, 201, "{job}");
+    let job_id = job["job_id"].as_str().unwrap().to_string();
+
+    // The provider's worker, with its queue credentials, takes the message off its listing's queue.
+    let worker = RecordingQueue { inner: queue.clone(), group: "worker", aws: aws.clone(), log: log.clone() };
+    let messages = worker.receive(&gpu_id, 1, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(messages.len(), 1, "the submitted job's message is on the listing's queue");
+    assert!(messages[0].body.contains(&job_id), "{}", messages[0].body);
+    let (s, claimed) = api.post(&format!("/v1/jobs/{job_id}/claim"), Some(&pkey), json!({"worker_id": "wrk-1"})).await;
+    assert_eq!(s, 200, "{claimed}");
+    worker.extend_visibility(&gpu_id, &messages[0].receipt_handle, Duration::from_secs(60)).await.unwrap();
+    let (s, body) = api.post(&format!("/v1/jobs/{job_id}/heartbeat"), Some(&pkey), json!({"worker_id": "wrk-1", "lease_ms": 60000})).await;
+    assert_eq!(s, 200, "{body}");
+    let completion = json!({
+        "worker_id": "wrk-1",
+        "receipt": signed_receipt(&claimed, &signing, 1_500),
+        "output": {"checksum": "ab", "backend": "cpu", "device_ms": 1500, "wall_ms": 1600}
+    });
+    let (s, done) = api.post(&format!("/v1/jobs/{job_id}/complete"), Some(&pkey), completion).await;
+    assert_eq!(s, 200, "{done}");
+    worker.delete(&gpu_id, &messages[0].receipt_handle).await.unwrap();
+
+    // Reads and a keyed verification on the receipts group, the listing's status on registry.
+    let receipt = done["receipt"].clone();
+    let (s, body) = api.get(&format!("/v1/receipts/{}", receipt["receipt_id"].as_str().unwrap()), Some(&ckey)).await;
+    assert_eq!((s, &body), (200, &receipt));
+    let (s, body) = api.call(reqwest::Method::POST, "/v1/receipts/verify", Some(&ckey), Some(receipt), Some("verify-1")).await;
+    assert_eq!((s, &body["valid"]), (200, &json!(true)), "{body}");
+    let (s, body) = api.get(&format!("/v1/listings/{gpu_id}/status"), None).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["completed_jobs"], 1, "{body}");
+    let (s, body) = api.get(&format!("/v1/accounts/{caddr}"), Some(&ckey)).await;
+    assert_eq!(s, 200, "{body}");
+    // A path no route names never reaches a function.
+    let (s, _) = api.get("/v1/admin/secrets", None).await;
+    assert_eq!(s, 404);
+
+    // The listing's queues, as the registry created them at run time, have the settings the
+    // template's ListingQueues mapping states and a name its IAM patterns cover.
+    let settings = &t["Mappings"]["ListingQueues"]["Settings"];
+    let physical = aws.queue_name(&gpu_id);
+    assert!(physical.starts_with(&format!("{prefix}-{}", settings["NamePrefix"].as_str().unwrap())), "{physical}");
+    let sqs = SqsQueue::connect(&aws).await.unwrap();
+    let url = sqs.client().get_queue_url().queue_name(&physical).send().await.unwrap().queue_url.unwrap();
+    let attributes = sqs.client().get_queue_attributes().queue_url(&url).attribute_names("All".into()).send().await.unwrap();
+    let attr = |name: &str| attributes.attributes().and_then(|a| a.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v.clone())).unwrap_or_default();
+    assert_eq!(attr("VisibilityTimeout"), settings["VisibilityTimeout"].to_string());
+    assert_eq!(attr("MessageRetentionPeriod"), settings["MessageRetentionPeriod"].to_string());
+    let redrive: Value = serde_json::from_str(&attr("RedrivePolicy")).unwrap();
+    assert_eq!(as_u64(&redrive["maxReceiveCount"]), as_u64(&settings["MaxReceiveCount"]), "{redrive}");
+    let dlq_arn = redrive["deadLetterTargetArn"].as_str().unwrap();
+    assert!(dlq_arn.ends_with(&format!(":{physical}{}", settings["DeadLetterSuffix"].as_str().unwrap())), "{dlq_arn}");
+
+    // Every call each group made is one its role allows.
+    let calls = log.lock().unwrap().clone();
+    let roles: BTreeMap<&str, &str> = [
+        ("registry", "RegistryRole"),
+        ("pricing", "PricingRole"),
+        ("jobs", "JobsRole"),
+        ("receipts", "ReceiptsRole"),
+        ("accounts", "AccountsRole"),
+        ("worker", "WorkerQueueRole"),
+    ]
+    .into();
+    let mut denied = Vec::new();
+    for call in calls.iter().filter(|c| c.group != "bootstrap") {
+        let statements = d.role_statements(roles[call.group]);
+        if !allowed(&d, &statements, call) {
+            denied.push(format!("{} {} {} (key {:?})", call.group, call.action, call.arn, call.leading_key));
+        }
+    }
+    assert!(denied.is_empty(), "the template's roles refuse calls the code makes:\n{}", denied.join("\n"));
+    for group in roles.keys() {
+        assert!(calls.iter().any(|c| c.group == *group), "the flow made no call as {group}: the check above would be vacuous");
+    }
+    // The idempotency records the read-only groups wrote are the only writes they made.
+    for group in ["pricing", "receipts"] {
+        let writes: Vec<&Call> = calls.iter().filter(|c| c.group == group && c.action != "dynamodb:GetItem" && c.action != "dynamodb:Query").collect();
+        assert!(!writes.is_empty() && writes.iter().all(|c| c.leading_key.as_deref().is_some_and(|k| k.starts_with("IDEM#"))), "{group}: {writes:?}");
+    }
+
+    // And the roles refuse what the code must not do (the evaluator is not permissive).
+    let call = |group: &'static str, action: &'static str, arn: String, pk: Option<&str>| Call { group, action, arn, leading_key: pk.map(str::to_string) };
+    let queue_arn = d.queue_arn(&physical);
+    let dlq = d.queue_arn(&format!("{physical}{}", queue_spec().dlq_suffix));
+    let refused = [
+        ("PricingRole", call("pricing", "dynamodb:PutItem", d.table_arn(), Some(&format!("JOB#{job_id}")))),
+        ("ReceiptsRole", call("receipts", "dynamodb:UpdateItem", d.table_arn(), Some("ACCOUNT#x"))),
+        ("PricingRole", call("pricing", "dynamodb:Scan", d.table_arn(), None)),
+        ("JobsRole", call("jobs", "sqs:CreateQueue", queue_arn.clone(), None)),
+        ("JobsRole", call("jobs", "sqs:ReceiveMessage", queue_arn.clone(), None)),
+        ("AccountsRole", call("accounts", "sqs:SendMessage", queue_arn.clone(), None)),
+        ("RegistryRole", call("registry", "dynamodb:DeleteTable", d.table_arn(), None)),
+        ("RegistryRole", call("registry", "sqs:CreateQueue", d.queue_arn("someone-elses-queue"), None)),
+        ("WorkerQueueRole", call("worker", "sqs:ReceiveMessage", dlq.clone(), None)),
+        ("WorkerQueueRole", call("worker", "sqs:SendMessage", queue_arn.clone(), None)),
+        ("WorkerQueueRole", call("worker", "dynamodb:GetItem", d.table_arn(), Some("JOB#x"))),
+    ];
+    for (role, c) in &refused {
+        assert!(!allowed(&d, &d.role_statements(role), c), "{role} allows {c:?}");
+    }
+
+    // The vended credentials: the role's rights intersected with the session policy for this
+    // provider's listing queues; another listing's queue is out of reach.
+    let session: Value = serde_json::from_str(&worker_session_policy(std::slice::from_ref(&queue_arn)).unwrap()).unwrap();
+    let session = session["Statement"].as_array().unwrap().clone();
+    let role = d.role_statements("WorkerQueueRole");
+    let other = d.queue_arn(&aws.queue_name("gpu-0190a0a0-0000-7000-8000-00000000beef"));
+    for action in WORKER_QUEUE_ACTIONS {
+        let own = call("worker", action, queue_arn.clone(), None);
+        assert!(allowed(&d, &role, &own) && allowed(&d, &session, &own), "{action} on the provider's own queue");
+        let theirs = call("worker", action, other.clone(), None);
+        assert!(allowed(&d, &role, &theirs) && !allowed(&d, &session, &theirs), "{action} on another listing's queue must be the session policy's to refuse");
+    }
+    // The role trusts the registry function's role only.
+    let trust = &t["Resources"]["WorkerQueueRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0];
+    let registry_role = format!("arn:aws:iam::{ACCOUNT}:role/{}", d.eval(&t["Resources"]["RegistryRole"]["Properties"]["RoleName"]));
+    assert_eq!(d.eval(&trust["Condition"]["ArnEquals"]["aws:PrincipalArn"]), registry_role);
+    let assume = call("registry", "sts:AssumeRole", d.eval(&json!({"Fn::GetAtt": ["WorkerQueueRole", "Arn"]})), None);
+    assert!(allowed(&d, &d.role_statements("RegistryRole"), &assume));
+    assert!(!allowed(&d, &d.role_statements("JobsRole"), &Call { group: "jobs", ..assume.clone() }));
+}
+
+#[test]
+fn glob_matches_as_iam_does() {
+    assert!(glob("arn:aws:sqs:*:*:p-gpu-*", "arn:aws:sqs:us-east-1:1:p-gpu-1-dlq"));
+    assert!(glob("arn:aws:sqs:*:*:p-gpu-*-dlq", "arn:aws:sqs:us-east-1:1:p-gpu-1-dlq"));
+    assert!(!glob("arn:aws:sqs:*:*:p-gpu-*-dlq", "arn:aws:sqs:us-east-1:1:p-gpu-1"));
+    assert!(glob("IDEM#*", "IDEM#abc#k"));
+    assert!(!glob("IDEM#*", "JOB#1"));
+    assert!(glob("sqs:*", "sqs:ReceiveMessage"));
+    assert!(!glob("dynamodb:GetItem", "dynamodb:GetItems"));
+}
