@@ -6,11 +6,15 @@
 //! marketplace's signing key file contents in `AITBC_SIGNING_KEY` (JSON, from a secret), and
 //! the market settings (`AITBC_MARKET_CONFIG`, `AITBC_FEE_BPS`, `AITBC_OPEN_SIGNUP`, `AITBC_FAUCET`).
 
-use crate::app::{router_for, AppState, Group};
 use aitbc_core::config::MarketConfig;
 use aitbc_core::signing::{NamedSigningKey, SigningKeyFile};
-use aitbc_market::{Market, Settings, SystemClock};
-use std::sync::Arc;
+use aitbc_market::Settings;
+#[cfg(feature = "aws")]
+use {
+    crate::app::{router_for, AppState, Group},
+    aitbc_market::{Market, SystemClock},
+    std::sync::Arc,
+};
 
 /// The market configuration: `AITBC_MARKET_CONFIG` (a TOML file) or the embedded defaults, with
 /// `AITBC_FEE_BPS` overriding the fee.
@@ -54,6 +58,7 @@ pub fn signing_key_from_env() -> Result<NamedSigningKey, String> {
 }
 
 /// The state on DynamoDB and SQS, built once per Lambda instance.
+#[cfg(feature = "aws")]
 pub async fn state_from_env() -> Result<AppState, String> {
     let aws = aitbc_store::AwsConfig::from_env()?;
     let store = aitbc_store::DynamoStore::connect(&aws).await.map_err(|e| e.to_string())?;
@@ -70,6 +75,7 @@ pub async fn state_from_env() -> Result<AppState, String> {
 }
 
 /// A function group's Lambda `main`: JSON logs, state from the environment, then the runtime.
+#[cfg(feature = "aws")]
 pub async fn serve(group: Group) -> Result<(), lambda_http::Error> {
     crate::telemetry::init(true);
     let state = state_from_env().await.map_err(|e| {
