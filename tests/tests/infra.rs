@@ -1066,6 +1066,51 @@ async fn the_stack_on_moto_serves_the_api_flow_within_each_roles_rights() {
     assert!(!allowed(&d, &d.role_statements("JobsRole"), &Call { group: "jobs", ..assume.clone() }));
 }
 
+/// What EventBridge delivers for one scheduled rule: its input transformer applied to a
+/// scheduled event (string placeholders inside quotes, the `resources` array raw).
+fn scheduled_event(target: &Value, rule_arn: &str) -> String {
+    let transformer = &target["InputTransformer"];
+    let paths = transformer["InputPathsMap"].as_object().expect("InputPathsMap");
+    let sample = json!({
+        "id": "cdc73f9d-aea9-11e3-9d5a-835b769c0d9c", "time": "2026-11-22T02:00:00Z",
+        "account": ACCOUNT, "region": REGION, "resources": [rule_arn],
+    });
+    let mut text = transformer["InputTemplate"].as_str().expect("InputTemplate").to_string();
+    for (name, path) in paths {
+        let value = &sample[path.as_str().unwrap().strip_prefix("$.").expect("a top-level path")];
+        let value = value.as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+        text = text.replace(&format!("<{name}>"), &value);
+    }
+    text
+}
+
+#[test]
+fn each_schedule_delivers_an_eventbridge_event_naming_its_task() {
+    let t = template();
+    let want = [("settle", "rate(1 hour)"), ("payout", "cron(0 2 * * ? *)"), ("sweep", "rate(1 minute)")];
+    let rules = resources_of_type(&t, "AWS::Events::Rule");
+    assert_eq!(rules.len(), want.len());
+    let d = Deployment { t: &t, prefix: "aitbc-prod".into() };
+    for (task, expression) in want {
+        let (logical, rule) = rules
+            .iter()
+            .find(|(_, r)| d.eval(&r["Properties"]["Name"]).ends_with(&format!("-{task}")))
+            .unwrap_or_else(|| panic!("no rule for {task}"));
+        assert_eq!(rule["Properties"]["ScheduleExpression"], expression, "{logical}");
+        let targets = rule["Properties"]["Targets"].as_array().unwrap();
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0]["Arn"], json!({"Fn::GetAtt": ["SchedulerFunction", "Arn"]}), "{logical}");
+        let arn = format!("arn:aws:events:{REGION}:{ACCOUNT}:rule/{}", d.eval(&rule["Properties"]["Name"]));
+        let text = scheduled_event(&targets[0], &arn);
+        // The type the scheduler's Lambda handler takes (scheduler/src/bin/lambda.rs).
+        let event: aws_lambda_events::eventbridge::EventBridgeEvent<Value> =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{logical}: {e}: {text}"));
+        assert_eq!(event.detail["task"], task, "{logical}");
+        assert_eq!(event.resources.as_deref(), Some(&[arn][..]));
+        assert!(event.time.is_some() && event.id.is_some());
+    }
+}
+
 #[test]
 fn glob_matches_as_iam_does() {
     assert!(glob("arn:aws:sqs:*:*:p-gpu-*", "arn:aws:sqs:us-east-1:1:p-gpu-1-dlq"));
