@@ -545,6 +545,8 @@ struct Call {
     arn: String,
     /// The partition key of the item, for item actions (`dynamodb:LeadingKeys`).
     leading_key: Option<String>,
+    /// What the call costs on DynamoDB on demand, in read and write request units (see `Units`).
+    units: Units,
 }
 
 fn list(v: &Value) -> Vec<Value> {
@@ -599,55 +601,134 @@ struct RecordingStore {
     log: Log,
 }
 
+/// DynamoDB on-demand request units, as AWS bills them (us-east-1 list rules, README "Cost"):
+/// a strongly consistent read of up to 4 KB is 1 read unit (eventually consistent, as every index
+/// read is, half); a write of up to 1 KB is 1 write unit; inside TransactWriteItems each item
+/// costs twice that. Each secondary index an item is in costs a write of the item's size
+/// (projection ALL), two when the write moves it to another index key (delete + put). Item size
+/// is approximated by the JSON length of its attributes and names.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Units {
+    read: f64,
+    write: f64,
+}
+
+fn item_bytes(item: &Item) -> usize {
+    let attrs: usize = item.attrs.iter().map(|(k, v)| k.len() + v.to_string().len()).sum();
+    "pk".len() + item.key.pk.len() + "sk".len() + item.key.sk.len() + attrs
+}
+
+fn kib_units(bytes: usize, unit: usize) -> f64 {
+    bytes.div_ceil(unit).max(1) as f64
+}
+
+/// The index keys an item carries (None where it is not in that index).
+fn index_keys(item: Option<&Item>) -> Vec<Option<(Value, Value)>> {
+    INDEXES
+        .iter()
+        .map(|i| {
+            let item = item?;
+            Some((item.attrs.get(i.pk_attr)?.clone(), item.attrs.get(i.sk_attr)?.clone()))
+        })
+        .collect()
+}
+
+/// Write units of writing one item from `before` to `after`, its index writes included.
+fn write_units(before: Option<&Item>, after: Option<&Item>, transactional: bool) -> f64 {
+    let size = before.map(item_bytes).unwrap_or(0).max(after.map(item_bytes).unwrap_or(0));
+    let base = kib_units(size, 1024);
+    let mut units = if transactional { 2.0 * base } else { base };
+    for (b, a) in index_keys(before).into_iter().zip(index_keys(after)) {
+        units += match (b, a) {
+            (None, None) => 0.0,
+            (Some(b), Some(a)) if b != a => 2.0 * base,
+            _ => base,
+        };
+    }
+    units
+}
+
 impl RecordingStore {
-    fn record(&self, action: &'static str, arn: String, leading_key: Option<&str>) {
-        self.log.lock().unwrap().push(Call { group: self.group, action, arn, leading_key: leading_key.map(str::to_string) });
+    fn record(&self, action: &'static str, arn: String, leading_key: Option<&str>, units: Units) {
+        self.log.lock().unwrap().push(Call { group: self.group, action, arn, leading_key: leading_key.map(str::to_string), units });
+    }
+
+    /// The item as it is now, read past the recording (for metering only).
+    async fn peek(&self, key: &Key) -> Option<Item> {
+        self.inner.get(key).await.ok().flatten()
     }
 }
 
 #[async_trait::async_trait]
 impl Store for RecordingStore {
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
-        self.record("dynamodb:GetItem", self.table_arn.clone(), Some(&key.pk));
-        self.inner.get(key).await
+        let found = self.inner.get(key).await?;
+        let units = Units { read: kib_units(found.as_ref().map(item_bytes).unwrap_or(0), 4096), write: 0.0 };
+        self.record("dynamodb:GetItem", self.table_arn.clone(), Some(&key.pk), units);
+        Ok(found)
     }
 
     async fn put(&self, item: Item, condition: Condition) -> Result<(), StoreError> {
-        self.record("dynamodb:PutItem", self.table_arn.clone(), Some(&item.key.pk));
-        self.inner.put(item, condition).await
+        let (key, before) = (item.key.clone(), self.peek(&item.key).await);
+        let units = Units { read: 0.0, write: write_units(before.as_ref(), Some(&item), false) };
+        let result = self.inner.put(item, condition).await;
+        self.record("dynamodb:PutItem", self.table_arn.clone(), Some(&key.pk), units);
+        result
     }
 
     async fn update(&self, key: &Key, update: Update, condition: Condition) -> Result<Item, StoreError> {
-        self.record("dynamodb:UpdateItem", self.table_arn.clone(), Some(&key.pk));
-        self.inner.update(key, update, condition).await
+        let before = self.peek(key).await;
+        let result = self.inner.update(key, update, condition).await;
+        let after = result.as_ref().ok().cloned().or(before.clone());
+        let units = Units { read: 0.0, write: write_units(before.as_ref(), after.as_ref(), false) };
+        self.record("dynamodb:UpdateItem", self.table_arn.clone(), Some(&key.pk), units);
+        result
     }
 
     async fn delete(&self, key: &Key, condition: Condition) -> Result<(), StoreError> {
-        self.record("dynamodb:DeleteItem", self.table_arn.clone(), Some(&key.pk));
-        self.inner.delete(key, condition).await
+        let before = self.peek(key).await;
+        let units = Units { read: 0.0, write: write_units(before.as_ref(), None, false) };
+        let result = self.inner.delete(key, condition).await;
+        self.record("dynamodb:DeleteItem", self.table_arn.clone(), Some(&key.pk), units);
+        result
     }
 
     async fn query(&self, query: Query) -> Result<Page, StoreError> {
-        let arn = match query.index {
-            Some(index) => format!("{}/index/{}", self.table_arn, index.spec().name),
-            None => self.table_arn.clone(),
+        let (arn, share) = match query.index {
+            Some(index) => (format!("{}/index/{}", self.table_arn, index.spec().name), 0.5),
+            None => (self.table_arn.clone(), 1.0),
         };
-        self.record("dynamodb:Query", arn, Some(&query.partition.clone()));
-        self.inner.query(query).await
+        let partition = query.partition.clone();
+        let page = self.inner.query(query).await?;
+        let bytes: usize = page.items.iter().map(item_bytes).sum();
+        self.record("dynamodb:Query", arn, Some(&partition), Units { read: share * kib_units(bytes, 4096), write: 0.0 });
+        Ok(page)
     }
 
     /// IAM authorizes TransactWriteItems per item, by the action each write performs.
     async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), StoreError> {
+        let mut before = Vec::new();
         for w in &writes {
-            let action = match w {
-                TxWrite::Put { .. } => "dynamodb:PutItem",
-                TxWrite::Update { .. } => "dynamodb:UpdateItem",
-                TxWrite::Delete { .. } => "dynamodb:DeleteItem",
-                TxWrite::ConditionCheck { .. } => "dynamodb:ConditionCheckItem",
-            };
-            self.record(action, self.table_arn.clone(), Some(&w.key().pk));
+            before.push(self.peek(w.key()).await);
         }
-        self.inner.transact(writes).await
+        let result = self.inner.transact(writes.clone()).await;
+        for (w, before) in writes.iter().zip(before) {
+            let after = match w {
+                TxWrite::Put { item, .. } => Some(item.clone()),
+                TxWrite::Update { key, .. } => self.peek(key).await,
+                TxWrite::Delete { .. } => None,
+                TxWrite::ConditionCheck { .. } => before.clone(),
+            };
+            let (action, units) = match w {
+                TxWrite::Put { .. } => ("dynamodb:PutItem", write_units(before.as_ref(), after.as_ref(), true)),
+                TxWrite::Update { .. } => ("dynamodb:UpdateItem", write_units(before.as_ref(), after.as_ref(), true)),
+                TxWrite::Delete { .. } => ("dynamodb:DeleteItem", write_units(before.as_ref(), None, true)),
+                // A condition check writes nothing, but is billed as a transactional write.
+                TxWrite::ConditionCheck { .. } => ("dynamodb:ConditionCheckItem", 2.0 * kib_units(before.as_ref().map(item_bytes).unwrap_or(0), 1024)),
+            };
+            self.record(action, self.table_arn.clone(), Some(&w.key().pk), Units { read: 0.0, write: units });
+        }
+        result
     }
 }
 
@@ -665,7 +746,7 @@ impl RecordingQueue {
         let arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{}", self.aws.queue_name(name));
         let mut log = self.log.lock().unwrap();
         for action in actions {
-            log.push(Call { group: self.group, action, arn: arn.clone(), leading_key: None });
+            log.push(Call { group: self.group, action, arn: arn.clone(), leading_key: None, units: Units::default() });
         }
     }
 }
@@ -853,6 +934,139 @@ fn run_moto_stack(python: &Path, endpoint: &str, prefix: &str) -> Value {
     serde_json::from_slice(&out.stdout).expect("moto_stack.py prints JSON")
 }
 
+/// What one run of the API flow left for the checks after it.
+struct Flow {
+    gpu_id: String,
+    job_id: String,
+    /// Each step's name and the calls it made (from the shared log).
+    steps: Vec<(String, Vec<Call>)>,
+}
+
+/// The API flow over HTTP: a provider lists a GPU, a client funds an account, quotes and submits
+/// a job; the provider's worker receives it from the listing's queue, claims, starts,
+/// heartbeats (extending the message's visibility) and completes it with a signed receipt; the
+/// client reads and verifies the receipt. Steps named `JOB ...` are what every job costs.
+async fn job_flow(api: &Client, worker: &RecordingQueue, log: &Log) -> Flow {
+    let steps: Mutex<Vec<(String, Vec<Call>)>> = Mutex::default();
+    let seen = Mutex::new(log.lock().unwrap().len());
+    let mark = |name: &str| {
+        let log = log.lock().unwrap();
+        let mut seen = seen.lock().unwrap();
+        steps.lock().unwrap().push((name.to_string(), log[*seen..].to_vec()));
+        *seen = log.len();
+    };
+    // A provider lists a GPU.
+    let (s, provider) = api.post("/v1/accounts", None, json!({"role": "provider"})).await;
+    assert_eq!(s, 201, "{provider}");
+    mark("provider opens an account");
+    let pkey = provider["api_key"].as_str().unwrap().to_string();
+    let signing = NamedSigningKey::from_seed(KeyId::parse(&format!("prov-{}", &provider["address"].as_str().unwrap()[4..16])).unwrap(), [7; 32]);
+    let (s, body) = api.post("/v1/providers/keys", Some(&pkey), serde_json::to_value(signing.public()).unwrap()).await;
+    assert_eq!(s, 201, "{body}");
+    mark("provider registers a signing key");
+    let listing = json!({"name": "My-GPU", "memory_gib": 24, "cuda_version": "12.1", "base_price": "0.05", "region": "us-west", "models": ["llama3.2"], "count": 1});
+    let (s, body) = api.call(reqwest::Method::POST, "/v1/listings", Some(&pkey), Some(listing), Some("listing-1")).await;
+    assert_eq!(s, 201, "{body}");
+    let gpu_id = body["gpu_id"].as_str().unwrap().to_string();
+    mark("provider lists a GPU (queue created)");
+    let (s, body) = api.post(&format!("/v1/listings/{gpu_id}/heartbeat"), Some(&pkey), json!({"worker_id": "wrk-1"})).await;
+    assert_eq!(s, 200, "{body}");
+    mark("listing heartbeat (every 10 s per worker)");
+
+    // A client funds its account, gets a quote and submits a job.
+    let (s, client) = api.post("/v1/accounts", None, json!({"role": "client"})).await;
+    assert_eq!(s, 201, "{client}");
+    mark("client opens an account");
+    let ckey = client["api_key"].as_str().unwrap().to_string();
+    let caddr = client["address"].as_str().unwrap().to_string();
+    let (s, body) = api.call(reqwest::Method::POST, &format!("/v1/accounts/{caddr}/deposits"), Some(&ckey), Some(json!({"amount": "100"})), Some("fund-1")).await;
+    assert_eq!(s, 201, "{body}");
+    mark("client deposits");
+    let (s, body) = api.get("/v1/rate-card", None).await;
+    assert_eq!(s, 200, "{body}");
+    mark("rate card");
+    let ask = json!({"model": "llama3.2", "units": "2.5", "region": "us-west", "gpu_id": gpu_id});
+    // With a key and an Idempotency-Key the pricing group writes an idempotency record.
+    let (s, quote) = api.call(reqwest::Method::POST, "/v1/quotes", Some(&ckey), Some(ask), Some("quote-1")).await;
+    assert_eq!(s, 200, "{quote}");
+    assert_eq!(quote["terms"]["gpu_id"], gpu_id.as_str());
+    mark("JOB quote (keyed)");
+    let submit = json!({"quote": quote, "spec": {"kind": "vector_add", "n": 1024, "seed": 1}});
+    let (s, job) = api.call(reqwest::Method::POST, "/v1/jobs", Some(&ckey), Some(submit), Some("job-1")).await;
+    assert_eq!(s, 201, "{job}");
+    let job_id = job["job_id"].as_str().unwrap().to_string();
+    mark("JOB submit");
+
+    // The provider's worker, with its queue credentials, takes the message off its listing's queue.
+    let messages = worker.receive(&gpu_id, 1, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
+    assert_eq!(messages.len(), 1, "the submitted job's message is on the listing's queue");
+    assert!(messages[0].body.contains(&job_id), "{}", messages[0].body);
+    mark("JOB worker receives the message");
+    let (s, claimed) = api.post(&format!("/v1/jobs/{job_id}/claim"), Some(&pkey), json!({"worker_id": "wrk-1"})).await;
+    assert_eq!(s, 200, "{claimed}");
+    mark("JOB claim");
+    let (s, body) = api.post(&format!("/v1/jobs/{job_id}/start"), Some(&pkey), json!({"worker_id": "wrk-1"})).await;
+    assert_eq!(s, 200, "{body}");
+    mark("JOB start");
+    let (s, claimed) = api.get(&format!("/v1/jobs/{job_id}"), Some(&pkey)).await;
+    assert_eq!(s, 200, "{claimed}");
+    mark("(test only) read the job");
+    let (s, body) = api.post(&format!("/v1/jobs/{job_id}/heartbeat"), Some(&pkey), json!({"worker_id": "wrk-1", "lease_ms": 60000})).await;
+    assert_eq!(s, 200, "{body}");
+    mark("JOB heartbeat, each (every 10 s while it runs)");
+    worker.extend_visibility(&gpu_id, &messages[0].receipt_handle, Duration::from_secs(60)).await.unwrap();
+    mark("JOB worker extends visibility, each (with each heartbeat)");
+    let completion = json!({
+        "worker_id": "wrk-1",
+        "receipt": signed_receipt(&claimed, &signing, 1_500),
+        "output": {"checksum": "ab", "backend": "cpu", "device_ms": 1500, "wall_ms": 1600}
+    });
+    let (s, done) = api.post(&format!("/v1/jobs/{job_id}/complete"), Some(&pkey), completion).await;
+    assert_eq!(s, 200, "{done}");
+    mark("JOB complete (receipt verified and stored)");
+    worker.delete(&gpu_id, &messages[0].receipt_handle).await.unwrap();
+    mark("JOB worker deletes the message");
+
+    // Reads and a keyed verification on the receipts group, the listing's status on registry.
+    let receipt = done["receipt"].clone();
+    let (s, body) = api.get(&format!("/v1/receipts/{}", receipt["receipt_id"].as_str().unwrap()), Some(&ckey)).await;
+    assert_eq!((s, &body), (200, &receipt));
+    mark("client reads the receipt");
+    let (s, body) = api.call(reqwest::Method::POST, "/v1/receipts/verify", Some(&ckey), Some(receipt), Some("verify-1")).await;
+    assert_eq!((s, &body["valid"]), (200, &json!(true)), "{body}");
+    mark("client verifies the receipt (keyed)");
+    let (s, body) = api.get(&format!("/v1/listings/{gpu_id}/status"), None).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["completed_jobs"], 1, "{body}");
+    mark("listing status");
+    let (s, body) = api.get(&format!("/v1/accounts/{caddr}"), Some(&ckey)).await;
+    assert_eq!(s, 200, "{body}");
+    mark("client reads its balance");
+    Flow { gpu_id, job_id, steps: steps.into_inner().unwrap() }
+}
+
+/// Serves the template's routes over `store` and `queue`, each group's router behind recording
+/// adapters, on a loopback port; returns a client of it.
+async fn serve_gateway(t: &Value, store: Arc<dyn Store>, queue: Arc<dyn Queue>, aws: &AwsConfig, log: &Log) -> Client {
+    let table_arn = format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}", aws.table_name());
+    let market_for = |group: &'static str| {
+        let store = RecordingStore { inner: store.clone(), group, table_arn: table_arn.clone(), log: log.clone() };
+        let queue = RecordingQueue { inner: queue.clone(), group, aws: aws.clone(), log: log.clone() };
+        Market::new(Arc::new(store), Arc::new(queue), MarketConfig::default(), Settings::default(), test_key(), Arc::new(SystemClock))
+    };
+    // The fee account, opened once per deployment (not a function group's call: not checked).
+    market_for("bootstrap").bootstrap().await.unwrap();
+    let mut routers = BTreeMap::new();
+    for group in aitbc_functions::FUNCTION_GROUPS {
+        routers.insert(group.to_string(), router_for(group_named(group), AppState { market: market_for(group) }));
+    }
+    let gateway = axum::Router::new().fallback(dispatch).with_state(Arc::new(Gateway { routes: template_routes(t), routers }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, gateway).await.unwrap() });
+    Client { base, http: reqwest::Client::new() }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stack_on_moto_serves_the_api_flow_within_each_roles_rights() {
     let Some(python) = python() else {
@@ -895,87 +1109,11 @@ async fn the_stack_on_moto_serves_the_api_flow_within_each_roles_rights() {
     let queue: Arc<dyn Queue> = Arc::new(SqsQueue::connect(&aws).await.unwrap());
     let d = Deployment { t: &t, prefix: prefix.clone() };
     let log: Log = Arc::default();
-    let market_for = |group: &'static str| {
-        let store = RecordingStore { inner: store.clone(), group, table_arn: d.table_arn(), log: log.clone() };
-        let queue = RecordingQueue { inner: queue.clone(), group, aws: aws.clone(), log: log.clone() };
-        Market::new(Arc::new(store), Arc::new(queue), MarketConfig::default(), Settings::default(), test_key(), Arc::new(SystemClock))
-    };
-    // The fee account, opened once per deployment (not a function group's call: not checked).
-    market_for("bootstrap").bootstrap().await.unwrap();
-    let routes = template_routes(&t);
-    let mut routers = BTreeMap::new();
-    for group in aitbc_functions::FUNCTION_GROUPS {
-        routers.insert(group.to_string(), router_for(group_named(group), AppState { market: market_for(group) }));
-    }
-    let gateway = axum::Router::new().fallback(dispatch).with_state(Arc::new(Gateway { routes, routers }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, gateway).await.unwrap() });
-    let api = Client { base, http: reqwest::Client::new() };
+    let api = serve_gateway(&t, store.clone(), queue.clone(), &aws, &log).await;
 
-    // A provider lists a GPU.
-    let (s, provider) = api.post("/v1/accounts", None, json!({"role": "provider"})).await;
-    assert_eq!(s, 201, "{provider}");
-    let pkey = provider["api_key"].as_str().unwrap().to_string();
-    let signing = NamedSigningKey::from_seed(KeyId::parse(&format!("prov-{}", &provider["address"].as_str().unwrap()[4..16])).unwrap(), [7; 32]);
-    let (s, body) = api.post("/v1/providers/keys", Some(&pkey), serde_json::to_value(signing.public()).unwrap()).await;
-    assert_eq!(s, 201, "{body}");
-    let listing = json!({"name": "My-GPU", "memory_gib": 24, "cuda_version": "12.1", "base_price": "0.05", "region": "us-west", "models": ["llama3.2"], "count": 1});
-    let (s, body) = api.call(reqwest::Method::POST, "/v1/listings", Some(&pkey), Some(listing), Some("listing-1")).await;
-    assert_eq!(s, 201, "{body}");
-    let gpu_id = body["gpu_id"].as_str().unwrap().to_string();
-    let (s, body) = api.post(&format!("/v1/listings/{gpu_id}/heartbeat"), Some(&pkey), json!({"worker_id": "wrk-1"})).await;
-    assert_eq!(s, 200, "{body}");
-
-    // A client funds its account, gets a quote and submits a job.
-    let (s, client) = api.post("/v1/accounts", None, json!({"role": "client"})).await;
-    assert_eq!(s, 201, "{client}");
-    let ckey = client["api_key"].as_str().unwrap().to_string();
-    let caddr = client["address"].as_str().unwrap().to_string();
-    let (s, body) = api.call(reqwest::Method::POST, &format!("/v1/accounts/{caddr}/deposits"), Some(&ckey), Some(json!({"amount": "100"})), Some("fund-1")).await;
-    assert_eq!(s, 201, "{body}");
-    let (s, body) = api.get("/v1/rate-card", None).await;
-    assert_eq!(s, 200, "{body}");
-    let ask = json!({"model": "llama3.2", "units": "2.5", "region": "us-west"});
-    // With a key and an Idempotency-Key the pricing group writes an idempotency record.
-    let (s, quote) = api.call(reqwest::Method::POST, "/v1/quotes", Some(&ckey), Some(ask), Some("quote-1")).await;
-    assert_eq!(s, 200, "{quote}");
-    assert_eq!(quote["terms"]["gpu_id"], gpu_id.as_str());
-    let submit = json!({"quote": quote, "spec": {"kind": "vector_add", "n": 1024, "seed": 1}});
-    let (s, job) = api.call(reqwest::Method::POST, "/v1/jobs", Some(&ckey), Some(submit), Some("job-1")).await;
-    assert_eq!(s, 201, "{job}");
-    let job_id = job["job_id"].as_str().unwrap().to_string();
-
-    // The provider's worker, with its queue credentials, takes the message off its listing's queue.
     let worker = RecordingQueue { inner: queue.clone(), group: "worker", aws: aws.clone(), log: log.clone() };
-    let messages = worker.receive(&gpu_id, 1, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
-    assert_eq!(messages.len(), 1, "the submitted job's message is on the listing's queue");
-    assert!(messages[0].body.contains(&job_id), "{}", messages[0].body);
-    let (s, claimed) = api.post(&format!("/v1/jobs/{job_id}/claim"), Some(&pkey), json!({"worker_id": "wrk-1"})).await;
-    assert_eq!(s, 200, "{claimed}");
-    worker.extend_visibility(&gpu_id, &messages[0].receipt_handle, Duration::from_secs(60)).await.unwrap();
-    let (s, body) = api.post(&format!("/v1/jobs/{job_id}/heartbeat"), Some(&pkey), json!({"worker_id": "wrk-1", "lease_ms": 60000})).await;
-    assert_eq!(s, 200, "{body}");
-    let completion = json!({
-        "worker_id": "wrk-1",
-        "receipt": signed_receipt(&claimed, &signing, 1_500),
-        "output": {"checksum": "ab", "backend": "cpu", "device_ms": 1500, "wall_ms": 1600}
-    });
-    let (s, done) = api.post(&format!("/v1/jobs/{job_id}/complete"), Some(&pkey), completion).await;
-    assert_eq!(s, 200, "{done}");
-    worker.delete(&gpu_id, &messages[0].receipt_handle).await.unwrap();
-
-    // Reads and a keyed verification on the receipts group, the listing's status on registry.
-    let receipt = done["receipt"].clone();
-    let (s, body) = api.get(&format!("/v1/receipts/{}", receipt["receipt_id"].as_str().unwrap()), Some(&ckey)).await;
-    assert_eq!((s, &body), (200, &receipt));
-    let (s, body) = api.call(reqwest::Method::POST, "/v1/receipts/verify", Some(&ckey), Some(receipt), Some("verify-1")).await;
-    assert_eq!((s, &body["valid"]), (200, &json!(true)), "{body}");
-    let (s, body) = api.get(&format!("/v1/listings/{gpu_id}/status"), None).await;
-    assert_eq!(s, 200, "{body}");
-    assert_eq!(body["completed_jobs"], 1, "{body}");
-    let (s, body) = api.get(&format!("/v1/accounts/{caddr}"), Some(&ckey)).await;
-    assert_eq!(s, 200, "{body}");
+    let flow = job_flow(&api, &worker, &log).await;
+    let (gpu_id, job_id) = (flow.gpu_id.clone(), flow.job_id.clone());
     // A path no route names never reaches a function.
     let (s, _) = api.get("/v1/admin/secrets", None).await;
     assert_eq!(s, 404);
@@ -996,6 +1134,9 @@ async fn the_stack_on_moto_serves_the_api_flow_within_each_roles_rights() {
     let dlq_arn = redrive["deadLetterTargetArn"].as_str().unwrap();
     assert!(dlq_arn.ends_with(&format!(":{physical}{}", settings["DeadLetterSuffix"].as_str().unwrap())), "{dlq_arn}");
 
+    // The scheduler's tasks over the same table and queues.
+    scheduler_runs(store.clone(), queue.clone(), &aws, &log).await;
+
     // Every call each group made is one its role allows.
     let calls = log.lock().unwrap().clone();
     let roles: BTreeMap<&str, &str> = [
@@ -1005,6 +1146,7 @@ async fn the_stack_on_moto_serves_the_api_flow_within_each_roles_rights() {
         ("receipts", "ReceiptsRole"),
         ("accounts", "AccountsRole"),
         ("worker", "WorkerQueueRole"),
+        ("scheduler", "SchedulerRole"),
     ]
     .into();
     let mut denied = Vec::new();
@@ -1025,7 +1167,7 @@ async fn the_stack_on_moto_serves_the_api_flow_within_each_roles_rights() {
     }
 
     // And the roles refuse what the code must not do (the evaluator is not permissive).
-    let call = |group: &'static str, action: &'static str, arn: String, pk: Option<&str>| Call { group, action, arn, leading_key: pk.map(str::to_string) };
+    let call = |group: &'static str, action: &'static str, arn: String, pk: Option<&str>| Call { group, action, arn, leading_key: pk.map(str::to_string), units: Units::default() };
     let queue_arn = d.queue_arn(&physical);
     let dlq = d.queue_arn(&format!("{physical}{}", queue_spec().dlq_suffix));
     let refused = [
@@ -1120,4 +1262,103 @@ fn glob_matches_as_iam_does() {
     assert!(!glob("IDEM#*", "JOB#1"));
     assert!(glob("sqs:*", "sqs:ReceiveMessage"));
     assert!(!glob("dynamodb:GetItem", "dynamodb:GetItems"));
+}
+
+/// The scheduler's three tasks once each, over recording adapters as group `scheduler`: settle
+/// (posts every completed receipt), payouts (a threshold of 1 nano-AITBC pays every provider
+/// with earnings), sweep. Returns each task's calls.
+async fn scheduler_runs(store: Arc<dyn Store>, queue: Arc<dyn Queue>, aws: &AwsConfig, log: &Log) -> Vec<(String, Vec<Call>)> {
+    use aitbc_market::payouts::PayoutOptions;
+    use aitbc_market::settlement::{NoProgress, SettleOptions};
+    use aitbc_market::sweep::SweepOptions;
+    let table_arn = format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}", aws.table_name());
+    let store = RecordingStore { inner: store, group: "scheduler", table_arn, log: log.clone() };
+    let queue = RecordingQueue { inner: queue, group: "scheduler", aws: aws.clone(), log: log.clone() };
+    let market = Market::new(Arc::new(store), Arc::new(queue), MarketConfig::default(), Settings::default(), test_key(), Arc::new(SystemClock));
+    let mut out = Vec::new();
+    let mut seen = log.lock().unwrap().len();
+    let mut mark = |name: &str, out: &mut Vec<(String, Vec<Call>)>| {
+        let log = log.lock().unwrap();
+        out.push((name.to_string(), log[seen..].to_vec()));
+        seen = log.len();
+    };
+    let settled = market.settle(&SettleOptions::default(), &NoProgress).await.expect("settle");
+    assert!(settled.receipts > 0, "{settled:?}");
+    mark("settle", &mut out);
+    let threshold = aitbc_core::money::Amount::parse("0.000000001").unwrap();
+    market.run_payouts(&PayoutOptions { threshold }, &NoProgress).await.expect("payouts");
+    mark("payouts", &mut out);
+    market.sweep(&SweepOptions { expired_records: None }, &NoProgress).await.expect("sweep");
+    mark("sweep", &mut out);
+    out
+}
+
+/// Totals of one group of steps.
+fn totals(calls: &[&Call]) -> (f64, f64, usize, usize) {
+    let read: f64 = calls.iter().map(|c| c.units.read).sum::<f64>() + 0.0;
+    let write: f64 = calls.iter().map(|c| c.units.write).sum::<f64>() + 0.0;
+    let dynamo = calls.iter().filter(|c| c.action.starts_with("dynamodb:")).count();
+    let sqs = calls.iter().filter(|c| c.action.starts_with("sqs:") && c.action != "sqs:GetQueueUrl").count();
+    (read, write, dynamo, sqs)
+}
+
+/// Most DynamoDB request units and SQS requests one job may cost (submit with its quote, the
+/// worker's receive, claim, start, one heartbeat with its visibility extension, complete, the
+/// message's delete), settlement not included: the cost estimate in infra/README.md is built on
+/// these counts, so a code change that raises them past these budgets must revisit it.
+const JOB_READ_UNITS_MAX: f64 = 40.0;
+const JOB_WRITE_UNITS_MAX: f64 = 120.0;
+const JOB_SQS_REQUESTS_MAX: usize = 6;
+/// Jobs the budget test settles in one run.
+const SETTLED_JOBS: usize = 4;
+/// Most request units settlement may spend per job when every job has its own provider and
+/// client (the worst case: no two receipts share an account line).
+const SETTLE_READ_UNITS_PER_JOB_MAX: f64 = 20.0;
+const SETTLE_WRITE_UNITS_PER_JOB_MAX: f64 = 60.0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_dynamodb_and_sqs_costs_are_counted_and_within_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, queue) = aitbc_store::provision::sqlite(dir.path().join("m.db"), &[], queue_spec()).await.unwrap();
+    let (store, queue): (Arc<dyn Store>, Arc<dyn Queue>) = (Arc::new(store), Arc::new(queue));
+    // Only for queue names and ARNs: no emulator is contacted.
+    let aws = AwsConfig::emulator("http://127.0.0.1:9", "aitbc-prod");
+    let log: Log = Arc::default();
+    let api = serve_gateway(&template(), store.clone(), queue.clone(), &aws, &log).await;
+    let worker = RecordingQueue { inner: queue.clone(), group: "worker", aws: aws.clone(), log: log.clone() };
+    let flow = job_flow(&api, &worker, &log).await;
+    // More jobs, each by its own provider and client (the most accounts a settlement can touch
+    // per receipt), so that a settlement's per-batch work is shared as in production.
+    for _ in 1..SETTLED_JOBS {
+        job_flow(&api, &worker, &log).await;
+    }
+    let scheduled = scheduler_runs(store, queue, &aws, &log).await;
+
+    eprintln!("{:<58} {:>6} {:>6} {:>7} {:>5}  calls", "step", "RRU", "WRU", "ddb ops", "sqs");
+    for (name, calls) in &flow.steps {
+        let calls: Vec<&Call> = calls.iter().collect();
+        let (read, write, dynamo, sqs) = totals(&calls);
+        let mut by_action: BTreeMap<&str, usize> = BTreeMap::new();
+        for c in &calls {
+            *by_action.entry(c.action).or_default() += 1;
+        }
+        eprintln!("{name:<58} {read:>6.1} {write:>6.1} {dynamo:>7} {sqs:>5}  {by_action:?}");
+    }
+    for (name, calls) in &scheduled {
+        let calls: Vec<&Call> = calls.iter().collect();
+        let (read, write, dynamo, sqs) = totals(&calls);
+        eprintln!("{:<58} {:>6.1} {:>6.1} {:>7.1} {sqs:>5}", format!("{name}, per job ({SETTLED_JOBS} jobs)"), read / SETTLED_JOBS as f64, write / SETTLED_JOBS as f64, dynamo as f64 / SETTLED_JOBS as f64);
+    }
+    let job: Vec<&Call> = flow.steps.iter().filter(|(n, _)| n.starts_with("JOB")).flat_map(|(_, c)| c.iter()).collect();
+    let (read, write, dynamo, sqs) = totals(&job);
+    eprintln!("{:<58} {read:>6.1} {write:>6.1} {dynamo:>7} {sqs:>5}", "per job (JOB steps, settlement not included)");
+    let settle: Vec<&Call> = scheduled[0].1.iter().collect();
+    let (s_read, s_write, _, _) = totals(&settle);
+    assert!(s_write > 0.0, "settlement wrote nothing");
+    assert!(s_read / SETTLED_JOBS as f64 <= SETTLE_READ_UNITS_PER_JOB_MAX, "settlement reads {} units per job", s_read / SETTLED_JOBS as f64);
+    assert!(s_write / SETTLED_JOBS as f64 <= SETTLE_WRITE_UNITS_PER_JOB_MAX, "settlement writes {} units per job", s_write / SETTLED_JOBS as f64);
+    assert!(dynamo > 0 && write > 0.0 && sqs > 0, "the job steps made no calls: nothing was counted");
+    assert!(read <= JOB_READ_UNITS_MAX, "a job now reads {read} units, budget {JOB_READ_UNITS_MAX} (revisit the README's cost estimate)");
+    assert!(write <= JOB_WRITE_UNITS_MAX, "a job now writes {write} units, budget {JOB_WRITE_UNITS_MAX} (revisit the README's cost estimate)");
+    assert!(sqs <= JOB_SQS_REQUESTS_MAX, "a job now makes {sqs} SQS requests, budget {JOB_SQS_REQUESTS_MAX}");
 }
