@@ -35,7 +35,7 @@ fn body(i: usize) -> ReceiptBody {
 
 fn receipts(c: &mut Criterion) {
     let key = NamedSigningKey::from_seed(KeyId::parse("miner-ed25519-2026-01").unwrap(), [0x42; 32]);
-    let keys = KeySet::from_document(&KeySetDocument { keys: vec![key.public()] }).unwrap();
+    let keys = KeySet::from_document(&KeySetDocument::of(vec![key.public()])).unwrap();
     let signed: Vec<Receipt> = (0..BATCH).map(|i| body(i).sign(&key).unwrap()).collect();
 
     let mut group = c.benchmark_group("receipts");

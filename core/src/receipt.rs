@@ -260,7 +260,7 @@ mod tests {
     }
 
     fn keys_of(key: &NamedSigningKey) -> KeySet {
-        KeySet::from_document(&KeySetDocument { keys: vec![key.public()] }).unwrap()
+        KeySet::from_document(&KeySetDocument::of(vec![key.public()])).unwrap()
     }
 
     #[test]

@@ -137,11 +137,39 @@ impl PublicKeyEntry {
     }
 }
 
-/// The `GET /v1/keys` document and the pinned key file: `{"keys": [...]}`.
+/// The `GET /v1/keys` document and the pinned key file: `{"keys": [...]}`, and which of them is
+/// the marketplace's own (countersignatures verify only against that one).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeySetDocument {
     pub keys: Vec<PublicKeyEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marketplace_key_id: Option<KeyId>,
+}
+
+impl KeySetDocument {
+    pub fn of(keys: Vec<PublicKeyEntry>) -> Self {
+        Self { keys, marketplace_key_id: None }
+    }
+
+    /// The marketplace's key alone, if the document names it.
+    pub fn marketplace_keys(&self) -> Result<Option<KeySet>, KeyError> {
+        let Some(id) = &self.marketplace_key_id else { return Ok(None) };
+        let mut set = KeySet::new();
+        for entry in self.keys.iter().filter(|k| &k.key_id == id) {
+            set.insert(entry)?;
+        }
+        Ok(Some(set))
+    }
+
+    /// Every key but the marketplace's: the ones provider signatures verify against.
+    pub fn provider_keys(&self) -> Result<KeySet, KeyError> {
+        let mut set = KeySet::new();
+        for entry in self.keys.iter().filter(|k| Some(&k.key_id) != self.marketplace_key_id.as_ref()) {
+            set.insert(entry)?;
+        }
+        Ok(set)
+    }
 }
 
 /// The keys verification trusts, by id.

@@ -92,7 +92,7 @@ fn this_build_reproduces_the_committed_vectors() {
     let text = serde_json::to_string_pretty(&built).unwrap() + "\n";
     if std::env::var_os("AITBC_WRITE_VECTORS").is_some() {
         std::fs::write(&path, &text).unwrap();
-        let keys = KeySetDocument { keys: vec![serde_json::from_value(built["provider_key"]["public"].clone()).unwrap()] };
+        let keys = KeySetDocument::of(vec![serde_json::from_value(built["provider_key"]["public"].clone()).unwrap()]);
         std::fs::write(samples().join("keys.json"), serde_json::to_string_pretty(&keys).unwrap() + "\n").unwrap();
         let receipt = serde_json::to_string_pretty(&built["valid"][0]["receipt"]).unwrap() + "\n";
         std::fs::write(samples().join("receipt.json"), receipt).unwrap();
@@ -104,7 +104,7 @@ fn this_build_reproduces_the_committed_vectors() {
 #[test]
 fn this_build_accepts_the_valid_vectors_and_refuses_the_tampered_ones() {
     let vectors: Value = serde_json::from_str(&std::fs::read_to_string(samples().join("vectors.json")).unwrap()).unwrap();
-    let set = |k: &str| KeySet::from_document(&KeySetDocument { keys: vec![serde_json::from_value(vectors[k]["public"].clone()).unwrap()] }).unwrap();
+    let set = |k: &str| KeySet::from_document(&KeySetDocument::of(vec![serde_json::from_value(vectors[k]["public"].clone()).unwrap()])).unwrap();
     let (provider, market) = (set("provider_key"), set("marketplace_key"));
     for v in vectors["valid"].as_array().unwrap() {
         let receipt: Receipt = serde_json::from_value(v["receipt"].clone()).unwrap_or_else(|e| panic!("{}: {e}", v["name"]));

@@ -170,8 +170,8 @@ pub async fn the_guides_flow_over_http(backends: Box<dyn Backends>) {
     let s = seller(&app, 1).await;
     let c = buyer(&app, "100").await;
 
-    let r = app.get("/v1/listings?region=us-west", None).await;
-    assert_eq!(r.status, StatusCode::OK);
+    let r = app.get("/v1/listings?region=us-west&limit=100&available=true", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert!(r.body["items"].as_array().unwrap().iter().any(|l| l["gpu_id"] == s.gpu_id.as_str()));
     let r = app.get("/v1/rate-card", None).await;
     assert_eq!(r.body["models"][0]["model"], "codellama");
@@ -199,7 +199,7 @@ pub async fn the_guides_flow_over_http(backends: Box<dyn Backends>) {
 
     let result = app.get(&format!("/v1/jobs/{job_id}/result"), Some(&c.key)).await;
     assert_eq!(result.body["output"]["checksum"], "ab");
-    let list = app.get(&format!("/v1/receipts?client={}", c.address), Some(&c.key)).await;
+    let list = app.get(&format!("/v1/receipts?client={}&limit=10", c.address), Some(&c.key)).await;
     assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
     let rid = receipt["receipt_id"].as_str().unwrap();
     let one = app.get(&format!("/v1/receipts/{rid}"), Some(&s.who.key)).await;

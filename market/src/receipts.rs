@@ -126,6 +126,6 @@ impl Market {
             let provider: crate::accounts::ProviderRecord = from_item(item)?;
             keys_out.extend(self.provider_keys(&provider.address).await?);
         }
-        Ok(KeySetDocument { keys: keys_out })
+        Ok(KeySetDocument { keys: keys_out, marketplace_key_id: Some(self.signing_key.key_id.clone()) })
     }
 }

@@ -38,10 +38,13 @@ pub async fn run(settings: config::WorkerSettings, shutdown: tokio::sync::watch:
             let db = aitbc_store::SqliteDb::open(path).map_err(|e| format!("queue database {}: {e}", path.display()))?;
             std::sync::Arc::new(db.queue())
         }
+        #[cfg(feature = "sqs")]
         config::QueueSource::Sqs => {
             let aws = aitbc_store::AwsConfig::from_env()?;
             std::sync::Arc::new(aitbc_store::SqsQueue::connect(&aws).await.map_err(|e| e.to_string())?)
         }
+        #[cfg(not(feature = "sqs"))]
+        config::QueueSource::Sqs => return Err("this build has no SQS support (feature `sqs`)".into()),
     };
     let backends = (0..settings.agent.max_concurrent_jobs)
         .map(|_| select(settings.backend, settings.gpu_index).map_err(|e| e.to_string()))

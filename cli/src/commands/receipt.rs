@@ -1,79 +1,152 @@
-//! `aitbc receipt verify <file> --keys <key-set-file>`: offline verification against pinned keys.
+//! `aitbc receipts`, `aitbc receipt <id>` and `aitbc receipt verify <id-or-file>`: verification
+//! checks the provider's signature against known keys only (a pinned key file, or the registry's
+//! `GET /v1/keys`), never a key the receipt names for itself.
 
-use crate::CliError;
+use crate::home::read_bounded;
+use crate::output::{cell, pairs, table};
+use crate::{CliError, Ctx};
 use aitbc_core::receipt::Receipt;
-use aitbc_core::signing::{KeySet, KeySetDocument};
+use aitbc_core::signing::KeySetDocument;
 use clap::{Args, Subcommand};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// Receipt and key files are small; refuse anything larger before reading it.
-const RECEIPT_FILE_BYTES_MAX: u64 = 64 * 1024;
-const KEY_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
+#[derive(Args)]
+pub struct ReceiptsArgs {
+    /// A client's receipts (yours unless you are an admin).
+    #[arg(long)]
+    client: Option<String>,
+    /// A provider's receipts.
+    #[arg(long)]
+    provider: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+}
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+#[command(after_help = "Examples:\n  aitbc receipt rcpt-0192...\n  aitbc receipt verify rcpt-0192...\n  aitbc receipt verify receipt.json --keys keys.json")]
 pub struct ReceiptArgs {
     #[command(subcommand)]
-    command: ReceiptCommand,
+    command: Option<ReceiptCommand>,
+    /// The receipt to show.
+    receipt_id: Option<String>,
 }
 
 #[derive(Subcommand)]
 enum ReceiptCommand {
-    /// Verify a receipt's provider signature (and countersignature, if present) offline.
-    #[command(after_help = "Example:\n  aitbc receipt verify samples/receipts/receipt.json --keys samples/receipts/keys.json")]
+    /// Verify a receipt (an id, or a JSON file) against known keys.
+    #[command(after_help = "Examples:\n  aitbc receipt verify samples/receipts/receipt.json --keys samples/receipts/keys.json\n  aitbc receipt verify rcpt-0192...   # keys from the registry (GET /v1/keys)")]
     Verify {
-        /// The receipt, as a JSON file.
-        file: PathBuf,
-        /// The trusted public keys ({"keys": [...]}, as GET /v1/keys serves them). Never the
-        /// receipt's own claim.
+        /// A receipt id, or the path of a receipt JSON file.
+        receipt: String,
+        /// Trusted public keys ({"keys": [...]}); without it, the registry's keys.
         #[arg(long)]
-        keys: PathBuf,
+        keys: Option<PathBuf>,
     },
 }
 
-fn read_bounded(path: &Path, bytes_max: u64, what: &str) -> Result<String, CliError> {
-    let meta = std::fs::metadata(path).map_err(|e| CliError::Usage(format!("{what} {}: {e}", path.display())))?;
-    if meta.len() > bytes_max {
-        return Err(CliError::Usage(format!("{what} {} is larger than {bytes_max} bytes", path.display())));
+pub async fn list(args: ReceiptsArgs, ctx: Ctx) -> Result<(), CliError> {
+    let mut path = format!("/v1/receipts?limit={}", args.limit);
+    if let Some(c) = &args.client {
+        path.push_str(&format!("&client={c}"));
     }
-    std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("{what} {}: {e}", path.display())))
+    if let Some(p) = &args.provider {
+        path.push_str(&format!("&provider={p}"));
+    }
+    let page: Value = ctx.authed()?.get(&path).await?;
+    let items = page["items"].as_array().cloned().unwrap_or_default();
+    if ctx.json {
+        crate::output::json(&page);
+    } else if items.is_empty() {
+        println!("No receipts.");
+    } else {
+        let rows: Vec<Vec<String>> = items
+            .iter()
+            .map(|r| vec![cell(&r["receipt_id"]), cell(&r["job_id"]), cell(&r["model"]), format!("{} {}", cell(&r["units"]), cell(&r["unit_type"])), cell(&r["price"]), cell(&r["completed_at"])])
+            .collect();
+        table(&["RECEIPT ID", "JOB ID", "MODEL", "UNITS", "PRICE", "COMPLETED AT"], &rows);
+    }
+    Ok(())
 }
 
-pub fn run(args: ReceiptArgs, json: bool) -> Result<(), CliError> {
-    match args.command {
-        ReceiptCommand::Verify { file, keys } => {
-            let receipt_text = read_bounded(&file, RECEIPT_FILE_BYTES_MAX, "receipt file")?;
-            let keys_text = read_bounded(&keys, KEY_FILE_BYTES_MAX, "key file")?;
-            let receipt: Receipt = serde_json::from_str(&receipt_text)
-                .map_err(|e| CliError::Usage(format!("{} is not a receipt: {e}", file.display())))?;
-            let document: KeySetDocument = serde_json::from_str(&keys_text)
-                .map_err(|e| CliError::Usage(format!("{} is not a key set: {e}", keys.display())))?;
-            let key_set = KeySet::from_document(&document).map_err(|e| CliError::Usage(format!("{}: {e}", keys.display())))?;
-            let verdict = receipt.verify(&key_set);
-            let body = &receipt.body;
-            if json {
-                let out = serde_json::json!({
-                    "receipt_id": body.receipt_id,
-                    "valid": verdict.is_ok(),
-                    "error": verdict.as_ref().err().map(ToString::to_string),
-                    "key_id": receipt.signature.key_id,
-                    "units": body.units,
-                    "unit_price": body.unit_price,
-                    "price": body.price,
-                });
-                println!("{out}");
+pub async fn run(args: ReceiptArgs, ctx: Ctx) -> Result<(), CliError> {
+    match (args.command, args.receipt_id) {
+        (Some(ReceiptCommand::Verify { receipt, keys }), _) => verify(&receipt, keys.as_deref(), ctx).await,
+        (None, Some(id)) => {
+            let r: Value = ctx.authed()?.get(&format!("/v1/receipts/{id}")).await?;
+            if ctx.json {
+                crate::output::json(&r);
+            } else {
+                pairs(&[
+                    ("Receipt", cell(&r["receipt_id"])),
+                    ("Job", cell(&r["job_id"])),
+                    ("GPU", cell(&r["gpu_id"])),
+                    ("Provider", cell(&r["provider"])),
+                    ("Client", cell(&r["client"])),
+                    ("Model", cell(&r["model"])),
+                    ("Units", format!("{} {}", cell(&r["units"]), cell(&r["unit_type"]))),
+                    ("Unit price", format!("{} AITBC", cell(&r["unit_price"]))),
+                    ("Price", format!("{} AITBC", cell(&r["price"]))),
+                    ("Started at", cell(&r["started_at"])),
+                    ("Completed at", cell(&r["completed_at"])),
+                    ("Signed by", format!("{} ({})", cell(&r["signature"]["key_id"]), cell(&r["signature"]["alg"]))),
+                    ("Countersigned by", cell(&r["countersignature"]["key_id"])),
+                ]);
             }
-            match verdict {
-                Ok(()) => {
-                    if !json {
-                        println!(
-                            "receipt {} verified: signed by {} ({}), {} gpu_seconds x {} = {} AITBC",
-                            body.receipt_id, receipt.signature.key_id, body.provider, body.units, body.unit_price, body.price
-                        );
-                    }
-                    Ok(())
-                }
-                Err(e) => Err(CliError::Failed(format!("receipt {} does not verify: {e}", body.receipt_id))),
-            }
+            Ok(())
         }
+        (None, None) => Err(CliError::Usage("give a receipt id, or `verify <id-or-file>`".into())),
+    }
+}
+
+async fn verify(receipt: &str, keys: Option<&Path>, ctx: Ctx) -> Result<(), CliError> {
+    let path = Path::new(receipt);
+    let receipt: Receipt = if path.is_file() {
+        serde_json::from_str(&read_bounded(path, "receipt file")?).map_err(|e| CliError::Usage(format!("{} is not a receipt: {e}", path.display())))?
+    } else if receipt.starts_with("rcpt-") {
+        ctx.authed()?.get(&format!("/v1/receipts/{receipt}")).await?
+    } else {
+        return Err(CliError::Usage(format!("{receipt:?} is neither a receipt file nor a receipt id (rcpt-...)")));
+    };
+    let (document, source) = match keys {
+        Some(file) => {
+            let doc: KeySetDocument = serde_json::from_str(&read_bounded(file, "key file")?).map_err(|e| CliError::Usage(format!("{} is not a key set: {e}", file.display())))?;
+            (doc, file.display().to_string())
+        }
+        None => (ctx.client().keys().await?, format!("{}/v1/keys", ctx.api)),
+    };
+    let provider_keys = document.provider_keys().map_err(|e| CliError::Usage(format!("{source}: {e}")))?;
+    let verdict = receipt.verify(&provider_keys);
+    let counter = match (document.marketplace_keys().map_err(|e| CliError::Usage(e.to_string()))?, &receipt.countersignature) {
+        (Some(market), Some(_)) => Some(receipt.verify_countersigned(&provider_keys, &market).is_ok()),
+        _ => None,
+    };
+    let body = &receipt.body;
+    if ctx.json {
+        crate::output::json(&serde_json::json!({
+            "receipt_id": body.receipt_id, "valid": verdict.is_ok() && counter != Some(false),
+            "provider_signature": verdict.is_ok(), "countersignature": counter,
+            "error": verdict.as_ref().err().map(ToString::to_string), "keys": source,
+            "units": body.units, "unit_price": body.unit_price, "price": body.price,
+        }));
+    }
+    match (verdict, counter) {
+        (Ok(()), Some(false)) => Err(CliError::Failed(format!("receipt {}: provider signature verifies, the marketplace countersignature does not", body.receipt_id))),
+        (Ok(()), counter) => {
+            if !ctx.json {
+                println!(
+                    "receipt {} verified: signed by {} ({}), {} gpu_seconds x {} = {} AITBC",
+                    body.receipt_id, receipt.signature.key_id, body.provider, body.units, body.unit_price, body.price
+                );
+                match counter {
+                    Some(true) => println!("countersignature by the marketplace ({}) verified", receipt.countersignature.as_ref().map(|c| c.key_id.to_string()).unwrap_or_default()),
+                    _ => println!("countersignature not checked (the keys name no marketplace key, or the receipt has none)"),
+                }
+                println!("keys: {source}");
+            }
+            Ok(())
+        }
+        (Err(e), _) => Err(CliError::Failed(format!("receipt {} does not verify: {e}", body.receipt_id))),
     }
 }

@@ -1,7 +1,7 @@
 //! Accounts: open one (the API key is shown once), balances, ledger history, deposits (admin, or
 //! one's own wallet where the faucet is on) and withdrawals.
 
-use super::{PageOut, Paging, PAGE_ITEMS_DEFAULT};
+use super::{PageOut, PAGE_ITEMS_DEFAULT};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_path, ApiJson, ApiQuery, Auth, IdempotencyKey, MaybeAuth};
@@ -50,8 +50,10 @@ async fn balance(State(s): State<AppState>, Auth(caller): Auth, Path(address): P
 struct LedgerQuery {
     #[serde(default)]
     account: Option<String>,
-    #[serde(flatten)]
-    paging: Paging,
+    // Paging's fields inline: serde's flatten passes query values as strings, so a flattened
+    // `limit=100` would not parse as a number.
+    limit: Option<usize>,
+    cursor: Option<String>,
 }
 
 async fn ledger(State(s): State<AppState>, Auth(caller): Auth, Path(address): Path<String>, ApiQuery(q): ApiQuery<LedgerQuery>) -> ApiResult<Json<Value>> {
@@ -64,7 +66,7 @@ async fn ledger(State(s): State<AppState>, Auth(caller): Auth, Path(address): Pa
         Some("earnings") => AccountId::earnings(&address),
         Some(other) => return Err(ApiError::invalid("account", format!("{other:?} is not wallet or earnings"))),
     };
-    let (entries, next_cursor) = s.market.ledger_history(&account, q.paging.limit.unwrap_or(PAGE_ITEMS_DEFAULT), q.paging.cursor).await?;
+    let (entries, next_cursor) = s.market.ledger_history(&account, q.limit.unwrap_or(PAGE_ITEMS_DEFAULT), q.cursor).await?;
     Ok(Json(serde_json::to_value(PageOut { items: entries, next_cursor }).expect("serializes")))
 }
 

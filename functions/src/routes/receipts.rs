@@ -1,7 +1,7 @@
 //! Receipts: list by client or provider with cursors, get one, verify a posted receipt, and the
 //! public key set receipts verify against.
 
-use super::{PageOut, Paging, PAGE_ITEMS_DEFAULT};
+use super::{PageOut, PAGE_ITEMS_DEFAULT};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_path, ApiJson, ApiQuery, Auth};
@@ -27,8 +27,10 @@ pub fn router() -> Router<AppState> {
 struct ListQuery {
     client: Option<String>,
     provider: Option<String>,
-    #[serde(flatten)]
-    paging: Paging,
+    // Paging's fields inline: serde's flatten passes query values as strings, so a flattened
+    // `limit=100` would not parse as a number.
+    limit: Option<usize>,
+    cursor: Option<String>,
 }
 
 async fn list(State(s): State<AppState>, Auth(caller): Auth, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Value>> {
@@ -46,7 +48,7 @@ async fn list(State(s): State<AppState>, Auth(caller): Auth, ApiQuery(q): ApiQue
             }
         }
     };
-    let (items, next_cursor) = s.market.list_receipts(&caller, owner, q.paging.limit.unwrap_or(PAGE_ITEMS_DEFAULT), q.paging.cursor).await?;
+    let (items, next_cursor) = s.market.list_receipts(&caller, owner, q.limit.unwrap_or(PAGE_ITEMS_DEFAULT), q.cursor).await?;
     Ok(Json(serde_json::to_value(PageOut { items, next_cursor }).expect("serializes")))
 }
 

@@ -1,6 +1,6 @@
 //! The registry: providers' receipt keys, GPU listings, worker heartbeats, status, earnings.
 
-use super::{PageOut, Paging, PAGE_ITEMS_DEFAULT};
+use super::{PageOut, PAGE_ITEMS_DEFAULT};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_path, ApiJson, ApiQuery, Auth};
@@ -47,8 +47,10 @@ struct ListQuery {
     model: Option<String>,
     #[serde(default)]
     available: Option<bool>,
-    #[serde(flatten)]
-    paging: Paging,
+    // Paging's fields inline: serde's flatten passes query values as strings, so a flattened
+    // `limit=100` would not parse as a number.
+    limit: Option<usize>,
+    cursor: Option<String>,
 }
 
 async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Value>> {
@@ -57,8 +59,8 @@ async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> Ap
         provider: q.provider.as_deref().map(Address::parse).transpose().map_err(|e| ApiError::invalid("provider", e.reason))?,
         model: q.model.as_deref().map(ModelName::parse).transpose().map_err(|e| ApiError::invalid("model", e.reason))?,
         available: q.available.unwrap_or(false),
-        limit: q.paging.limit.unwrap_or(PAGE_ITEMS_DEFAULT),
-        cursor: q.paging.cursor,
+        limit: q.limit.unwrap_or(PAGE_ITEMS_DEFAULT),
+        cursor: q.cursor,
     };
     let (items, next_cursor) = s.market.list_listings(filter).await?;
     Ok(Json(serde_json::to_value(PageOut { items, next_cursor }).expect("serializes")))

@@ -1,0 +1,260 @@
+//! `aitbc marketplace ...`: the GPU Monetization Guide's commands.
+
+use crate::output::{cell, pairs, table};
+use crate::{CliError, Ctx};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+#[derive(Args)]
+pub struct MarketplaceArgs {
+    #[command(subcommand)]
+    command: MarketplaceCommand,
+}
+
+#[derive(Subcommand)]
+enum MarketplaceCommand {
+    /// Register, list and update GPU listings.
+    Gpu(GpuArgs),
+    /// A GPU's earnings over a period, by client, model and hour of day.
+    #[command(after_help = "Example:\n  aitbc marketplace earnings --gpu-id gpu-0192... --period 30d")]
+    Earnings {
+        #[arg(long)]
+        gpu_id: String,
+        /// <N>h or <N>d.
+        #[arg(long, default_value = "30d")]
+        period: String,
+    },
+    /// A GPU's status: online, utilization, bookings, realized rate.
+    #[command(after_help = "Example:\n  aitbc marketplace status --gpu-id gpu-0192...")]
+    Status {
+        #[arg(long)]
+        gpu_id: String,
+    },
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  aitbc marketplace gpu register --name \"My-GPU\" --memory 24 --cuda-version 12.1 --base-price 0.05 --region us-west\n  aitbc marketplace gpu list --region us-west\n  aitbc marketplace gpu update --gpu-id gpu-0192... --strategy utilization-guard")]
+pub struct GpuArgs {
+    #[command(subcommand)]
+    command: GpuCommand,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StrategyArg {
+    MarketBalance,
+    PeakMaximizer,
+    UtilizationGuard,
+    Dynamic,
+}
+
+impl StrategyArg {
+    fn name(self) -> &'static str {
+        match self {
+            StrategyArg::MarketBalance => "market-balance",
+            StrategyArg::PeakMaximizer => "peak-maximizer",
+            StrategyArg::UtilizationGuard => "utilization-guard",
+            StrategyArg::Dynamic => "dynamic",
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum GpuCommand {
+    /// List a GPU on the marketplace.
+    #[command(after_help = "Example:\n  aitbc marketplace gpu register --name \"My-GPU\" --memory 24 --cuda-version 12.1 --base-price 0.05 --region us-west")]
+    Register {
+        /// A display name, e.g. My-GPU.
+        #[arg(long)]
+        name: String,
+        /// GPU memory in GiB.
+        #[arg(long)]
+        memory: String,
+        /// CUDA version, MAJOR.MINOR.
+        #[arg(long)]
+        cuda_version: String,
+        /// AITBC per GPU-hour, e.g. 0.05.
+        #[arg(long)]
+        base_price: String,
+        /// The market region [default: us-west, or AITBC_REGION].
+        #[arg(long)]
+        region: Option<String>,
+        /// How many such GPUs.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Models served (comma-separated), from the rate card.
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Job kinds served (comma-separated): vector_add, reduction, gemm, kernel.
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
+        #[arg(long, value_enum, default_value = "market-balance")]
+        strategy: StrategyArg,
+    },
+    /// List GPUs in a region (or in every region).
+    #[command(after_help = "Example:\n  aitbc marketplace gpu list --region us-west")]
+    List {
+        #[arg(long)]
+        region: Option<String>,
+        /// Only GPUs online and taking jobs now.
+        #[arg(long)]
+        available: bool,
+    },
+    /// Change a GPU's pricing strategy, base price or status.
+    #[command(after_help = "Example:\n  aitbc marketplace gpu update --gpu-id gpu-0192... --strategy peak-maximizer")]
+    Update {
+        #[arg(long)]
+        gpu_id: String,
+        #[arg(long, value_enum)]
+        strategy: Option<StrategyArg>,
+        #[arg(long)]
+        base_price: Option<String>,
+        /// active or paused.
+        #[arg(long)]
+        status: Option<String>,
+    },
+}
+
+pub async fn run(args: MarketplaceArgs, ctx: Ctx) -> Result<(), CliError> {
+    match args.command {
+        MarketplaceCommand::Gpu(gpu) => gpu_run(gpu, ctx).await,
+        MarketplaceCommand::Earnings { gpu_id, period } => {
+            let e: Value = ctx.authed()?.get(&format!("/v1/listings/{gpu_id}/earnings?period={period}")).await?;
+            if ctx.json {
+                crate::output::json(&e);
+                return Ok(());
+            }
+            pairs(&[
+                ("GPU", cell(&e["gpu_id"])),
+                ("Period", cell(&e["period"])),
+                ("Jobs", cell(&e["jobs"])),
+                ("Gross", format!("{} AITBC", cell(&e["gross"]))),
+                ("Platform fee", format!("{} AITBC", cell(&e["fees"]))),
+                ("Net earnings", format!("{} AITBC", cell(&e["net"]))),
+                ("Daily average", format!("{} AITBC", cell(&e["daily_average"]))),
+                ("Top client", cell(&e["top_client"])),
+            ]);
+            for (title, key) in [("By client", "by_client"), ("By model", "by_model"), ("By hour of day (local)", "by_hour_of_day")] {
+                if let Some(map) = e[key].as_object().filter(|m| !m.is_empty()) {
+                    println!("{title}:");
+                    let rows: Vec<Vec<String>> = map.iter().map(|(k, v)| vec![format!("  {k}"), format!("{} AITBC", cell(v))]).collect();
+                    for row in rows {
+                        println!("{}  {}", row[0], row[1]);
+                    }
+                }
+            }
+            Ok(())
+        }
+        MarketplaceCommand::Status { gpu_id } => {
+            let s: Value = ctx.client().get(&format!("/v1/listings/{gpu_id}/status")).await?;
+            if ctx.json {
+                crate::output::json(&s);
+                return Ok(());
+            }
+            pairs(&[
+                ("GPU", format!("{} ({})", cell(&s["gpu_id"]), cell(&s["name"]))),
+                ("Region", cell(&s["region"])),
+                ("Status", cell(&s["status"])),
+                ("Online", cell(&s["online"])),
+                ("Strategy", cell(&s["strategy"])),
+                ("Base price", format!("{} AITBC/GPU-hour", cell(&s["base_price"]))),
+                ("Utilization", format!("{} ({} of {} slots busy)", cell(&s["utilization"]), cell(&s["active_jobs"]), cell(&s["capacity"]))),
+                ("Bookings waiting", cell(&s["queued_jobs"])),
+                ("Completed jobs", cell(&s["completed_jobs"])),
+                ("GPU-seconds sold", cell(&s["gpu_seconds_total"])),
+                ("Earned (gross)", format!("{} AITBC", cell(&s["earned"]))),
+                ("Realized rate", format!("{} AITBC/GPU-hour", cell(&s["realized_rate_per_hour"]))),
+            ]);
+            Ok(())
+        }
+    }
+}
+
+fn listing_rows(items: &[Value]) -> Vec<Vec<String>> {
+    items
+        .iter()
+        .map(|l| {
+            vec![
+                cell(&l["gpu_id"]),
+                cell(&l["name"]),
+                format!("{} GiB", cell(&l["memory_gib"])),
+                cell(&l["cuda_version"]),
+                cell(&l["region"]),
+                cell(&l["base_price"]),
+                cell(&l["strategy"]),
+                cell(&l["status"]),
+                if l["online"] == true { "yes".into() } else { "no".into() },
+            ]
+        })
+        .collect()
+}
+
+async fn gpu_run(args: GpuArgs, ctx: Ctx) -> Result<(), CliError> {
+    match args.command {
+        GpuCommand::Register { name, memory, cuda_version, base_price, region, count, models, kinds, strategy } => {
+            let memory: u64 = memory.parse().map_err(|_| CliError::Usage(format!("--memory {memory:?} is not a whole number of GiB")))?;
+            let region = region.unwrap_or(crate::local::LocalSettings::load()?.region);
+            let mut body = json!({
+                "name": name, "memory_gib": memory, "cuda_version": cuda_version, "base_price": base_price,
+                "region": region, "count": count, "models": models, "strategy": strategy.name(),
+            });
+            if !kinds.is_empty() {
+                body["kinds"] = json!(kinds);
+            }
+            let l = ctx.authed()?.create_listing(&body).await?;
+            if ctx.json {
+                crate::output::json(&l);
+            } else {
+                println!(
+                    "Registered GPU {} ({}, {} GiB, CUDA {}) in {} at {} AITBC/GPU-hour, strategy {}",
+                    cell(&l["gpu_id"]), cell(&l["name"]), cell(&l["memory_gib"]), cell(&l["cuda_version"]), cell(&l["region"]), cell(&l["base_price"]), cell(&l["strategy"])
+                );
+            }
+            Ok(())
+        }
+        GpuCommand::List { region, available } => {
+            let client = ctx.client();
+            let regions: Vec<String> = match region {
+                Some(r) => vec![r],
+                None => {
+                    let market: Value = client.get("/v1/market").await?;
+                    market.as_array().map(|a| a.iter().filter(|r| r["listings"].as_u64() > Some(0)).filter_map(|r| r["region"].as_str().map(String::from)).collect()).unwrap_or_default()
+                }
+            };
+            let mut items = Vec::new();
+            for region in regions {
+                let page: Value = client.get(&format!("/v1/listings?region={region}&available={available}&limit=100")).await?;
+                items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            }
+            if ctx.json {
+                crate::output::json(&Value::Array(items));
+            } else if items.is_empty() {
+                println!("No GPUs listed.");
+            } else {
+                table(&["GPU ID", "NAME", "MEMORY", "CUDA", "REGION", "PRICE/H", "STRATEGY", "STATUS", "ONLINE"], &listing_rows(&items));
+            }
+            Ok(())
+        }
+        GpuCommand::Update { gpu_id, strategy, base_price, status } => {
+            let mut patch = serde_json::Map::new();
+            if let Some(s) = strategy {
+                patch.insert("strategy".into(), json!(s.name()));
+            }
+            if let Some(p) = base_price {
+                patch.insert("base_price".into(), json!(p));
+            }
+            if let Some(s) = status {
+                patch.insert("status".into(), json!(s));
+            }
+            if patch.is_empty() {
+                return Err(CliError::Usage("nothing to update: give --strategy, --base-price or --status".into()));
+            }
+            let l: Value = ctx.authed()?.patch(&format!("/v1/listings/{gpu_id}"), &Value::Object(patch)).await?;
+            if ctx.json {
+                crate::output::json(&l);
+            } else {
+                println!("Updated GPU {}: strategy {}, base price {} AITBC/GPU-hour, status {}", cell(&l["gpu_id"]), cell(&l["strategy"]), cell(&l["base_price"]), cell(&l["status"]));
+            }
+            Ok(())
+        }
+    }
+}
