@@ -102,8 +102,32 @@ impl Ctx {
     }
 }
 
+/// Clap's errors as one line: the message, with its hint of possible values if any.
+fn parse() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+                e.exit();
+            }
+            let text = e.render().to_string();
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(|l| l.trim().trim_start_matches("error: "))
+                .collect();
+            eprintln!("aitbc: {} (see --help)", message.join("; "));
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let home = home::home_dir(cli.home.as_deref());
     let result = home::HomeConfig::load(&home).and_then(|config| {
         let api = cli.api.clone().or_else(|| config.api.clone()).unwrap_or_else(|| "http://127.0.0.1:8080".to_string());

@@ -77,10 +77,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(e) => {
-            // serde_path_to_error is not used; serde's message names the field ("at line..").
+            // axum reports "...target type: <path>: <message>" (serde_path_to_error); a missing
+            // field is named in backticks instead.
             let detail = e.body_text();
-            let field = detail.split('`').nth(1).map(str::to_string).unwrap_or_else(|| "body".into());
-            ApiError::invalid(field, detail)
+            let after = detail.split_once("target type: ").map_or(detail.as_str(), |(_, rest)| rest);
+            let path = after.split_once(": ").map(|(p, _)| p).filter(|p| !p.is_empty() && !p.contains(' ') && *p != ".");
+            let message = path.and_then(|p| after.strip_prefix(p)).map_or(after, |m| m.trim_start_matches(": "));
+            let field = path.map(str::to_string).or_else(|| detail.split('`').nth(1).map(str::to_string)).unwrap_or_else(|| "body".into());
+            ApiError::invalid(field, message.to_string())
         }
         JsonRejection::JsonSyntaxError(e) => ApiError::invalid("body", format!("malformed JSON: {}", e.body_text())),
         JsonRejection::MissingJsonContentType(_) => {

@@ -91,7 +91,9 @@ async fn demo(args: &DemoArgs, ctx: &Ctx, local: &LocalMarket, creds: &ProviderC
     let started = Instant::now();
     let provider = Client::new(&local.url, Some(creds.api_key.clone()));
     let provider_address = creds.address.clone();
-    println!("aitbc demo: marketplace at {} (data in {})", local.url, local.data_dir.display());
+    // The narrative goes to stderr under --json, so stdout is one JSON document.
+    let say = |line: String| if ctx.json { eprintln!("{line}") } else { println!("{line}") };
+    say(format!("aitbc demo: marketplace at {} (data in {})", local.url, local.data_dir.display()));
 
     // Two GPUs on different strategies.
     let mut gpus = Vec::new();
@@ -102,7 +104,7 @@ async fn demo(args: &DemoArgs, ctx: &Ctx, local: &LocalMarket, creds: &ProviderC
                 "count": 2, "models": ["llama3.2", "llama3.2:1b", "codellama"], "strategy": strategy
             }))
             .await?;
-        println!("provider {provider_address} listed {} ({name}, {strategy}, {price} AITBC/GPU-hour)", l["gpu_id"].as_str().unwrap_or("?"));
+        say(format!("provider {provider_address} listed {} ({name}, {strategy}, {price} AITBC/GPU-hour)", l["gpu_id"].as_str().unwrap_or("?")));
         gpus.push(l["gpu_id"].as_str().unwrap_or_default().to_string());
         provider.listing_heartbeat(&gpus[gpus.len() - 1], "wrk-demo-setup").await?;
     }
@@ -113,7 +115,7 @@ async fn demo(args: &DemoArgs, ctx: &Ctx, local: &LocalMarket, creds: &ProviderC
     let client_address = opened["address"].as_str().ok_or_else(|| fail("no client address"))?.to_string();
     let client = anon.with_key(opened["api_key"].as_str().unwrap_or_default());
     client.deposit(&client_address, DEPOSIT, "demo-deposit").await?;
-    println!("client {client_address} deposited {DEPOSIT} AITBC");
+    say(format!("client {client_address} deposited {DEPOSIT} AITBC"));
 
     // Quote and submit.
     let specs = [

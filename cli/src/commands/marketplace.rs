@@ -73,7 +73,7 @@ enum GpuCommand {
         #[arg(long)]
         cuda_version: String,
         /// AITBC per GPU-hour, e.g. 0.05.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         base_price: String,
         /// The market region [default: us-west, or AITBC_REGION].
         #[arg(long)]
@@ -106,7 +106,7 @@ enum GpuCommand {
         gpu_id: String,
         #[arg(long, value_enum)]
         strategy: Option<StrategyArg>,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         base_price: Option<String>,
         /// active or paused.
         #[arg(long)]
