@@ -81,7 +81,7 @@ enum GpuCommand {
         /// How many such GPUs.
         #[arg(long, default_value_t = 1)]
         count: u32,
-        /// Models served (comma-separated), from the rate card.
+        /// Models served (comma-separated), from the rate card [default: every model on it].
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
         /// Job kinds served (comma-separated): vector_add, reduction, gemm, kernel.
@@ -193,6 +193,12 @@ async fn gpu_run(args: GpuArgs, ctx: Ctx) -> Result<(), CliError> {
         GpuCommand::Register { name, memory, cuda_version, base_price, region, count, models, kinds, strategy } => {
             let memory: u64 = memory.parse().map_err(|_| CliError::Usage(format!("--memory {memory:?} is not a whole number of GiB")))?;
             let region = region.unwrap_or(crate::local::LocalSettings::load()?.region);
+            let models = if models.is_empty() {
+                let card: Value = ctx.client().get("/v1/rate-card").await?;
+                card["models"].as_array().map(|m| m.iter().filter_map(|e| e["model"].as_str().map(String::from)).collect()).unwrap_or_default()
+            } else {
+                models
+            };
             let mut body = json!({
                 "name": name, "memory_gib": memory, "cuda_version": cuda_version, "base_price": base_price,
                 "region": region, "count": count, "models": models, "strategy": strategy.name(),
