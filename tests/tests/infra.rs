@@ -352,7 +352,11 @@ fn the_template_routes_are_the_routers_routes() {
     let s: BTreeSet<_> = source.iter().cloned().collect();
     let missing: Vec<_> = s.difference(&t).collect();
     let extra: Vec<_> = t.difference(&s).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "routers serve but the template lacks: {missing:?}\ntemplate routes no router serves: {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "routers serve but infra/template.yaml has no AWS::ApiGatewayV2::Route for (add one targeting the group's integration): {missing:?}\n\
+         template routes no router serves: {extra:?}"
+    );
     assert_eq!(template.len(), t.len(), "a route appears twice in the template");
 }
 
