@@ -97,7 +97,7 @@ pub const SETTLE_SCAN_PAGES_MAX: usize = 16;
 pub const SETTLE_PLAN_RACES_MAX: u32 = 8;
 /// Reads and transactions a batch keeps in flight at once, at most: the SQLite adapter commits
 /// concurrent requests together, DynamoDB serves them in parallel.
-pub const SETTLE_IN_FLIGHT_MAX: usize = 16;
+pub const SETTLE_IN_FLIGHT_MAX: usize = 64;
 /// Receipts completed up to this far ahead of the clock are settled too: workers' clocks may
 /// run ahead by the skew the API allows.
 pub const SETTLE_CLOCK_SKEW_MS: i64 = crate::jobs::RECEIPT_CLOCK_SKEW_S * 1_000;
@@ -148,16 +148,19 @@ pub struct Failpoint {
     pub after_commit: bool,
 }
 
-/// Counts a run's steps and fires its failpoint.
-#[derive(Debug, Default)]
+/// Counts a run's steps and fires its failpoint; carries how many store requests may be in
+/// flight at once.
+#[derive(Debug)]
 pub struct Steps {
     taken: u32,
     failpoint: Option<Failpoint>,
+    in_flight_max: usize,
 }
 
 impl Steps {
-    pub fn new(failpoint: Option<Failpoint>) -> Self {
-        Self { taken: 0, failpoint }
+    pub fn new(failpoint: Option<Failpoint>, in_flight_max: usize) -> Self {
+        assert!((1..=SETTLE_IN_FLIGHT_MAX).contains(&in_flight_max));
+        Self { taken: 0, failpoint, in_flight_max }
     }
 
     /// Steps started so far.
@@ -199,11 +202,18 @@ pub struct SettleOptions {
     pub batches_max: u32,
     /// Stop at a step, as a crash would (tests).
     pub failpoint: Option<Failpoint>,
+    /// Store requests in flight at once: 1..=SETTLE_IN_FLIGHT_MAX (an emulator may need 1).
+    pub in_flight_max: usize,
 }
 
 impl Default for SettleOptions {
     fn default() -> Self {
-        Self { batch_receipts_max: SETTLE_BATCH_RECEIPTS_MAX, batches_max: SETTLE_RUN_BATCHES_MAX, failpoint: None }
+        Self {
+            batch_receipts_max: SETTLE_BATCH_RECEIPTS_MAX,
+            batches_max: SETTLE_RUN_BATCHES_MAX,
+            failpoint: None,
+            in_flight_max: SETTLE_IN_FLIGHT_MAX,
+        }
     }
 }
 
@@ -421,14 +431,15 @@ pub fn settlement_batch_id(seq: u64) -> String {
 }
 
 impl Market {
-    /// Reads jobs with up to SETTLE_IN_FLIGHT_MAX reads in flight; answers in order, None for a
-    /// job that does not exist. Goes through `job_with_version`, the one reader of job items.
-    pub(crate) async fn jobs_many(&self, ids: Vec<JobId>) -> Result<Vec<Option<(JobRecord, i64)>>, MarketError> {
+    /// Reads jobs with up to `in_flight_max` reads in flight; answers in order, None for a job
+    /// that does not exist. Goes through `job_with_version`, the one reader of job items.
+    pub(crate) async fn jobs_many(&self, ids: Vec<JobId>, in_flight_max: usize) -> Result<Vec<Option<(JobRecord, i64)>>, MarketError> {
+        assert!((1..=SETTLE_IN_FLIGHT_MAX).contains(&in_flight_max));
         let mut out: Vec<Option<(JobRecord, i64)>> = vec![None; ids.len()];
         let mut set = tokio::task::JoinSet::new();
         let mut pending = ids.into_iter().enumerate();
         loop {
-            while set.len() < SETTLE_IN_FLIGHT_MAX {
+            while set.len() < in_flight_max {
                 let Some((i, id)) = pending.next() else { break };
                 let market = self.clone();
                 set.spawn(async move { (i, market.job_with_version(&id).await) });
@@ -455,7 +466,7 @@ impl Market {
     pub async fn settle(&self, options: &SettleOptions, progress: &dyn Progress) -> Result<SettleReport, SettleError> {
         assert!((1..=SETTLE_BATCH_RECEIPTS_MAX).contains(&options.batch_receipts_max));
         assert!((1..=SETTLE_RUN_BATCHES_MAX).contains(&options.batches_max));
-        let mut steps = Steps::new(options.failpoint);
+        let mut steps = Steps::new(options.failpoint, options.in_flight_max);
         let mut report = SettleReport::default();
         let mut seq_floor: u64 = 1;
         let mut races: u32 = 0;
@@ -470,7 +481,9 @@ impl Market {
                     continue;
                 }
                 let seq = latest.map_or(1, |b| b.seq + 1).max(seq_floor);
-                let planned = self.plan_batch(seq, options.batch_receipts_max).await?;
+                let planning = std::time::Instant::now();
+                let planned = self.plan_batch(seq, options.batch_receipts_max, options.in_flight_max).await?;
+                tracing::debug!(seq, receipts = planned.plan.receipts.len(), plan_ms = planning.elapsed().as_millis() as u64, "planned");
                 report.skipped += planned.skipped;
                 if planned.plan.receipts.is_empty() {
                     break;
@@ -545,7 +558,7 @@ impl Market {
     }
 
     /// Reads unsettled receipts and their jobs and computes the batch's plan (no writes).
-    async fn plan_batch(&self, seq: u64, receipts_max: usize) -> Result<Planned, SettleError> {
+    async fn plan_batch(&self, seq: u64, receipts_max: usize, in_flight_max: usize) -> Result<Planned, SettleError> {
         let now = self.now_ms();
         let before_ms = now + SETTLE_CLOCK_SKEW_MS + 1;
         let fee_bps = self.config.fee_bps;
@@ -579,7 +592,7 @@ impl Market {
                     receipts.push(receipt_from_item(item)?);
                 }
                 let job_ids = receipts.iter().map(|r| r.body.job_id.clone()).collect();
-                let jobs_read = self.jobs_many(job_ids).await?;
+                let jobs_read = self.jobs_many(job_ids, in_flight_max).await?;
                 for (receipt, job) in receipts.iter().zip(jobs_read) {
                     let body = &receipt.body;
                     let Some((job, version)) = job else {
@@ -715,8 +728,11 @@ impl Market {
     ) -> Result<BatchOutcome, SettleError> {
         assert_eq!(record.state, BatchState::Open);
         assert_eq!(plan.receipts.len(), record.receipts as usize);
+        let started = std::time::Instant::now();
         self.apply_items(record, plan, jobs, steps).await?;
+        let items_ms = started.elapsed().as_millis() as u64;
         self.apply_lines(record, plan, steps).await?;
+        tracing::debug!(batch = %record.batch_id, items_ms, lines_ms = started.elapsed().as_millis() as u64 - items_ms, "applied");
         let update = Update::new().set(ATTR_STATE, BatchState::Done.name()).set("finished_at_ms", self.now_ms());
         let finish = TxWrite::Update {
             key: keys::settlement_batch(&record.batch_id),
@@ -741,7 +757,7 @@ impl Market {
                     .map(|r| JobId::parse(r.job_id()).map_err(|e| SettleError::Invariant(format!("planned job id: {e}"))))
                     .collect::<Result<Vec<_>, _>>()?;
                 let mut jobs = HashMap::with_capacity(plan.receipts.len());
-                for (planned, job) in plan.receipts.iter().zip(self.jobs_many(ids).await?) {
+                for (planned, job) in plan.receipts.iter().zip(self.jobs_many(ids, steps.in_flight_max).await?) {
                     let job = job.ok_or_else(|| SettleError::Invariant(format!("job {} of batch {} is gone", planned.job_id(), record.batch_id)))?;
                     jobs.insert(planned.job_id().to_string(), job);
                 }
@@ -887,7 +903,7 @@ impl Market {
         Ok(())
     }
 
-    /// Runs each transaction as one numbered step, up to SETTLE_IN_FLIGHT_MAX at once, and
+    /// Runs each transaction as one numbered step, up to `steps.in_flight_max` at once, and
     /// answers each one's result in order. The failpoint stops the run before its step starts
     /// or after it commits; steps already in flight finish first, as they would in a crash.
     async fn transact_steps(&self, transactions: Vec<Vec<TxWrite>>, steps: &mut Steps) -> Result<Vec<Result<(), StoreError>>, SettleError> {
@@ -897,7 +913,7 @@ impl Market {
         let mut pending = transactions.into_iter().enumerate();
         let mut stopped: Option<SettleError> = None;
         loop {
-            while stopped.is_none() && set.len() < SETTLE_IN_FLIGHT_MAX {
+            while stopped.is_none() && set.len() < steps.in_flight_max {
                 let Some((i, writes)) = pending.next() else { break };
                 assert!(!writes.is_empty() && writes.len() <= TRANSACTION_WRITES_MAX);
                 match steps.begin() {

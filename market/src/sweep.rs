@@ -34,8 +34,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 use std::sync::Arc;
 
-/// Jobs (or holds) one sweep looks at per kind of work, at most; the rest waits for the next.
-pub const SWEEP_ITEMS_MAX: usize = 100_000;
+/// Jobs (or holds) one sweep looks at per kind of work, at most (items of a few KiB each are
+/// held at once); the rest waits for the next sweep.
+pub const SWEEP_ITEMS_MAX: usize = 10_000;
 /// Expired records one call of [`ExpiredRecords::sweep_expired`] deletes, at most (SQLite's
 /// `SWEEP_ITEMS_MAX`).
 pub const SWEEP_EXPIRED_BATCH_MAX: usize = 1_000;

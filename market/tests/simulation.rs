@@ -42,6 +42,8 @@ struct Params {
     submit_per_round: usize,
     /// Rounds of the drain phase (no new jobs), at most.
     drain_rounds_max: usize,
+    /// Store requests settlement keeps in flight (moto_server is not safe under concurrency).
+    in_flight_max: usize,
 }
 
 /// What a job is meant to do when a worker has it.
@@ -119,6 +121,7 @@ struct Sim {
     jobs: Vec<SimJob>,
     deposits: Vec<(AccountId, Amount)>,
     stats: Stats,
+    in_flight_max: usize,
 }
 
 impl Sim {
@@ -155,7 +158,7 @@ impl Sim {
             deposits.push((AccountId::wallet(&client.address), amount));
             clients.push(client);
         }
-        Sim { market, clock, rng, providers, clients, jobs: Vec::new(), deposits, stats: Stats::default() }
+        Sim { market, clock, rng, providers, clients, jobs: Vec::new(), deposits, stats: Stats::default(), in_flight_max: params.in_flight_max }
     }
 
     async fn heartbeats(&mut self) {
@@ -282,7 +285,7 @@ impl Sim {
     async fn schedule(&mut self, crash_chance: f64) {
         self.market.sweep(&SweepOptions::default(), &NoProgress).await.unwrap();
         let failpoint = self.rng.gen_bool(crash_chance).then(|| Failpoint { step: self.rng.gen_range(1..=8), after_commit: self.rng.gen_bool(0.5) });
-        let options = SettleOptions { batch_receipts_max: self.rng.gen_range(20..=200), failpoint, ..SettleOptions::default() };
+        let options = SettleOptions { batch_receipts_max: self.rng.gen_range(20..=200), failpoint, in_flight_max: self.in_flight_max, ..SettleOptions::default() };
         match self.market.settle(&options, &NoProgress).await {
             Ok(report) => self.stats.settled += report.receipts,
             Err(SettleError::Injected { .. }) => self.stats.scheduler_crashes += 1,
@@ -340,7 +343,8 @@ async fn simulate(store: Arc<dyn Store>, queue: Arc<dyn Queue>, params: Params) 
         sim.clock.advance_ms(2 * sim.market.settings.claim_timeout_ms as i64);
         sim.schedule(0.0).await;
     }
-    let report = sim.market.settle(&SettleOptions::default(), &NoProgress).await.unwrap();
+    let last = SettleOptions { in_flight_max: sim.in_flight_max, ..SettleOptions::default() };
+    let report = sim.market.settle(&last, &NoProgress).await.unwrap();
     sim.stats.settled += report.receipts;
     let payouts = sim.market.run_payouts(&PayoutOptions { threshold: Amount::from_aitbc(1) }, &NoProgress).await.unwrap();
     sim.stats.payouts += payouts.paid;
@@ -444,7 +448,7 @@ async fn check(sim: &Sim) {
         assert!(states.get(state).copied().unwrap_or(0) > 0, "no job ended {state}: {states:?}");
     }
     // A finished settlement run again changes nothing.
-    let again = m.settle(&SettleOptions::default(), &NoProgress).await.unwrap();
+    let again = m.settle(&SettleOptions { in_flight_max: sim.in_flight_max, ..SettleOptions::default() }, &NoProgress).await.unwrap();
     assert_eq!((again.receipts, again.steps), (0, 0));
 }
 
@@ -452,7 +456,7 @@ async fn check(sim: &Sim) {
 async fn simulation_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let (store, queue) = aitbc_store::provision::sqlite(dir.path().join("sim.db"), &[], aitbc_store::queue_spec()).await.unwrap();
-    let params = Params { jobs: 2_000, clients: 40, providers: 3, submit_per_round: 24, drain_rounds_max: 12 };
+    let params = Params { jobs: 2_000, clients: 40, providers: 3, submit_per_round: 24, drain_rounds_max: 12, in_flight_max: aitbc_market::settlement::SETTLE_IN_FLIGHT_MAX };
     simulate(Arc::new(store), Arc::new(queue), params).await;
 }
 
@@ -462,6 +466,6 @@ async fn simulation_on_dynamodb_and_sqs() {
     let Some(backends) = aitbc_store::conformance::aws().await else { return };
     let store = backends.store().await;
     let queue = backends.queue(aitbc_store::queue_spec()).await;
-    let params = Params { jobs: 100, clients: 8, providers: 2, submit_per_round: 10, drain_rounds_max: 8 };
+    let params = Params { jobs: 100, clients: 8, providers: 2, submit_per_round: 10, drain_rounds_max: 8, in_flight_max: 1 };
     simulate(store, queue, params).await;
 }

@@ -33,7 +33,7 @@ pub const BENCH_ACCOUNTS_MAX: u32 = 100_000;
 pub const BENCH_WRITES_PER_RECEIPT: usize = 4;
 /// Receipts per loading transaction.
 pub const BENCH_RECEIPTS_PER_TX: usize = TRANSACTION_WRITES_MAX / BENCH_WRITES_PER_RECEIPT;
-/// Loading transactions in flight at once (the SQLite adapter commits them together).
+/// Loading transactions in flight at once (the SQLite adapter commits them together), at most.
 pub const BENCH_TX_IN_FLIGHT_MAX: usize = 16;
 /// Each client's deposit, AITBC: covers its holds up to 100,000 receipts of 4 AITBC each.
 pub const BENCH_DEPOSIT_AITBC: u64 = 400_000;
@@ -46,6 +46,9 @@ pub struct BenchOptions {
     pub providers: u32,
     /// Count the items settlement writes (a Store wrapper; slightly slower).
     pub count_writes: bool,
+    /// Loading transactions in flight: 1..=BENCH_TX_IN_FLIGHT_MAX (moto_server needs 1: it is
+    /// not safe under concurrent transactions).
+    pub load_in_flight_max: usize,
     pub settle: SettleOptions,
 }
 
@@ -112,6 +115,7 @@ fn load_error(e: impl std::fmt::Display) -> SchedulerError {
 /// and checks that every receipt settled and that money was conserved.
 pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOptions, progress: &dyn Progress) -> Result<BenchResult, SchedulerError> {
     assert!((1..=BENCH_RECEIPTS_MAX).contains(&options.receipts));
+    assert!((1..=BENCH_TX_IN_FLIGHT_MAX).contains(&options.load_in_flight_max));
     assert!((1..=BENCH_ACCOUNTS_MAX).contains(&options.clients) && (1..=BENCH_ACCOUNTS_MAX).contains(&options.providers));
     let key = || NamedSigningKey::from_seed(KeyId::parse("aitbc-bench").expect("valid"), [7; 32]);
     let loader = Market::new(store.clone(), queue.clone(), crate::market_config_from_env()?, Settings::default(), key(), Arc::new(SystemClock));
@@ -157,8 +161,8 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
         unit_price,
         price: max_price,
         model: Some(ModelName::parse("llama3.2").expect("valid")),
-        started_at: 0,
-        completed_at: 1,
+        started_at: loader.now_ms() / 1_000,
+        completed_at: loader.now_ms() / 1_000 + 1,
     };
     let signature = template.clone().sign(&key()).map_err(load_error)?.signature;
     let model = template.model.clone();
@@ -227,7 +231,7 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
         let receipt = Receipt { body, signature: signature.clone(), countersignature: None };
         writes.extend(receipt_writes(&receipt, claimed + 2_000));
         if writes.len() + BENCH_WRITES_PER_RECEIPT > TRANSACTION_WRITES_MAX || i + 1 == options.receipts {
-            if in_flight.len() >= BENCH_TX_IN_FLIGHT_MAX {
+            if in_flight.len() >= options.load_in_flight_max {
                 in_flight.join_next().await.expect("in flight").map_err(load_error)??;
             }
             let store = store.clone();

@@ -153,7 +153,17 @@ async fn run(cli: Cli, reporter: &dyn Reporter) -> Result<(), aitbc_scheduler::S
 }
 
 async fn run_bench(backend: Backend, receipts: u64, clients: u32, providers: u32, count_writes: bool, reporter: &dyn Reporter) -> Result<(), aitbc_scheduler::SchedulerError> {
-    let options = BenchOptions { receipts, clients, providers, count_writes, settle: SettleOptions::default() };
+    // An emulator endpoint (moto_server) is not safe under concurrent transactions: one at a time.
+    let emulator = backend == Backend::Aws && std::env::var("AWS_ENDPOINT_URL").is_ok_and(|e| e.starts_with("http://"));
+    let in_flight = if emulator { 1 } else { aitbc_market::settlement::SETTLE_IN_FLIGHT_MAX };
+    let options = BenchOptions {
+        receipts,
+        clients,
+        providers,
+        count_writes,
+        load_in_flight_max: if emulator { 1 } else { bench::BENCH_TX_IN_FLIGHT_MAX },
+        settle: SettleOptions { in_flight_max: in_flight, ..SettleOptions::default() },
+    };
     let dir = std::env::temp_dir().join(format!("aitbc-bench-{}", std::process::id()));
     let result = match backend {
         Backend::Sqlite => {
