@@ -39,6 +39,7 @@ pub struct LocalSettings {
     pub listen: String,
     pub data_dir: String,
     pub region: String,
+    pub rate_limit_per_s: u32,
     pub settle_interval_s: u64,
     pub sweep_interval_s: u64,
     pub payout_interval_s: u64,
@@ -63,6 +64,7 @@ impl LocalSettings {
         s.listen = env("AITBC_LISTEN").unwrap_or(s.listen);
         s.data_dir = env("AITBC_DATA_DIR").unwrap_or(s.data_dir);
         s.region = env("AITBC_REGION").unwrap_or(s.region);
+        s.rate_limit_per_s = u32::try_from(number("AITBC_RATE_LIMIT_PER_S", u64::from(s.rate_limit_per_s))?).map_err(|_| CliError::Usage("AITBC_RATE_LIMIT_PER_S is too large".into()))?;
         s.settle_interval_s = number("AITBC_SETTLE_INTERVAL_S", s.settle_interval_s)?;
         s.sweep_interval_s = number("AITBC_SWEEP_INTERVAL_S", s.sweep_interval_s)?;
         s.payout_interval_s = number("AITBC_PAYOUT_INTERVAL_S", s.payout_interval_s)?;
@@ -148,7 +150,7 @@ impl LocalMarket {
             Arc::new(store.clone()),
             Arc::new(queue.clone()),
             MarketConfig::default(),
-            Settings::default(),
+            Settings { rate_limit_per_s: settings.rate_limit_per_s.max(1), ..Settings::default() },
             marketplace_key(data_dir)?,
             Arc::new(SystemClock),
         );

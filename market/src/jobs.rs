@@ -15,7 +15,7 @@ use aitbc_store::keys::IndexKey;
 use crate::{Market, MarketError};
 use aitbc_core::job::{transition, Event, JobState, JobStatus, TransitionError};
 use aitbc_core::jobspec::{JobOutput, JobSpec, JOB_TIMEOUT_MS_DEFAULT, JOB_TIMEOUT_MS_MAX, RESULT_VALUES_MAX};
-use aitbc_core::ledger::{AccountId, Transfer};
+use aitbc_core::ledger::{AccountId, Applied, Transfer};
 use aitbc_core::money::{Amount, GpuMillis, Rate};
 use aitbc_core::pricing::Tier;
 use aitbc_core::receipt::Receipt;
@@ -32,7 +32,6 @@ pub const FAILURE_REASON_BYTES_MAX: usize = 4_096;
 pub const JOBS_PAGE_MAX: usize = 100;
 
 const ATTR_VERSION: &str = "version";
-const ATTR_ENQUEUED: &str = "enqueued";
 
 /// Why a job failed, as its worker reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,7 +170,7 @@ impl Market {
 
     /// The write that replaces a job read at `version` with `job`.
     pub fn job_write(&self, job: &JobRecord, version: i64) -> TxWrite {
-        let item = job_item(job, &job_indexes(job, self.now_ms())).with(ATTR_VERSION, version + 1).with(ATTR_ENQUEUED, true);
+        let item = job_item(job, &job_indexes(job, self.now_ms())).with(ATTR_VERSION, version + 1);
         TxWrite::Put { item, condition: Condition::equals(ATTR_VERSION, version) }
     }
 
@@ -183,16 +182,15 @@ impl Market {
         if !(1..=JOB_TIMEOUT_MS_MAX).contains(&timeout_ms) {
             return Err(MarketError::invalid("timeout_ms", format!("must be 1..={JOB_TIMEOUT_MS_MAX}")));
         }
+        // The key names the job. A repeated key is caught by the job's and the hold's
+        // absent-conditions in the one transaction below, so no read is spent on it up front.
         let job_id = job_id_for(&caller.address, idempotency_key);
-        if let Ok((existing, _)) = self.job_with_version(&job_id).await {
-            self.ensure_enqueued(&existing).await?;
-            return Ok(existing);
-        }
         let kind = submit.spec.kind();
-        let quote = match submit.quote {
+        let (quote, view) = match submit.quote {
             Some(quote) => {
                 self.check_quote(&quote)?;
-                quote
+                let view = self.listing_view_cached(&quote.terms.gpu_id).await?;
+                (quote, view)
             }
             None => {
                 let units = submit.units.ok_or_else(|| MarketError::invalid("units", "give units (GPU-seconds) or a quote"))?;
@@ -205,11 +203,10 @@ impl Market {
                     duration_hours: 0,
                     kind: Some(kind),
                 };
-                self.quote(&input).await?
+                self.quote_with_view(&input).await?
             }
         };
         let terms = &quote.terms;
-        let view = self.listing_view(&self.listing_item(&terms.gpu_id).await?)?;
         let listing = &view.listing;
         if !listing.kinds.contains(&kind) {
             return Err(MarketError::invalid("spec.kind", format!("GPU listing {} does not run {}", listing.gpu_id, kind.name())));
@@ -251,40 +248,28 @@ impl Market {
             output: None,
             failure: None,
         };
-        let job_item = job_item(&job, &job_indexes(&job, now)).with(ATTR_VERSION, 0).with(ATTR_ENQUEUED, false);
+        let job_item = job_item(&job, &job_indexes(&job, now)).with(ATTR_VERSION, 0);
         let hold = Transfer::Hold {
             id: TransferId::parse(&format!("tx-{uuid_part}-hold")).expect("valid id"),
             hold: hold_id,
             from: wallet,
             amount: job.max_price,
         };
-        match self.apply_transfer(&hold, vec![TxWrite::Put { item: job_item, condition: Condition::Absent }]).await {
-            Ok(_) => {}
-            Err(MarketError::Conflict(_)) => {
-                // A concurrent twin submitted the same key: answer with its job.
-                let (existing, _) = self.job_with_version(&job_id).await?;
-                return Ok(existing);
-            }
+        let created = match self.apply_transfer(&hold, vec![TxWrite::Put { item: job_item, condition: Condition::Absent }]).await {
+            Ok(Applied::Now) => true,
+            // The key was used before (a retry, or a concurrent twin): the hold exists already.
+            Ok(Applied::Replayed) | Err(MarketError::Conflict(_)) => false,
             Err(e) => return Err(e),
+        };
+        let job = if created { job } else { self.job_with_version(&job_id).await?.0 };
+        // The message goes out after the job exists (a worker must find it). A crash or a failed
+        // send before this point leaves a queued job without a message: the client's retry (same
+        // key) lands here again and re-sends, and the sweeper re-matches what nobody retries.
+        // Duplicate messages are harmless: a claim of a job that is not queued is refused.
+        if job.status.state == JobState::Queued {
+            self.enqueue(&job).await?;
         }
-        self.ensure_enqueued(&job).await?;
         Ok(job)
-    }
-
-    /// Sends the job's queue message if it was not sent yet (a crash between the write and the
-    /// send leaves `enqueued` false; a retried submission or the sweeper sends it).
-    pub async fn ensure_enqueued(&self, job: &JobRecord) -> Result<(), MarketError> {
-        let key = keys::job(job.job_id.as_str());
-        let Some(item) = self.store.get(&key).await? else { return Ok(()) };
-        if item.attrs.get(ATTR_ENQUEUED) == Some(&serde_json::Value::Bool(true)) || job.status.state != JobState::Queued {
-            return Ok(());
-        }
-        self.enqueue(job).await?;
-        let update = aitbc_store::Update::new().set(ATTR_ENQUEUED, true);
-        match self.store.update(&key, update, Condition::Present).await {
-            Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// Puts a message for `job` on its listing's queue (duplicates are harmless: a claim of a

@@ -180,11 +180,16 @@ impl Market {
             store_amount(amount)?;
         }
         let id = transfer.id().as_str();
-        if let Some(applied) = self.replayed(transfer).await? {
-            return Ok(applied);
-        }
+        // Resolving a hold reads it first, so check for a replay before (a replayed post would
+        // otherwise meet its own resolved hold). Other transfers need no read: the transfer
+        // record's absent-condition in the transaction catches a reused id.
         let hold = match transfer {
-            Transfer::Post { hold, .. } | Transfer::Void { hold, .. } => self.hold_record(hold.as_str()).await?,
+            Transfer::Post { hold, .. } | Transfer::Void { hold, .. } => {
+                if let Some(applied) = self.replayed(transfer).await? {
+                    return Ok(applied);
+                }
+                self.hold_record(hold.as_str()).await?
+            }
             _ => None,
         };
         let mut writes = self.transfer_writes(transfer, hold.as_ref(), self.now_ms())?;

@@ -12,7 +12,7 @@ use aitbc_core::signing::{KeySet, SignatureEnvelope};
 use aitbc_core::values::{ListingId, ModelName, QuoteId, Region};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Regional demand is recomputed at most this often per process.
 pub const DEMAND_CACHE_MS: i64 = 1_000;
@@ -67,8 +67,16 @@ pub struct SignedQuote {
     pub signature: SignatureEnvelope,
 }
 
+/// Listings as quotes see them, per process, for at most [`DEMAND_CACHE_MS`]: pricing and
+/// matching may lag a second behind the store; claims, completions and money never read it.
 #[derive(Default)]
-pub(crate) struct DemandCache(Mutex<HashMap<Region, (u32, i64)>>);
+pub(crate) struct DemandCache {
+    regions: Mutex<HashMap<Region, (Arc<Vec<ListingView>>, i64)>>,
+    listings: Mutex<HashMap<ListingId, (ListingView, i64)>>,
+}
+
+/// Cached regions and listings per process, at most (the maps are cleared when full).
+pub const VIEW_CACHE_ENTRIES_MAX: usize = 10_000;
 
 fn canonical(terms: &QuoteTerms) -> Vec<u8> {
     jcs::canonicalize(&serde_json::to_value(terms).expect("serializes")).expect("quote terms hold no floats")
@@ -81,23 +89,55 @@ impl Market {
         (view.active_jobs.clamp(0, capacity) * i64::from(BPS_ONE) / capacity) as u32
     }
 
-    /// Demand in a region: active jobs over capacity of its listings (cached briefly).
-    pub async fn region_demand_bps(&self, region: &Region) -> Result<u32, MarketError> {
+    /// A region's listings (one page), cached briefly.
+    pub async fn region_views(&self, region: &Region) -> Result<Arc<Vec<ListingView>>, MarketError> {
         let now = self.now_ms();
-        if let Some((bps, at)) = self.caches.demand.0.lock().expect("demand cache").get(region) {
+        if let Some((views, at)) = self.caches.demand.regions.lock().expect("view cache").get(region) {
             if now - at < DEMAND_CACHE_MS {
-                return Ok(*bps);
+                return Ok(views.clone());
             }
         }
         let filter = ListingFilter { region: Some(region.to_string()), limit: REGION_LISTINGS_MAX, ..Default::default() };
-        let (views, _) = self.list_listings(filter).await?;
+        let views = Arc::new(self.list_listings(filter).await?.0);
+        let mut cache = self.caches.demand.regions.lock().expect("view cache");
+        if cache.len() >= VIEW_CACHE_ENTRIES_MAX {
+            cache.clear();
+        }
+        cache.insert(region.clone(), (views.clone(), now));
+        Ok(views)
+    }
+
+    /// Forgets what this process cached of a listing and its region (it just changed here).
+    pub(crate) fn forget_listing(&self, gpu_id: &ListingId, region: &Region) {
+        self.caches.demand.listings.lock().expect("view cache").remove(gpu_id);
+        self.caches.demand.regions.lock().expect("view cache").remove(region);
+    }
+
+    /// One listing as quotes see it, cached briefly.
+    pub async fn listing_view_cached(&self, gpu_id: &ListingId) -> Result<ListingView, MarketError> {
+        let now = self.now_ms();
+        if let Some((view, at)) = self.caches.demand.listings.lock().expect("view cache").get(gpu_id) {
+            if now - at < DEMAND_CACHE_MS {
+                return Ok(view.clone());
+            }
+        }
+        let view = self.listing_view(&self.listing_item(gpu_id).await?)?;
+        let mut cache = self.caches.demand.listings.lock().expect("view cache");
+        if cache.len() >= VIEW_CACHE_ENTRIES_MAX {
+            cache.clear();
+        }
+        cache.insert(gpu_id.clone(), (view.clone(), now));
+        Ok(view)
+    }
+
+    /// Demand in a region: active jobs over capacity of its listings (cached briefly).
+    pub async fn region_demand_bps(&self, region: &Region) -> Result<u32, MarketError> {
+        let views = self.region_views(region).await?;
         let (active, capacity) = views.iter().fold((0i64, 0i64), |(a, c), v| {
             let cap = i64::from(v.listing.max_concurrent_jobs);
             (a + v.active_jobs.clamp(0, cap), c + cap)
         });
-        let bps = if capacity == 0 { 0 } else { (active * i64::from(BPS_ONE) / capacity) as u32 };
-        self.caches.demand.0.lock().expect("demand cache").insert(region.clone(), (bps, now));
-        Ok(bps)
+        Ok(if capacity == 0 { 0 } else { (active * i64::from(BPS_ONE) / capacity) as u32 })
     }
 
     /// Prices `input` on one listing.
@@ -142,36 +182,41 @@ impl Market {
     /// the region that serves the model and kind (ties: the least busy). A busy listing still
     /// qualifies: jobs wait in its queue.
     pub async fn quote(&self, input: &QuoteInput) -> Result<SignedQuote, MarketError> {
+        self.quote_with_view(input).await.map(|(quote, _)| quote)
+    }
+
+    /// [`Market::quote`], with the listing it priced.
+    pub async fn quote_with_view(&self, input: &QuoteInput) -> Result<(SignedQuote, ListingView), MarketError> {
         if let Some(model) = &input.model {
             if self.config.rate_card.rate(model).is_none() {
                 return Err(MarketError::invalid("model", format!("{model} is not on the rate card")));
             }
         }
         if let Some(gpu_id) = &input.gpu_id {
-            let view = self.listing_view(&self.listing_item(gpu_id).await?)?;
-            return self.quote_on(&view, input).await;
+            let view = self.listing_view_cached(gpu_id).await?;
+            let quote = self.quote_on(&view, input).await?;
+            return Ok((quote, view));
         }
         let Some(region) = &input.region else {
             return Err(MarketError::invalid("region", "give region or gpu_id"));
         };
-        let filter = ListingFilter {
-            region: Some(region.clone()),
-            model: input.model.clone(),
-            available: true,
-            limit: REGION_LISTINGS_MAX,
-            ..Default::default()
+        let (region, _) = self.config.region(region)?;
+        let views = self.region_views(&region).await?;
+        let fits = |v: &&ListingView| {
+            self.is_available(v)
+                && input.kind.is_none_or(|k| v.listing.kinds.contains(&k))
+                && input.model.as_ref().is_none_or(|m| v.listing.serves_model(m))
         };
-        let (views, _) = self.list_listings(filter).await?;
-        let mut best: Option<(SignedQuote, u32)> = None;
-        for view in views.iter().filter(|v| input.kind.is_none_or(|k| v.listing.kinds.contains(&k))) {
+        let mut best: Option<(SignedQuote, u32, &ListingView)> = None;
+        for view in views.iter().filter(fits) {
             let q = self.quote_on(view, input).await?;
             let busy = Self::utilization_bps(view);
-            let better = best.as_ref().is_none_or(|(b, b_busy)| (q.terms.unit_price, busy) < (b.terms.unit_price, *b_busy));
+            let better = best.as_ref().is_none_or(|(b, b_busy, _)| (q.terms.unit_price, busy) < (b.terms.unit_price, *b_busy));
             if better {
-                best = Some((q, busy));
+                best = Some((q, busy, view));
             }
         }
-        best.map(|(q, _)| q).ok_or_else(|| MarketError::NoCapacity(format!("no available GPU listing in {region} fits")))
+        best.map(|(q, _, v)| (q, v.clone())).ok_or_else(|| MarketError::NoCapacity(format!("no available GPU listing in {region} fits")))
     }
 
     /// Checks a quote's signature (the marketplace's own key) and expiry.

@@ -296,6 +296,7 @@ impl Market {
             .with(ATTR_GPU_MS, 0)
             .with(ATTR_EARNED, 0);
         self.store.put(item, Condition::Absent).await?;
+        self.forget_listing(&listing.gpu_id, &listing.region);
         Ok(listing)
     }
 
@@ -394,6 +395,7 @@ impl Market {
             update = update.set(&name, value);
         }
         self.store.update(&keys::listing(gpu_id.as_str()), update, Condition::Present).await?;
+        self.forget_listing(gpu_id, &listing.region);
         Ok(listing)
     }
 
@@ -403,7 +405,10 @@ impl Market {
         let listing = self.listing(gpu_id).await?;
         Self::own_listing(caller, &listing)?;
         match self.store.delete(&keys::listing(gpu_id.as_str()), Condition::equals(ATTR_ACTIVE_JOBS, 0)).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.forget_listing(gpu_id, &listing.region);
+                Ok(())
+            }
             Err(StoreError::ConditionFailed { .. }) => Err(MarketError::Conflict("the listing has jobs running".into())),
             Err(e) => Err(e.into()),
         }
@@ -416,6 +421,7 @@ impl Market {
         Self::own_listing(caller, &listing)?;
         let update = Update::new().set(ATTR_HEARTBEAT_MS, self.now_ms()).set(ATTR_WORKER, worker.as_str());
         let item = self.store.update(&keys::listing(gpu_id.as_str()), update, Condition::Present).await?;
+        self.forget_listing(gpu_id, &listing.region);
         self.listing_view(&item)
     }
 
