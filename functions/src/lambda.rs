@@ -71,6 +71,8 @@ pub async fn state_from_env() -> Result<AppState, String> {
         signing_key_from_env()?,
         Arc::new(SystemClock),
     );
+    // The platform's fee account: one conditional put, a no-op once it exists.
+    market.bootstrap().await.map_err(|e| e.to_string())?;
     Ok(AppState { market })
 }
 
