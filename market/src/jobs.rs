@@ -72,6 +72,29 @@ pub struct JobRecord {
     pub failure: Option<Failure>,
 }
 
+impl JobRecord {
+    /// The receipt body for this job's current attempt: `units` metered at the job's unit
+    /// price (`money`'s rule 3), between `started_at` and `completed_at` (unix seconds).
+    pub fn receipt_body(&self, units: GpuMillis, started_at: i64, completed_at: i64) -> Result<aitbc_core::receipt::ReceiptBody, aitbc_core::money::MoneyError> {
+        Ok(aitbc_core::receipt::ReceiptBody {
+            version: aitbc_core::receipt::RECEIPT_VERSION,
+            receipt_id: aitbc_core::values::ReceiptId::generate(),
+            job_id: self.job_id.clone(),
+            gpu_id: self.gpu_id.clone(),
+            attempt: self.status.attempt,
+            provider: self.provider.clone(),
+            client: self.client.clone(),
+            units,
+            unit_type: aitbc_core::receipt::UnitType::GpuSeconds,
+            unit_price: self.unit_price,
+            price: self.unit_price.price(units)?,
+            model: self.model.clone(),
+            started_at,
+            completed_at,
+        })
+    }
+}
+
 /// What a client submits: a signed quote, or the terms to quote now, plus what to run.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +130,16 @@ pub struct Completion {
     pub worker_id: WorkerId,
     pub receipt: Receipt,
     pub output: JobOutput,
+}
+
+impl Completion {
+    /// A completion of `job` by `worker` with a receipt for `units_ms` signed by `key`, and an
+    /// output whose metering matches (tests and simulations stand in for a worker with it).
+    pub fn signed(job: &JobRecord, key: &aitbc_core::signing::NamedSigningKey, worker: &WorkerId, units_ms: u64, started_s: i64, completed_s: i64) -> Completion {
+        let body = job.receipt_body(GpuMillis::from_millis(units_ms), started_s, completed_s).expect("units within the job's hold");
+        let output = JobOutput { checksum: "00".into(), values: vec![], backend: "cpu".into(), device_ms: units_ms, wall_ms: units_ms };
+        Completion { worker_id: worker.clone(), receipt: body.sign(key).expect("a valid receipt"), output }
+    }
 }
 
 fn transition_error(e: TransitionError) -> MarketError {

@@ -3,12 +3,11 @@
 //! that must fail (late, duplicate or foreign completions, overdrafts, cancelled jobs).
 
 use aitbc_core::config::MarketConfig;
-use aitbc_core::jobspec::{JobOutput, JobSpec};
+use aitbc_core::jobspec::JobSpec;
 use aitbc_core::ledger::AccountId;
-use aitbc_core::money::{Amount, GpuMillis};
-use aitbc_core::receipt::{ReceiptBody, UnitType, RECEIPT_VERSION};
+use aitbc_core::money::Amount;
 use aitbc_core::signing::NamedSigningKey;
-use aitbc_core::values::{GpuMemoryGib, GpuName, CudaVersion, KeyId, ReceiptId, TransferId, WorkerId};
+use aitbc_core::values::{GpuMemoryGib, GpuName, CudaVersion, KeyId, TransferId, WorkerId};
 use aitbc_market::auth::{Principal, Role};
 use aitbc_market::jobs::{Completion, JobRecord, SubmitJob};
 use aitbc_market::registry::{Listing, NewListing, Sla};
@@ -77,25 +76,7 @@ fn submit(units: &str) -> SubmitJob {
 }
 
 fn receipt_for(job: &JobRecord, p: &Provider, units_ms: u64, started_s: i64, completed_s: i64) -> Completion {
-    let units = GpuMillis::from_millis(units_ms);
-    let body = ReceiptBody {
-        version: RECEIPT_VERSION,
-        receipt_id: ReceiptId::generate(),
-        job_id: job.job_id.clone(),
-        gpu_id: job.gpu_id.clone(),
-        attempt: job.status.attempt,
-        provider: job.provider.clone(),
-        client: job.client.clone(),
-        units,
-        unit_type: UnitType::GpuSeconds,
-        unit_price: job.unit_price,
-        price: job.unit_price.price(units).unwrap(),
-        model: job.model.clone(),
-        started_at: started_s,
-        completed_at: completed_s,
-    };
-    let output = JobOutput { checksum: "00".into(), values: vec![], backend: "cpu".into(), device_ms: units_ms, wall_ms: units_ms };
-    Completion { worker_id: p.worker.clone(), receipt: body.sign(&p.key).unwrap(), output }
+    Completion::signed(job, &p.key, &p.worker, units_ms, started_s, completed_s)
 }
 
 #[tokio::test]

@@ -4,12 +4,10 @@
 
 use aitbc_core::config::MarketConfig;
 use aitbc_core::job::JobState;
-use aitbc_core::jobspec::JobOutput;
 use aitbc_core::ledger::{AccountId, Balance, HoldState};
-use aitbc_core::money::{Amount, GpuMillis};
-use aitbc_core::receipt::{ReceiptBody, UnitType, RECEIPT_VERSION};
+use aitbc_core::money::Amount;
 use aitbc_core::signing::NamedSigningKey;
-use aitbc_core::values::{KeyId, ReceiptId, TransferId, WorkerId};
+use aitbc_core::values::{KeyId, TransferId, WorkerId};
 use aitbc_market::auth::{Principal, Role};
 use aitbc_market::jobs::{Completion, JobRecord, SubmitJob};
 use aitbc_market::payouts::{PayoutOptions, PayoutStatus};
@@ -86,25 +84,7 @@ fn submit(units: &str) -> SubmitJob {
 }
 
 fn completion(job: &JobRecord, p: &Provider, units_ms: u64, started_s: i64, completed_s: i64) -> Completion {
-    let units = GpuMillis::from_millis(units_ms);
-    let body = ReceiptBody {
-        version: RECEIPT_VERSION,
-        receipt_id: ReceiptId::generate(),
-        job_id: job.job_id.clone(),
-        gpu_id: job.gpu_id.clone(),
-        attempt: job.status.attempt,
-        provider: job.provider.clone(),
-        client: job.client.clone(),
-        units,
-        unit_type: UnitType::GpuSeconds,
-        unit_price: job.unit_price,
-        price: job.unit_price.price(units).unwrap(),
-        model: job.model.clone(),
-        started_at: started_s,
-        completed_at: completed_s,
-    };
-    let output = JobOutput { checksum: "00".into(), values: vec![], backend: "cpu".into(), device_ms: units_ms, wall_ms: units_ms };
-    Completion { worker_id: p.worker.clone(), receipt: body.sign(&p.key).unwrap(), output }
+    Completion::signed(job, &p.key, &p.worker, units_ms, started_s, completed_s)
 }
 
 /// Submits a job of `units` GPU-seconds, has it claimed `claim_after_ms` later and completed

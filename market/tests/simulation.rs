@@ -11,12 +11,10 @@
 
 use aitbc_core::config::MarketConfig;
 use aitbc_core::job::JobState;
-use aitbc_core::jobspec::JobOutput;
 use aitbc_core::ledger::{AccountId, HoldState, Ledger, Transfer};
-use aitbc_core::money::{Amount, GpuMillis};
-use aitbc_core::receipt::{ReceiptBody, UnitType, RECEIPT_VERSION};
+use aitbc_core::money::Amount;
 use aitbc_core::signing::NamedSigningKey;
-use aitbc_core::values::{HoldId, JobId, KeyId, ListingId, ReceiptId, TransferId, WorkerId};
+use aitbc_core::values::{HoldId, JobId, KeyId, ListingId, TransferId, WorkerId};
 use aitbc_market::auth::{Principal, Role};
 use aitbc_market::jobs::{Completion, JobRecord, SubmitJob};
 use aitbc_market::payouts::{PayoutOptions, PayoutRecord};
@@ -89,27 +87,8 @@ struct Stats {
 }
 
 fn receipt_for(job: &JobRecord, key: &NamedSigningKey, worker: &WorkerId, units_ms: u64, now_ms: i64) -> Completion {
-    let units = GpuMillis::from_millis(units_ms);
-    let now_s = now_ms / 1_000;
     let started_s = job.claimed_at_ms.unwrap_or(now_ms) / 1_000;
-    let body = ReceiptBody {
-        version: RECEIPT_VERSION,
-        receipt_id: ReceiptId::generate(),
-        job_id: job.job_id.clone(),
-        gpu_id: job.gpu_id.clone(),
-        attempt: job.status.attempt,
-        provider: job.provider.clone(),
-        client: job.client.clone(),
-        units,
-        unit_type: UnitType::GpuSeconds,
-        unit_price: job.unit_price,
-        price: job.unit_price.price(units).unwrap(),
-        model: job.model.clone(),
-        started_at: started_s,
-        completed_at: now_s.max(started_s),
-    };
-    let output = JobOutput { checksum: "00".into(), values: vec![], backend: "cpu".into(), device_ms: units_ms, wall_ms: units_ms };
-    Completion { worker_id: worker.clone(), receipt: body.sign(key).unwrap(), output }
+    Completion::signed(job, key, worker, units_ms, started_s, (now_ms / 1_000).max(started_s))
 }
 
 struct Sim {

@@ -1,12 +1,10 @@
 //! The scheduler's entry points on the embedded store: `run_task` for each task, the
 //! EventBridge handler without Lambda, and the command line binary.
 
-use aitbc_core::jobspec::JobOutput;
 use aitbc_core::ledger::AccountId;
-use aitbc_core::money::{Amount, GpuMillis};
-use aitbc_core::receipt::{ReceiptBody, UnitType, RECEIPT_VERSION};
+use aitbc_core::money::Amount;
 use aitbc_core::signing::NamedSigningKey;
-use aitbc_core::values::{KeyId, ReceiptId, TransferId, WorkerId};
+use aitbc_core::values::{KeyId, TransferId, WorkerId};
 use aitbc_market::auth::Role;
 use aitbc_market::jobs::Completion;
 use aitbc_market::payouts::PayoutOptions;
@@ -46,25 +44,7 @@ async fn one_completed_job(scheduler: &Scheduler) -> aitbc_core::values::Address
     let job = m.submit_job(&client, submit, "k").await.unwrap();
     let job = m.claim_job(&provider, &job.job_id, &worker, None).await.unwrap();
     let now_s = m.now_ms() / 1_000;
-    let units = GpuMillis::from_millis(2_000);
-    let body = ReceiptBody {
-        version: RECEIPT_VERSION,
-        receipt_id: ReceiptId::generate(),
-        job_id: job.job_id.clone(),
-        gpu_id: job.gpu_id.clone(),
-        attempt: job.status.attempt,
-        provider: job.provider.clone(),
-        client: job.client.clone(),
-        units,
-        unit_type: UnitType::GpuSeconds,
-        unit_price: job.unit_price,
-        price: job.unit_price.price(units).unwrap(),
-        model: job.model.clone(),
-        started_at: now_s,
-        completed_at: now_s + 2,
-    };
-    let output = JobOutput { checksum: "00".into(), values: vec![], backend: "cpu".into(), device_ms: 2_000, wall_ms: 2_000 };
-    let completion = Completion { worker_id: worker, receipt: body.sign(&key).unwrap(), output };
+    let completion = Completion::signed(&job, &key, &worker, 2_000, now_s, now_s + 2);
     m.complete_job(&provider, &job.job_id, completion).await.unwrap();
     provider.address
 }
