@@ -215,18 +215,17 @@ async fn worker_supervisor(url: String, queue: Arc<dyn aitbc_store::Queue>, work
     let worker_id = WorkerId::parse(&format!("wrk-local-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])).expect("valid");
     let mut running: Option<(BTreeSet<ListingId>, watch::Sender<bool>, JoinHandle<()>)> = None;
     loop {
+        // No provider, no listings, or none readable: no worker wanted.
         let wanted = match workers.creds() {
-            Some(creds) => listings_of(&url, &creds).await.map(|set| (set, creds)),
+            Some(creds) => listings_of(&url, &creds).await.filter(|set| !set.is_empty()).map(|set| (set, creds)),
             None => None,
         };
-        let current = running.as_ref().map(|(set, _, _)| set.clone());
-        let changed = wanted.as_ref().map(|(set, _)| set.clone()) != current && !wanted.as_ref().is_some_and(|(set, _)| set.is_empty() && current.is_none());
-        if changed {
+        if wanted.as_ref().map(|(set, _)| set) != running.as_ref().map(|(set, _, _)| set) {
             if let Some((_, stop, handle)) = running.take() {
                 let _ = stop.send(true);
                 let _ = handle.await;
             }
-            if let Some((set, creds)) = wanted.filter(|(set, _)| !set.is_empty()) {
+            if let Some((set, creds)) = wanted {
                 match start_agent(&url, queue.clone(), &creds, &set, &worker_id, &settings) {
                     Ok((stop, handle)) => {
                         tracing::info!(listings = set.len(), "local worker serving the provider's GPU listings");

@@ -7,7 +7,7 @@ use crate::{Market, MarketError};
 use aitbc_core::ledger::{AccountId, Applied, Balance, Transfer};
 use aitbc_core::money::Amount;
 use aitbc_core::values::{Address, TransferId};
-use aitbc_store::{keys, Condition, StoreError};
+use aitbc_store::{keys, Condition};
 use serde::{Deserialize, Serialize};
 
 /// A single deposit is at most a billion AITBC (a bound on typos, not on wealth).
@@ -111,9 +111,4 @@ impl Market {
         let from = AccountId::wallet(&caller.address);
         self.apply_transfer(&Transfer::Withdraw { id: transfer_id, from, amount }, vec![]).await
     }
-}
-
-/// Maps a store condition failure on opening to a conflict (used by tests of races).
-pub fn is_conflict(e: &StoreError) -> bool {
-    matches!(e, StoreError::ConditionFailed { .. })
 }

@@ -538,9 +538,4 @@ impl Market {
     pub fn void_transfer_id(&self, job: &JobRecord) -> TransferId {
         TransferId::parse(&format!("tx-{}-void", &job.job_id.as_str()[4..])).expect("valid id")
     }
-
-    /// Raw item access for the scheduler's sweeps.
-    pub async fn job_item(&self, job_id: &JobId) -> Result<Option<Item>, MarketError> {
-        Ok(self.store.get(&keys::job(job_id.as_str())).await?)
-    }
 }

@@ -11,7 +11,6 @@ use aitbc_core::ledger::{postings, AccountId, Applied, Balance, Hold, HoldState,
 use aitbc_core::money::Amount;
 use aitbc_store::{keys, Condition, Key, Query, StoreError, TxWrite, Update};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 /// Store numbers are i64; no single amount or balance may exceed this.
 pub const AMOUNT_STORE_MAX: u64 = i64::MAX as u64;
@@ -250,9 +249,4 @@ fn transfer_amounts(t: &Transfer) -> Vec<Amount> {
         Transfer::Post { amount, fee, .. } => vec![*amount, *fee],
         Transfer::Void { .. } => vec![],
     }
-}
-
-/// The item of an account's balances as JSON, for diagnostics.
-pub fn balance_json(balance: &Balance) -> serde_json::Value {
-    json!({ "available": balance.available, "held": balance.held })
 }
