@@ -31,10 +31,11 @@ pub const FAILURE_REASON_BYTES_MAX: usize = 4_096;
 /// Jobs per page when listing, at most.
 pub const JOBS_PAGE_MAX: usize = 100;
 
-const ATTR_VERSION: &str = "version";
+pub(crate) const ATTR_VERSION: &str = "version";
 
 /// Why a job failed, as its worker reported it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Failure {
     pub reason: String,
     pub retryable: bool,
@@ -42,6 +43,7 @@ pub struct Failure {
 
 /// A job as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobRecord {
     pub job_id: JobId,
     pub client: Address,
@@ -70,6 +72,12 @@ pub struct JobRecord {
     pub output: Option<JobOutput>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// The price of the job's receipt, once completed (what settlement posts from the hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Amount>,
+    /// How the hold was settled, once settled: the one record of that posting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<crate::settlement::Settlement>,
 }
 
 impl JobRecord {
@@ -97,6 +105,7 @@ impl JobRecord {
 
 /// What a client submits: a signed quote, or the terms to quote now, plus what to run.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
     #[serde(default)]
@@ -125,6 +134,7 @@ pub struct JobMessage {
 
 /// What a worker sends to complete a job.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Completion {
     pub worker_id: WorkerId,
@@ -166,7 +176,7 @@ fn job_item(job: &JobRecord, indexes: &[IndexKey]) -> Item {
 }
 
 /// The job in a store item.
-fn job_from_item(item: &Item) -> Result<JobRecord, MarketError> {
+pub(crate) fn job_from_item(item: &Item) -> Result<JobRecord, MarketError> {
     let mut item = item.clone();
     for member in FLOAT_MEMBERS {
         if let Some(serde_json::Value::String(text)) = item.attrs.remove(&format!("{member}_json")) {
@@ -280,6 +290,8 @@ impl Market {
             receipt_id: None,
             output: None,
             failure: None,
+            price: None,
+            settlement: None,
         };
         let job_item = job_item(&job, &job_indexes(&job, now)).with(ATTR_VERSION, 0);
         let hold = Transfer::Hold {
@@ -434,9 +446,13 @@ impl Market {
         next.finished_at_ms = Some(now);
         next.receipt_id = Some(receipt.body.receipt_id.to_string());
         next.output = Some(output);
+        next.price = Some(receipt.body.price);
         let mut writes = vec![self.job_write(&next, version)];
         writes.push(crate::Market::listing_counter_write(&job.gpu_id, -1, Some((receipt.body.units.millis(), receipt.body.price))));
         writes.extend(receipt_writes(&receipt, now));
+        // The hold is captured: it can no longer be voided, and settlement posts it by writing
+        // the job alone.
+        writes.push(crate::ledger::hold_capture_write(&job.hold_id, &receipt.body.receipt_id));
         self.commit(writes).await?;
         Ok((next, receipt))
     }

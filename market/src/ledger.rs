@@ -44,6 +44,7 @@ pub struct TransferRecord {
 
 /// One account's line of a transfer (its history entry).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerEntry {
     pub transfer_id: String,
     pub account: AccountId,
@@ -78,6 +79,21 @@ fn transfer_kind(t: &Transfer) -> &'static str {
     }
 }
 
+/// The stored state of a hold whose job completed: its outcome is decided (it will be posted
+/// for the job's receipt), so nothing may void it any more. It leaves the pending-holds index,
+/// and its posting is recorded on the job when settlement runs (`JobRecord::settlement`): the
+/// hold item is not written again, so that settling a receipt costs one write.
+pub const HOLD_CAPTURED: &str = "captured";
+
+/// The write that captures a pending hold for a job's receipt (in the completing transaction).
+pub fn hold_capture_write(hold_id: &aitbc_core::values::HoldId, receipt_id: &aitbc_core::values::ReceiptId) -> TxWrite {
+    let mut update = Update::new().set(ATTR_HOLD_STATE, HOLD_CAPTURED).set("receipt_id", receipt_id.as_str());
+    for attr in keys::hold_pending_index(hold_id.as_str(), 0).attrs() {
+        update = update.remove(attr);
+    }
+    TxWrite::Update { key: keys::hold(hold_id.as_str()), update, condition: Condition::equals(ATTR_HOLD_STATE, "pending") }
+}
+
 fn hold_state_name(state: HoldState) -> &'static str {
     match state {
         HoldState::Pending => "pending",
@@ -109,10 +125,15 @@ impl Market {
     }
 
     pub async fn hold_record(&self, hold_id: &str) -> Result<Option<Hold>, MarketError> {
-        match self.store.get(&keys::hold(hold_id)).await? {
-            Some(item) => Ok(Some(from_item(&item)?)),
-            None => Ok(None),
-        }
+        Ok(self.hold_with_phase(hold_id).await?.map(|(hold, _)| hold))
+    }
+
+    /// A hold and its stored state: `pending`, `captured` (see `HOLD_CAPTURED`), `posted` or
+    /// `voided`.
+    pub async fn hold_with_phase(&self, hold_id: &str) -> Result<Option<(Hold, String)>, MarketError> {
+        let Some(item) = self.store.get(&keys::hold(hold_id)).await? else { return Ok(None) };
+        let phase = item.str(ATTR_HOLD_STATE).ok_or_else(|| MarketError::Internal(format!("hold {hold_id} without a state")))?.to_string();
+        Ok(Some((from_item(&item)?, phase)))
     }
 
     /// The store writes that apply `transfer` given the hold it names. Pure but for `now_ms`;

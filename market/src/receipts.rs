@@ -16,7 +16,6 @@ pub const RECEIPTS_PAGE_MAX: usize = 200;
 pub const KEYS_PROVIDERS_MAX: usize = 1_000;
 
 const ATTR_RECEIPT: &str = "receipt";
-pub(crate) const ATTR_SETTLED: &str = "settled";
 
 /// Whose receipts to list.
 #[derive(Debug, Clone)]
@@ -27,6 +26,7 @@ pub enum ReceiptOwner {
 
 /// What verifying a posted receipt found.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Verification {
     pub valid: bool,
     pub provider_signature: bool,
@@ -44,7 +44,8 @@ fn job_receipt_guard(job_id: &str) -> Key {
     Key::new(keys::job(job_id).pk, "RECEIPT")
 }
 
-/// The writes that store a countersigned receipt (in the completing transaction).
+/// The writes that store a countersigned receipt (in the completing transaction). A stored
+/// receipt never changes: its settlement is recorded on its job.
 pub fn receipt_writes(receipt: &Receipt, now_ms: i64) -> Vec<TxWrite> {
     let body = &receipt.body;
     let id = body.receipt_id.as_str();
@@ -52,12 +53,10 @@ pub fn receipt_writes(receipt: &Receipt, now_ms: i64) -> Vec<TxWrite> {
     let mut item = Item::new(receipt_key(id))
         .with(ATTR_RECEIPT, serde_json::to_value(receipt).expect("serializes"))
         .with("job_id", body.job_id.as_str())
-        .with("stored_at_ms", now_ms)
-        .with(ATTR_SETTLED, false);
+        .with("stored_at_ms", now_ms);
     for index in [
         keys::receipt_client_index(body.client.as_str(), completed_ms, id),
         keys::receipt_provider_index(body.provider.as_str(), completed_ms, id),
-        keys::receipt_unsettled_index(completed_ms, id),
     ] {
         index.apply(&mut item.attrs);
     }

@@ -1,5 +1,5 @@
-//! Settlement: completed, unsettled receipts are settled in bounded batches whose ledger writes
-//! grow with the accounts a batch touches, not with its receipts.
+//! Settlement: completed jobs are settled in bounded batches whose writes grow by one per job
+//! plus two per account a batch touches.
 //!
 //! # Money of one receipt
 //!
@@ -18,46 +18,57 @@
 //! (or a `Void` when nothing is left to post), and its postings are computed by
 //! `aitbc_core::ledger::postings`, the one place that turns a transfer into balance changes.
 //!
+//! # One write per receipt
+//!
+//! Completing a job writes its receipt (which never changes again), the job's price, and
+//! *captures* its hold (`ledger::HOLD_CAPTURED`): from then on nothing can void the hold, and
+//! the job's outcome is decided. So settling needs to write only the job: `completed ->
+//! settled` with its `Settlement` (batch, transfer id, amounts), on the condition that the job
+//! is still at the version the plan read. The job is the one record of the posting; the hold
+//! item and the receipt are not written again. Completed jobs are found through the sharded
+//! jobs-by-state index, so the job items themselves are the work list.
+//!
 //! # A batch, step by step
 //!
 //! Each batch has a sequence number and the id `batch-settle-<seq>`; only one batch is open at a
 //! time, and a batch `n + 1` is created only after batch `n` is seen done. Every step is one
 //! store transaction of at most 100 writes, and every step is safe to repeat:
 //!
-//! 1. **Plan** (1 write). Read up to `SETTLE_BATCH_RECEIPTS_MAX` unsettled receipts from the 16
-//!    index shards and each one's job (a strongly consistent read: a stale index entry of a
-//!    settled receipt is dropped here), compute each receipt's amounts and the per-account sum of
-//!    the postings, and put the batch record (the checkpoint) with the whole plan, on the
-//!    condition that the batch id is new. A racing planner of the same sequence number loses
-//!    that condition and resumes (or re-plans after) the winner's batch instead.
-//! 2. **Items** (`ceil(receipts / 33)` writes of 99). For each receipt, in one transaction with
-//!    32 others: the receipt is marked settled (its unsettled index attributes removed; condition
-//!    `settled == false`), the hold is marked posted with the receipt, fee and penalty it was
-//!    posted for (condition: still pending, same amount), and the job goes `completed ->
-//!    settled` (condition: the version the plan read). A chunk commits whole or not at all, so a
-//!    re-run finds each chunk either fully applied (skipped) or not at all (applied now).
-//! 3. **Accounts** (`ceil(accounts / 49)` writes of 98). For each account the batch touches,
+//! 1. **Plan** (1 + pages writes). Read up to `SETTLE_BATCH_RECEIPTS_MAX` completed jobs from
+//!    the 16 index shards (re-read by key where the store's indexes may lag, so that a stale
+//!    entry of a settled job is dropped), compute each one's amounts and the per-account sum of
+//!    the postings, and put the batch record (the checkpoint) and its plan, in pages of at most
+//!    `SETTLE_PLAN_PAGE_BYTES_MAX`, in one transaction, on the condition that the batch id is
+//!    new. A racing planner of the same sequence number loses that condition and resumes (or
+//!    re-plans after) the winner's batch instead.
+//! 2. **Jobs** (`ceil(jobs / 100)` writes of 100). Each job goes `completed -> settled` with
+//!    its settlement (condition: the version the plan read). A chunk commits whole or not at
+//!    all, so a re-run finds each chunk either fully applied (skipped) or not at all (applied
+//!    now).
+//! 3. **Accounts** (`ceil(accounts / 50)` writes of 100). For each account the batch touches,
 //!    its settlement line (the batch's aggregated entry in the account's ledger history;
 //!    condition: absent) and ONE balance update by the sum of its deltas (floors of 0). The
 //!    line is the proof that the delta was applied, so a delta applies at most once; the fee
 //!    account gets one write per batch, not one per receipt.
 //! 4. **Finish** (1 write). The batch record goes `open -> done`.
 //!
-//! Items are written before balances so that a hold marked posted can no longer be voided by
-//! anything else while its money waits for step 3; between steps 2 and 3 the client's `held`
-//! balance still includes holds that are already posted, which step 3 (or a re-run of it)
-//! settles. Killed anywhere and run again, the open batch is resumed from its record and reaches
-//! the same balances; a finished batch run again writes nothing.
+//! Jobs are written before balances so that the plan's jobs are marked settled before their
+//! money moves; between steps 2 and 3 the client's `held` balance still includes holds that
+//! are already settled, which step 3 (or a re-run of it) settles. Killed anywhere and run again,
+//! the open batch is resumed from its record and reaches the same balances; a finished batch
+//! run again writes nothing.
 //!
-//! Every settled receipt names its transfer (`tx-<job>-post`) and every posted hold names its
-//! receipt, so "one posted transfer per receipt" can be checked item by item; the per-receipt
-//! transfer is not stored as a separate `TRANSFER#` item, because that would cost a write per
-//! receipt on the ledger side, which the aggregated lines replace.
+//! Every settled job names its transfer (`tx-<job>-post`) and its receipt, so "one posted
+//! transfer per receipt" can be checked job by job; the per-receipt transfer is not stored as a
+//! separate `TRANSFER#` item, because that would cost a write per receipt on the ledger side,
+//! which the aggregated lines replace.
+//!
+//! Writes per 1,000 receipts: `1,000 + 1,000 x (2 x accounts per batch + pages + 2) / receipts
+//! per batch`. Batches are large (up to 10,000 receipts) so that the account writes amortize.
 
 
-use crate::jobs::JobRecord;
-use crate::ledger::{account_key, LedgerEntry, ATTR_AVAILABLE, ATTR_HELD, ATTR_HOLD_STATE};
-use crate::receipts::{receipt_from_item, ATTR_SETTLED};
+use crate::jobs::{job_from_item, JobRecord};
+use crate::ledger::{account_key, LedgerEntry, ATTR_AVAILABLE, ATTR_HELD};
 use crate::records::{from_item, to_item};
 use crate::registry::Sla;
 use crate::{Market, MarketError};
@@ -65,50 +76,58 @@ use aitbc_core::config::FEE_BPS_MAX;
 use aitbc_core::job::{transition, Event, JobState};
 use aitbc_core::ledger::{postings, AccountId, Hold, HoldState, Transfer};
 use aitbc_core::money::{Amount, BPS_ONE};
-use aitbc_core::values::{HoldId, JobId, ListingId, TransferId};
+use aitbc_core::values::{JobId, ListingId, TransferId};
 use aitbc_store::keys::INDEX_SHARDS;
 use aitbc_store::{keys, Condition, Item, Key, Store, StoreError, TxWrite, Update, PAGE_ITEMS_MAX, TRANSACTION_WRITES_MAX};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-/// Receipts one batch settles, at most.
-pub const SETTLE_BATCH_RECEIPTS_MAX: usize = 1_000;
+/// Receipts (completed jobs) one batch settles, at most. Large, because a batch writes two
+/// items per account it touches: the more receipts per account, the fewer writes per receipt.
+pub const SETTLE_BATCH_RECEIPTS_MAX: usize = 10_000;
 /// Accounts one batch touches, at most. A receipt touches at most three (client, provider,
-/// fee), so a batch stops taking receipts before it would cross this; it bounds the plan record
-/// and the number of account steps.
-pub const SETTLE_BATCH_ACCOUNTS_MAX: usize = 1_024;
-/// Writes per receipt in the items step: the receipt, the hold and the job.
-pub const SETTLE_RECEIPT_WRITES: usize = 3;
-/// Receipts per items transaction: 33 x 3 = 99 writes.
+/// fee), so a batch stops taking receipts before it would cross this; it bounds the plan and
+/// the number of account steps.
+pub const SETTLE_BATCH_ACCOUNTS_MAX: usize = 4_096;
+/// Writes per receipt in the jobs step: the job.
+pub const SETTLE_RECEIPT_WRITES: usize = 1;
+/// Jobs per jobs transaction.
 pub const SETTLE_CHUNK_RECEIPTS_MAX: usize = TRANSACTION_WRITES_MAX / SETTLE_RECEIPT_WRITES;
 /// Accounts per accounts transaction: a line and a balance update each, 50 x 2 = 100 writes.
 pub const SETTLE_CHUNK_ACCOUNTS_MAX: usize = TRANSACTION_WRITES_MAX / 2;
-/// Bytes of a batch's plan (JSON), at most: the batch record must stay below the store's
-/// 400 KiB item limit with room for its other attributes.
-pub const SETTLE_PLAN_BYTES_MAX: usize = 320 * 1024;
-/// Batches one run plans or resumes, at most (10 million receipts); the rest waits for the next run.
+/// Bytes of one page of a batch's plan (JSON text), at most: a page must stay below the
+/// store's 400 KiB item limit with room for its key.
+pub const SETTLE_PLAN_PAGE_BYTES_MAX: usize = 300 * 1024;
+/// Pages of one plan, at most: the record and its pages are written in one transaction, which
+/// must stay below the store's 4 MiB.
+pub const SETTLE_PLAN_PAGES_MAX: usize = 10;
+/// Bytes of a batch's plan, at most.
+pub const SETTLE_PLAN_BYTES_MAX: usize = SETTLE_PLAN_PAGE_BYTES_MAX * SETTLE_PLAN_PAGES_MAX;
+/// Batches one run plans or resumes, at most (100 million receipts); the rest waits for the
+/// next run.
 pub const SETTLE_RUN_BATCHES_MAX: u32 = 10_000;
 /// Index pages one batch's planning reads per shard, at most (pages it must skip over when the
-/// head of a shard holds receipts it cannot settle).
-pub const SETTLE_SCAN_PAGES_MAX: usize = 16;
+/// head of a shard holds jobs it cannot settle).
+pub const SETTLE_SCAN_PAGES_MAX: usize = 32;
 /// Times one run loses the race for a batch number before it gives up, at most.
 pub const SETTLE_PLAN_RACES_MAX: u32 = 8;
 /// Reads and transactions a batch keeps in flight at once, at most: the SQLite adapter commits
 /// concurrent requests together, DynamoDB serves them in parallel.
 pub const SETTLE_IN_FLIGHT_MAX: usize = 64;
-/// Receipts completed up to this far ahead of the clock are settled too: workers' clocks may
-/// run ahead by the skew the API allows.
+/// Jobs completed up to this far ahead of the clock are settled too: the clocks of the API's
+/// instances may differ by this much.
 pub const SETTLE_CLOCK_SKEW_MS: i64 = crate::jobs::RECEIPT_CLOCK_SKEW_S * 1_000;
 
-const ATTR_SETTLEMENT: &str = "settlement";
 const ATTR_STATE: &str = "state";
+const ATTR_PLAN: &str = "plan";
 const LINE_KIND: &str = "settlement";
 
 const _: () = assert!(SETTLE_CHUNK_RECEIPTS_MAX * SETTLE_RECEIPT_WRITES <= TRANSACTION_WRITES_MAX);
 const _: () = assert!(SETTLE_CHUNK_ACCOUNTS_MAX * 2 <= TRANSACTION_WRITES_MAX);
 const _: () = assert!(SETTLE_BATCH_ACCOUNTS_MAX >= 3, "one receipt always fits");
+const _: () = assert!(SETTLE_PLAN_PAGES_MAX + 1 <= TRANSACTION_WRITES_MAX);
+const _: () = assert!(SETTLE_PLAN_BYTES_MAX + 64 * 1024 <= aitbc_store::store::TRANSACTION_BYTES_MAX);
 
 /// Why a settlement run stopped.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -241,6 +260,7 @@ pub struct SettleReport {
 
 /// The money of one receipt (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SettleAmounts {
     /// The job's hold.
     pub hold: Amount,
@@ -319,15 +339,14 @@ pub fn settle_transfer(job: &JobRecord, amounts: &SettleAmounts, platform: &aitb
     }
 }
 
-/// What settlement writes on a receipt and on its hold (attribute `settlement`): each names
-/// the other, so receipts and posted transfers can be matched one to one.
+/// How a job's hold was settled, recorded on the job (`JobRecord::settlement`): the batch, the
+/// posted transfer's id, the receipt it was posted for, and the amounts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Posted {
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Settlement {
     pub batch_id: String,
     pub transfer_id: TransferId,
     pub receipt_id: String,
-    pub job_id: JobId,
-    pub hold_id: HoldId,
     #[serde(flatten)]
     pub amounts: SettleAmounts,
     pub settled_at_ms: i64,
@@ -365,28 +384,26 @@ pub struct BatchRecord {
     pub price_total: Amount,
     pub fee_total: Amount,
     pub penalty_total: Amount,
-    /// The plan as one JSON string: an opaque blob to the store, so that reading and updating
-    /// the record does not parse thousands of nested values.
-    plan: String,
+    /// Pages of the plan (items `PLAN#<n>` beside the record). Each holds a slice of the plan's
+    /// JSON text: an opaque blob to the store, so that reading and updating the record does not
+    /// parse thousands of nested values.
+    pub plan_pages: u32,
 }
 
-/// One receipt of a plan: receipt, job, the job's version when planned, hold, price, fee,
-/// penalty (nano). A tuple, so that the plan stays small.
+/// One receipt of a plan: its job, the job's version when planned, hold, price, fee, penalty
+/// (nano). A tuple, so that the plan stays small.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct PlannedReceipt(String, String, i64, u64, u64, u64, u64);
+struct PlannedReceipt(String, i64, u64, u64, u64, u64);
 
 impl PlannedReceipt {
-    fn receipt_id(&self) -> &str {
+    fn job_id(&self) -> &str {
         &self.0
     }
-    fn job_id(&self) -> &str {
-        &self.1
-    }
     fn version(&self) -> i64 {
-        self.2
+        self.1
     }
     fn amounts(&self) -> SettleAmounts {
-        let (hold, price, fee, penalty) = (self.3, self.4, self.5, self.6);
+        let (hold, price, fee, penalty) = (self.2, self.3, self.4, self.5);
         let provider = price - fee - penalty;
         SettleAmounts {
             hold: Amount::from_raw(hold),
@@ -409,12 +426,31 @@ struct Plan {
     lines: Vec<PlannedLine>,
 }
 
-/// A plan with what planning read (the jobs, so the items step need not read them again).
+/// A plan with what planning read (the jobs, so the jobs step need not read them again).
 struct Planned {
     record: BatchRecord,
     plan: Plan,
     jobs: HashMap<String, (JobRecord, i64)>,
     skipped: u64,
+    /// An upper bound of the plan's JSON size.
+    plan_bytes: usize,
+}
+
+/// The plan's JSON text in pages of at most SETTLE_PLAN_PAGE_BYTES_MAX bytes, cut at character
+/// boundaries.
+fn split_pages(json: &str) -> Vec<String> {
+    let mut pages = Vec::new();
+    let mut rest = json;
+    while !rest.is_empty() {
+        let mut cut = rest.len().min(SETTLE_PLAN_PAGE_BYTES_MAX);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (page, tail) = rest.split_at(cut);
+        pages.push(page.to_string());
+        rest = tail;
+    }
+    pages
 }
 
 /// What one batch did.
@@ -482,13 +518,13 @@ impl Market {
                 }
                 let seq = latest.map_or(1, |b| b.seq + 1).max(seq_floor);
                 let planning = std::time::Instant::now();
-                let planned = self.plan_batch(seq, options.batch_receipts_max, options.in_flight_max).await?;
+                let mut planned = self.plan_batch(seq, options.batch_receipts_max, options.in_flight_max).await?;
                 tracing::debug!(seq, receipts = planned.plan.receipts.len(), plan_ms = planning.elapsed().as_millis() as u64, "planned");
                 report.skipped += planned.skipped;
                 if planned.plan.receipts.is_empty() {
                     break;
                 }
-                match self.create_batch(&planned.record, &mut steps).await? {
+                match self.create_batch(&mut planned.record, &planned.plan, planned.plan_bytes, &mut steps).await? {
                     None => {
                         let outcome = self.execute_batch(&planned.record, &planned.plan, Some(planned.jobs), &mut steps).await?;
                         Self::count(&mut report, &planned.record, &outcome, progress);
@@ -548,16 +584,36 @@ impl Market {
         self.settlement_batch(id).await
     }
 
-    /// The settlement a receipt or a hold carries, if settled.
-    pub async fn posted_settlement(&self, key: &Key) -> Result<Option<Posted>, MarketError> {
-        let Some(item) = self.store.get(key).await? else { return Ok(None) };
-        match item.attrs.get(ATTR_SETTLEMENT) {
-            Some(value) => serde_json::from_value(value.clone()).map(Some).map_err(|e| MarketError::Internal(format!("settlement record: {e}"))),
-            None => Ok(None),
+    /// A batch's plan, read from its pages.
+    async fn batch_plan(&self, record: &BatchRecord) -> Result<Plan, SettleError> {
+        let pages = record.plan_pages;
+        if pages == 0 || pages as usize > SETTLE_PLAN_PAGES_MAX {
+            return Err(SettleError::Invariant(format!("batch {} has {pages} plan pages", record.batch_id)));
         }
+        let mut json = String::new();
+        for page in 0..pages {
+            let item = self.store.get(&keys::settlement_plan_page(&record.batch_id, page)).await?;
+            let text = item.as_ref().and_then(|i| i.str(ATTR_PLAN)).ok_or_else(|| SettleError::Invariant(format!("plan page {page} of {} is missing", record.batch_id)))?;
+            json.push_str(text);
+        }
+        serde_json::from_str(&json).map_err(|e| SettleError::Invariant(format!("plan of {}: {e}", record.batch_id)))
     }
 
-    /// Reads unsettled receipts and their jobs and computes the batch's plan (no writes).
+    /// Completed jobs of one index page, as they are now: index entries as they are where the
+    /// store's indexes are current, else each job re-read by key (a lagging entry may show a
+    /// job that is settled already).
+    async fn completed_jobs(&self, items: &[Item], in_flight_max: usize) -> Result<Vec<(JobRecord, i64)>, SettleError> {
+        if !self.store.indexes_lag() {
+            return items.iter().map(|item| Ok((job_from_item(item)?, item.int(crate::jobs::ATTR_VERSION).unwrap_or(0)))).collect();
+        }
+        let ids = items
+            .iter()
+            .map(|item| item.str("job_id").and_then(|id| JobId::parse(id).ok()).ok_or_else(|| SettleError::Invariant("a job index entry without a job id".into())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.jobs_many(ids, in_flight_max).await?.into_iter().flatten().collect())
+    }
+
+    /// Reads completed jobs and computes the batch's plan (no writes).
     async fn plan_batch(&self, seq: u64, receipts_max: usize, in_flight_max: usize) -> Result<Planned, SettleError> {
         let now = self.now_ms();
         let before_ms = now + SETTLE_CLOCK_SKEW_MS + 1;
@@ -567,7 +623,7 @@ impl Market {
         let mut jobs: HashMap<String, (JobRecord, i64)> = HashMap::new();
         let mut slas: HashMap<ListingId, Option<Sla>> = HashMap::new();
         let mut skipped: u64 = 0;
-        // An upper bound of the plan's JSON size: each receipt is its two ids plus at most 112
+        // An upper bound of the plan's JSON size: each receipt is its job id plus at most 112
         // bytes of numbers and punctuation, each line its account plus at most 58.
         let mut plan_bytes: usize = 64;
         let (mut price_total, mut fee_total, mut penalty_total) = (Amount::ZERO, Amount::ZERO, Amount::ZERO);
@@ -581,29 +637,20 @@ impl Market {
                 if wanted == 0 {
                     break 'shards;
                 }
-                let query = keys::unsettled_receipts(shard, before_ms).limit(wanted.min(PAGE_ITEMS_MAX)).after(cursor.take());
+                let query = keys::jobs_by_state(JobState::Completed.name(), shard, before_ms).limit(wanted.min(PAGE_ITEMS_MAX)).after(cursor.take());
                 let page = self.store.query(query).await?;
-                let mut receipts = Vec::with_capacity(page.items.len());
-                for item in &page.items {
-                    if item.attrs.get(ATTR_SETTLED) != Some(&Value::Bool(false)) {
-                        skipped += 1; // a lagging index entry of a settled receipt
-                        continue;
-                    }
-                    receipts.push(receipt_from_item(item)?);
-                }
-                let job_ids = receipts.iter().map(|r| r.body.job_id.clone()).collect();
-                let jobs_read = self.jobs_many(job_ids, in_flight_max).await?;
-                for (receipt, job) in receipts.iter().zip(jobs_read) {
-                    let body = &receipt.body;
-                    let Some((job, version)) = job else {
-                        tracing::warn!(receipt = %body.receipt_id, job = %body.job_id, "receipt without a job; left unsettled");
-                        skipped += 1;
+                let read = page.items.len();
+                let completed = self.completed_jobs(&page.items, in_flight_max).await?;
+                skipped += (read - completed.len()) as u64; // gone since the index was read
+                for (job, version) in completed {
+                    let (Some(price), Some(receipt_id)) = (job.price, job.receipt_id.as_deref()) else {
+                        if job.status.state == JobState::Completed {
+                            tracing::warn!(job = %job.job_id, "completed job without a receipt price; left unsettled");
+                        }
+                        skipped += 1; // settled since the index was read, or an anomaly
                         continue;
                     };
-                    if job.status.state != JobState::Completed || job.receipt_id.as_deref() != Some(body.receipt_id.as_str()) {
-                        if job.status.state != JobState::Settled {
-                            tracing::warn!(receipt = %body.receipt_id, job = %job.job_id, state = %job.status.state, "unsettled receipt of a job that is not completed; left unsettled");
-                        }
+                    if job.status.state != JobState::Completed {
                         skipped += 1;
                         continue;
                     }
@@ -620,12 +667,12 @@ impl Market {
                             sla
                         }
                     };
-                    let started_ms = job.claimed_at_ms.unwrap_or(body.started_at.saturating_mul(1_000));
+                    let started_ms = job.claimed_at_ms.unwrap_or(job.created_at_ms);
                     let penalty_bps = sla.filter(|s| sla_missed(job.created_at_ms, started_ms, s)).map_or(0, |s| s.penalty_rate_bps);
-                    let amounts = match settle_amounts(job.max_price, body.price, fee_bps, penalty_bps) {
+                    let amounts = match settle_amounts(job.max_price, price, fee_bps, penalty_bps) {
                         Ok(amounts) => amounts,
                         Err(e) => {
-                            tracing::error!(receipt = %body.receipt_id, error = %e, "receipt cannot settle; left unsettled");
+                            tracing::error!(job = %job.job_id, receipt = receipt_id, error = %e, "receipt cannot settle; left unsettled");
                             skipped += 1;
                             continue;
                         }
@@ -634,10 +681,9 @@ impl Market {
                     let hold = Hold { id: job.hold_id.clone(), account: AccountId::wallet(&job.client), amount: job.max_price, state: HoldState::Pending };
                     let effect = postings(&transfer, Some(&hold)).map_err(MarketError::from)?;
                     let new_accounts = effect.postings.iter().filter(|p| !lines.contains_key(&p.account)).count();
-                    let new_bytes = body.receipt_id.as_str().len()
-                        + job.job_id.as_str().len()
-                        + 120
-                        + effect.postings.iter().filter(|p| !lines.contains_key(&p.account)).map(|p| p.account.to_string().len() + 64).sum::<usize>();
+                    let new_bytes = job.job_id.as_str().len()
+                        + 112
+                        + effect.postings.iter().filter(|p| !lines.contains_key(&p.account)).map(|p| p.account.to_string().len() + 58).sum::<usize>();
                     if lines.len() + new_accounts > SETTLE_BATCH_ACCOUNTS_MAX || plan_bytes + new_bytes > SETTLE_PLAN_BYTES_MAX {
                         break 'shards; // full: the rest goes to the next batch
                     }
@@ -653,7 +699,6 @@ impl Market {
                     fee_total = add(fee_total, amounts.fee)?;
                     penalty_total = add(penalty_total, amounts.penalty)?;
                     plan.receipts.push(PlannedReceipt(
-                        body.receipt_id.to_string(),
                         job.job_id.to_string(),
                         version,
                         amounts.hold.raw(),
@@ -676,8 +721,6 @@ impl Market {
                 plan.lines.push(PlannedLine(account.to_string(), to_i64(available, "available delta")?, to_i64(held, "held delta")?, receipts));
             }
         }
-        let json = serde_json::to_string(&plan).expect("plans serialize");
-        assert!(json.len() <= plan_bytes && plan_bytes <= SETTLE_PLAN_BYTES_MAX, "the plan's size bound is off: {} bytes", json.len());
         let record = BatchRecord {
             batch_id: settlement_batch_id(seq),
             seq,
@@ -690,17 +733,26 @@ impl Market {
             price_total,
             fee_total,
             penalty_total,
-            plan: json,
+            plan_pages: 0,
         };
-        Ok(Planned { record, plan, jobs, skipped })
+        Ok(Planned { record, plan, jobs, skipped, plan_bytes })
     }
 
-    /// Step 1: writes the batch record if its number is new. `Some(existing)` when another run
-    /// holds the number.
-    async fn create_batch(&self, record: &BatchRecord, steps: &mut Steps) -> Result<Option<BatchRecord>, SettleError> {
+    /// Step 1: writes the batch record and its plan's pages if its number is new.
+    /// `Some(existing)` when another run holds the number.
+    async fn create_batch(&self, record: &mut BatchRecord, plan: &Plan, plan_bytes: usize, steps: &mut Steps) -> Result<Option<BatchRecord>, SettleError> {
+        let json = serde_json::to_string(plan).expect("plans serialize");
+        assert!(json.len() <= plan_bytes && plan_bytes <= SETTLE_PLAN_BYTES_MAX, "the plan's size bound is off: {} bytes", json.len());
+        let pages = split_pages(&json);
+        assert!((1..=SETTLE_PLAN_PAGES_MAX).contains(&pages.len()));
+        record.plan_pages = u32::try_from(pages.len()).expect("bounded");
         let index = keys::settlement_batch_index(record.created_at_ms, &record.batch_id);
-        let item = to_item(keys::settlement_batch(&record.batch_id), record, &[index]);
-        let results = self.transact_steps(vec![vec![TxWrite::Put { item, condition: Condition::Absent }]], steps).await?;
+        let mut writes = vec![TxWrite::Put { item: to_item(keys::settlement_batch(&record.batch_id), &*record, &[index]), condition: Condition::Absent }];
+        for (n, text) in pages.into_iter().enumerate() {
+            let item = Item::new(keys::settlement_plan_page(&record.batch_id, n as u32)).with(ATTR_PLAN, text);
+            writes.push(TxWrite::Put { item, condition: Condition::Absent });
+        }
+        let results = self.transact_steps(vec![writes], steps).await?;
         match results.into_iter().next().expect("one step") {
             Ok(()) => Ok(None),
             Err(StoreError::ConditionFailed { .. }) => {
@@ -713,7 +765,7 @@ impl Market {
 
     async fn resume_batch(&self, record: &BatchRecord, steps: &mut Steps) -> Result<BatchOutcome, SettleError> {
         tracing::info!(batch = %record.batch_id, "resuming an open settlement batch");
-        let plan: Plan = serde_json::from_str(&record.plan).map_err(|e| SettleError::Invariant(format!("plan of {}: {e}", record.batch_id)))?;
+        let plan = self.batch_plan(record).await?;
         self.execute_batch(record, &plan, None, steps).await
     }
 
@@ -729,10 +781,10 @@ impl Market {
         assert_eq!(record.state, BatchState::Open);
         assert_eq!(plan.receipts.len(), record.receipts as usize);
         let started = std::time::Instant::now();
-        self.apply_items(record, plan, jobs, steps).await?;
-        let items_ms = started.elapsed().as_millis() as u64;
+        self.apply_jobs(record, plan, jobs, steps).await?;
+        let jobs_ms = started.elapsed().as_millis() as u64;
         self.apply_lines(record, plan, steps).await?;
-        tracing::debug!(batch = %record.batch_id, items_ms, lines_ms = started.elapsed().as_millis() as u64 - items_ms, "applied");
+        tracing::debug!(batch = %record.batch_id, jobs_ms, lines_ms = started.elapsed().as_millis() as u64 - jobs_ms, "applied");
         let update = Update::new().set(ATTR_STATE, BatchState::Done.name()).set("finished_at_ms", self.now_ms());
         let finish = TxWrite::Update {
             key: keys::settlement_batch(&record.batch_id),
@@ -746,8 +798,8 @@ impl Market {
         Ok(BatchOutcome { receipts: plan.receipts.len() as u64, accounts: plan.lines.len() as u64 })
     }
 
-    /// Step 2: each receipt, its hold and its job, in chunks of SETTLE_CHUNK_RECEIPTS_MAX.
-    async fn apply_items(&self, record: &BatchRecord, plan: &Plan, jobs: Option<HashMap<String, (JobRecord, i64)>>, steps: &mut Steps) -> Result<(), SettleError> {
+    /// Step 2: each job `completed -> settled`, in chunks of SETTLE_CHUNK_RECEIPTS_MAX.
+    async fn apply_jobs(&self, record: &BatchRecord, plan: &Plan, jobs: Option<HashMap<String, (JobRecord, i64)>>, steps: &mut Steps) -> Result<(), SettleError> {
         let jobs = match jobs {
             Some(jobs) => jobs,
             None => {
@@ -764,6 +816,7 @@ impl Market {
                 jobs
             }
         };
+        let settled_by_us = |job: &JobRecord| job.settlement.as_ref().is_some_and(|s| s.batch_id == record.batch_id);
         let mut chunks = Vec::new();
         let mut chunk_firsts = Vec::new();
         for chunk in plan.receipts.chunks(SETTLE_CHUNK_RECEIPTS_MAX) {
@@ -771,7 +824,7 @@ impl Market {
             let mut applied = 0usize;
             for planned in chunk {
                 let (job, version) = jobs.get(planned.job_id()).ok_or_else(|| SettleError::Invariant(format!("job {} not read", planned.job_id())))?;
-                if job.status.state == JobState::Settled && *version == planned.version() + 1 {
+                if job.status.state == JobState::Settled && settled_by_us(job) {
                     applied += 1; // an earlier run committed this chunk
                     continue;
                 }
@@ -784,12 +837,12 @@ impl Market {
                         planned.version()
                     )));
                 }
-                writes.extend(self.item_writes(record, job, *version, planned)?);
+                writes.push(self.settle_job_write(record, job, *version, planned)?);
             }
             match applied {
                 0 => {
                     chunks.push(writes);
-                    chunk_firsts.push(chunk[0].receipt_id().to_string());
+                    chunk_firsts.push(chunk[0].job_id().to_string());
                 }
                 n if n == chunk.len() => {}
                 _ => return Err(SettleError::Invariant(format!("a chunk of batch {} is half applied", record.batch_id))),
@@ -800,10 +853,11 @@ impl Market {
                 Ok(()) => {}
                 Err(StoreError::ConditionFailed { .. }) => {
                     // A concurrent run of the same batch committed this chunk (chunks are all
-                    // or nothing: its first receipt tells).
-                    let posted = self.posted_settlement(&keys::receipt(&first)).await?;
-                    if posted.is_none_or(|p| p.batch_id != record.batch_id) {
-                        return Err(SettleError::Market(MarketError::Conflict(format!("receipt {first} changed while batch {} settled it", record.batch_id))));
+                    // or nothing: its first job tells).
+                    let id = JobId::parse(&first).map_err(|e| SettleError::Invariant(format!("planned job id: {e}")))?;
+                    let (job, _) = self.job_with_version(&id).await?;
+                    if !settled_by_us(&job) {
+                        return Err(SettleError::Market(MarketError::Conflict(format!("job {first} changed while batch {} settled it", record.batch_id))));
                     }
                 }
                 Err(e) => return Err(e.into()),
@@ -812,47 +866,24 @@ impl Market {
         Ok(())
     }
 
-    /// The three writes that settle one receipt: receipt, hold, job.
-    fn item_writes(&self, record: &BatchRecord, job: &JobRecord, version: i64, planned: &PlannedReceipt) -> Result<[TxWrite; 3], SettleError> {
+    /// The one write that settles a receipt: its job goes `completed -> settled` with the
+    /// settlement.
+    fn settle_job_write(&self, record: &BatchRecord, job: &JobRecord, version: i64, planned: &PlannedReceipt) -> Result<TxWrite, SettleError> {
         let amounts = planned.amounts();
-        if amounts.hold != job.max_price {
-            return Err(SettleError::Invariant(format!("job {} holds {}, planned {}", job.job_id, job.max_price, amounts.hold)));
+        if amounts.hold != job.max_price || Some(amounts.price) != job.price {
+            return Err(SettleError::Invariant(format!("job {} holds {} for {:?}, planned {} for {}", job.job_id, job.max_price, job.price, amounts.hold, amounts.price)));
         }
-        let posted = Posted {
-            batch_id: record.batch_id.clone(),
-            transfer_id: post_transfer_id(&job.job_id),
-            receipt_id: planned.receipt_id().to_string(),
-            job_id: job.job_id.clone(),
-            hold_id: job.hold_id.clone(),
-            amounts,
-            settled_at_ms: record.created_at_ms,
-        };
-        let posted = serde_json::to_value(&posted).expect("serializes");
-        let mut receipt_update = Update::new().set(ATTR_SETTLED, true).set(ATTR_SETTLEMENT, posted.clone());
-        for attr in keys::receipt_unsettled_index(0, planned.receipt_id()).attrs() {
-            receipt_update = receipt_update.remove(attr);
-        }
-        let receipt = TxWrite::Update {
-            key: keys::receipt(planned.receipt_id()),
-            update: receipt_update,
-            condition: Condition::equals(ATTR_SETTLED, false),
-        };
-        let state = serde_json::to_value(HoldState::Posted { amount: amounts.posted() }).expect("serializes");
-        let mut hold_update = Update::new().set("state", state).set(ATTR_HOLD_STATE, "posted").set(ATTR_SETTLEMENT, posted);
-        for attr in keys::hold_pending_index(job.hold_id.as_str(), 0).attrs() {
-            hold_update = hold_update.remove(attr);
-        }
-        let hold = TxWrite::Update {
-            key: keys::hold(job.hold_id.as_str()),
-            update: hold_update,
-            condition: Condition::And(vec![
-                Condition::equals(ATTR_HOLD_STATE, "pending"),
-                Condition::equals("amount", job.max_price.to_string()),
-            ]),
-        };
+        let receipt_id = job.receipt_id.clone().ok_or_else(|| SettleError::Invariant(format!("completed job {} without a receipt", job.job_id)))?;
         let mut next = job.clone();
         next.status = transition(&job.status, &Event::Settle).map_err(|e| SettleError::Invariant(format!("job {}: {e}", job.job_id)))?;
-        Ok([receipt, hold, self.job_write(&next, version)])
+        next.settlement = Some(Settlement {
+            batch_id: record.batch_id.clone(),
+            transfer_id: post_transfer_id(&job.job_id),
+            receipt_id,
+            amounts,
+            settled_at_ms: record.created_at_ms,
+        });
+        Ok(self.job_write(&next, version))
     }
 
     /// Step 3: one line and one balance update per account, in chunks.
@@ -1021,6 +1052,9 @@ impl Store for CountingStore {
         self.count(writes.iter().map(TxWrite::key));
         self.inner.transact(writes).await
     }
+    fn indexes_lag(&self) -> bool {
+        self.inner.indexes_lag()
+    }
 }
 
 #[cfg(test)]
@@ -1054,19 +1088,27 @@ mod tests {
     }
 
     #[test]
-    fn the_plan_record_stays_below_the_item_limit() {
-        // The worst plan the bounds allow: the most receipts with the longest ids, the most
-        // accounts with the longest addresses, every number at its widest.
-        // The planner's per-entry bounds hold for the widest values.
+    fn the_plan_size_bound_holds_for_the_widest_values() {
+        // The planner's per-entry bounds hold for the longest ids and the widest numbers.
         let id = "x".repeat(72);
-        let receipt = PlannedReceipt(id.clone(), id.clone(), i64::MAX, u64::MAX, u64::MAX, u64::MAX, u64::MAX);
+        let receipt = PlannedReceipt(id.clone(), i64::MAX, u64::MAX, u64::MAX, u64::MAX, u64::MAX);
         let line = PlannedLine(id.clone(), i64::MIN, i64::MIN, u32::MAX);
         let one = Plan { receipts: vec![receipt.clone()], lines: vec![line.clone()] };
         let two = Plan { receipts: vec![receipt.clone(), receipt], lines: vec![line.clone(), line] };
         let (one, two) = (serde_json::to_string(&one).unwrap().len(), serde_json::to_string(&two).unwrap().len());
-        assert!(one <= 64 + 2 * 72 + 120 + 72 + 64);
-        assert!(two - one <= 2 * 72 + 120 + 72 + 64);
-        // The plan and the record's other attributes (a few hundred bytes) fit one item.
-        assert!(SETTLE_PLAN_BYTES_MAX + 16 * 1024 < aitbc_store::store::ITEM_BYTES_MAX);
+        assert!(one <= 64 + 72 + 112 + 72 + 58);
+        assert!(two - one <= 72 + 112 + 72 + 58);
+        // A page and its key fit one item; the record and every page fit one transaction.
+        assert!(SETTLE_PLAN_PAGE_BYTES_MAX + 1024 < aitbc_store::store::ITEM_BYTES_MAX);
+    }
+
+    #[test]
+    fn plan_pages_cut_at_character_boundaries_and_join_to_the_plan() {
+        let json = format!("[\"{}\"]", "é".repeat(SETTLE_PLAN_PAGE_BYTES_MAX));
+        let pages = split_pages(&json);
+        assert_eq!(pages.len(), 3);
+        assert!(pages.iter().all(|p| p.len() <= SETTLE_PLAN_PAGE_BYTES_MAX && !p.is_empty()));
+        assert_eq!(pages.concat(), json);
+        assert!(split_pages("").is_empty());
     }
 }

@@ -18,7 +18,8 @@ use aitbc_core::values::{HoldId, JobId, KeyId, ListingId, TransferId, WorkerId};
 use aitbc_market::auth::{Principal, Role};
 use aitbc_market::jobs::{Completion, JobRecord, SubmitJob};
 use aitbc_market::payouts::{PayoutOptions, PayoutRecord};
-use aitbc_market::settlement::{settle_amounts, settle_transfer, sla_missed, Failpoint, NoProgress, SettleError, SettleOptions};
+use aitbc_market::ledger::HOLD_CAPTURED;
+use aitbc_market::settlement::{post_transfer_id, settle_amounts, settle_transfer, sla_missed, Failpoint, NoProgress, SettleError, SettleOptions};
 use aitbc_market::sweep::SweepOptions;
 use aitbc_market::{ManualClock, Market, MarketError, Settings};
 use aitbc_store::{keys, Queue, Store};
@@ -352,29 +353,31 @@ async fn check(sim: &Sim) {
             job.status.state,
             sim_job.plan
         );
-        let hold = m.hold_record(job.hold_id.as_str()).await.unwrap().expect("every job has its hold");
+        let (hold, phase) = m.hold_with_phase(job.hold_id.as_str()).await.unwrap().expect("every job has its hold");
         let hold_transfer = Transfer::Hold { id: TransferId::generate(), hold: job.hold_id.clone(), from: AccountId::wallet(&job.client), amount: job.max_price };
         reference.apply(&hold_transfer).unwrap();
         if job.status.state == JobState::Settled {
             let receipt_id = job.receipt_id.clone().expect("a settled job has its receipt");
             let receipt_item = m.store.get(&keys::receipt(&receipt_id)).await.unwrap().expect("stored");
             let receipt = aitbc_market::receipts::receipt_from_item(&receipt_item).unwrap();
-            assert_eq!(receipt_item.attrs.get("settled"), Some(&serde_json::Value::Bool(true)));
-            let on_hold = m.posted_settlement(&keys::hold(job.hold_id.as_str())).await.unwrap().expect("posted");
-            let on_receipt = m.posted_settlement(&keys::receipt(&receipt_id)).await.unwrap().expect("settled");
-            assert_eq!(on_hold, on_receipt, "receipt and posted transfer name each other");
-            assert_eq!(on_hold.receipt_id, receipt_id);
+            let settlement = job.settlement.clone().expect("a settled job records its settlement");
+            assert_eq!(settlement.receipt_id, receipt_id, "the posted transfer names its receipt");
+            assert_eq!(settlement.transfer_id, post_transfer_id(&job.job_id));
             assert!(posted_receipts.insert(receipt_id.clone()), "one posted transfer per receipt");
             *receipts_by_client.entry(job.client.to_string()).or_default() += 1;
+            // The hold was captured for this receipt at completion, and never voided.
+            assert_eq!((phase.as_str(), hold.state), (HOLD_CAPTURED, HoldState::Pending));
+            let hold_item = m.store.get(&keys::hold(job.hold_id.as_str())).await.unwrap().unwrap();
+            assert_eq!(hold_item.str("receipt_id"), Some(receipt_id.as_str()));
             // The settlement's numbers, computed again here from the receipt, the job and the SLA.
             let listing = m.listing(&job.gpu_id).await.unwrap();
             let late = sla_missed(job.created_at_ms, job.claimed_at_ms.unwrap(), &listing.sla);
             let amounts = settle_amounts(job.max_price, receipt.body.price, m.config.fee_bps, if late { listing.sla.penalty_rate_bps } else { 0 }).unwrap();
-            assert_eq!(on_hold.amounts, amounts);
-            assert_eq!(hold.state, HoldState::Posted { amount: amounts.posted() });
+            assert_eq!(settlement.amounts, amounts);
+            assert_eq!(job.price, Some(receipt.body.price));
             reference.apply(&settle_transfer(&job, &amounts, &m.platform)).unwrap();
         } else {
-            assert_eq!(hold.state, HoldState::Voided, "job {} ended {} and voided its hold", job.job_id, job.status.state);
+            assert_eq!((phase.as_str(), hold.state), ("voided", HoldState::Voided), "job {} ended {} and voided its hold", job.job_id, job.status.state);
             reference.apply(&Transfer::Void { id: TransferId::generate(), hold: HoldId::parse(job.hold_id.as_str()).unwrap() }).unwrap();
         }
     }

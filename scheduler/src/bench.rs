@@ -17,6 +17,7 @@ use aitbc_core::signing::NamedSigningKey;
 use aitbc_core::values::{Address, HoldId, JobId, KeyId, ListingId, ModelName, ReceiptId, TransferId};
 use aitbc_market::auth::Role;
 use aitbc_market::jobs::JobRecord;
+use aitbc_market::ledger::hold_capture_write;
 use aitbc_market::receipts::receipt_writes;
 use aitbc_market::settlement::{CountingStore, Progress, SettleOptions, SettleReport};
 use aitbc_market::{Market, Settings, SystemClock};
@@ -217,6 +218,8 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
             receipt_id: Some(receipt_id.to_string()),
             output: Some(JobOutput { checksum: "00".into(), values: vec![], backend: "cpu".into(), device_ms: units.millis(), wall_ms: units.millis() }),
             failure: None,
+            price: Some(body.price),
+            settlement: None,
         };
         // The job as the market writes it, created here rather than replaced.
         let TxWrite::Put { item, .. } = loader.job_write(&job, -1) else { unreachable!("job_write puts") };
@@ -227,7 +230,12 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
             .into_iter()
             .find(|w| w.key().pk.starts_with("HOLD#"))
             .expect("a hold writes its hold item");
-        writes.push(hold_write);
+        // The hold as completion leaves it: captured for the job's receipt.
+        let (TxWrite::Put { mut item, condition }, TxWrite::Update { update: capture, .. }) = (hold_write, hold_capture_write(&job.hold_id, &receipt_id)) else {
+            unreachable!("a hold is put, a capture is an update")
+        };
+        item.attrs = capture.apply(Some(&item.attrs))?.expect("an update of an existing item");
+        writes.push(TxWrite::Put { item, condition });
         let receipt = Receipt { body, signature: signature.clone(), countersignature: None };
         writes.extend(receipt_writes(&receipt, claimed + 2_000));
         if writes.len() + BENCH_WRITES_PER_RECEIPT > TRANSACTION_WRITES_MAX || i + 1 == options.receipts {

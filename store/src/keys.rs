@@ -8,19 +8,18 @@
 //!   and panics.
 //! - Time in sort keys is unix milliseconds, zero-padded to `TIME_DIGITS` digits, so that string
 //!   order is time order. The id follows the time, making each sort key unique.
-//! - Index partitions that many writers touch at once (jobs by state, pending holds, unsettled
-//!   receipts) are split over `INDEX_SHARDS` shards picked by a stable hash of the id, because
+//! - Index partitions that many writers touch at once (jobs by state, pending holds) are split over `INDEX_SHARDS` shards picked by a stable hash of the id, because
 //!   one DynamoDB partition takes about 1,000 writes/s; readers query every shard.
 //! - Items carry only the index attributes of the access patterns they are in; removing the
-//!   attribute (for example `gsi3pk` of a receipt once settled) removes the item from that
-//!   sparse index.
+//!   attribute (for example `gsi2pk` of a hold once captured or resolved) removes the item from
+//!   that sparse index.
 
 use serde_json::{Map, Value};
 
 use crate::spec::Index;
 use crate::store::{Key, Query, SortCondition};
 
-/// Shards of each hot index partition (jobs by state, pending holds, unsettled receipts).
+/// Shards of each hot index partition (jobs by state, pending holds).
 pub const INDEX_SHARDS: u32 = 16;
 /// Digits of a time in a sort key: unix milliseconds up to 10^16 (year 318857).
 pub const TIME_DIGITS: usize = 16;
@@ -254,7 +253,8 @@ pub fn jobs_by_client(client_id: &str) -> Query {
 }
 
 /// Index key of a job by state and age (gsi2, sharded): rewrite it on every state change, with
-/// the time of that change, and remove it in a final state that needs no sweeping.
+/// the time of that change. The sweeper reads the queued and leased states, settlement the
+/// completed one.
 pub fn job_state_index(state: &str, changed_ms: i64, job_id: &str) -> IndexKey {
     IndexKey {
         index: Index::Gsi2,
@@ -263,7 +263,8 @@ pub fn job_state_index(state: &str, changed_ms: i64, job_id: &str) -> IndexKey {
     }
 }
 
-/// Jobs of one shard in a state since before `before_ms`, oldest first (stuck or expired jobs).
+/// Jobs of one shard in a state since before `before_ms`, oldest first (stuck or expired jobs;
+/// completed jobs awaiting settlement).
 pub fn jobs_by_state(state: &str, shard_index: u32, before_ms: i64) -> Query {
     assert!(shard_index < INDEX_SHARDS);
     index_query_before(Index::Gsi2, format!("JOBSTATE#{}#{shard_index}", id(state)), before_ms)
@@ -314,21 +315,6 @@ pub fn receipts_by_provider(provider_id: &str) -> Query {
     index_query(Index::Gsi2, format!("PROVIDER#{}#RECEIPTS", id(provider_id)))
 }
 
-/// Index key of an unsettled receipt (gsi3, sharded); settlement removes it.
-pub fn receipt_unsettled_index(completed_ms: i64, receipt_id: &str) -> IndexKey {
-    IndexKey {
-        index: Index::Gsi3,
-        pk: format!("UNSETTLED#{}", shard(id(receipt_id))),
-        sk: timed(completed_ms, receipt_id),
-    }
-}
-
-/// Unsettled receipts of one shard completed before `before_ms`, oldest first.
-pub fn unsettled_receipts(shard_index: u32, before_ms: i64) -> Query {
-    assert!(shard_index < INDEX_SHARDS);
-    index_query_before(Index::Gsi3, format!("UNSETTLED#{shard_index}"), before_ms)
-}
-
 // ---- settlement and payouts -------------------------------------------------------------------
 
 /// A settlement batch with its checkpoint.
@@ -339,6 +325,11 @@ pub fn settlement_batch(batch_id: &str) -> Key {
 /// One account's aggregated line of a settlement batch.
 pub fn settlement_line(batch_id: &str, account_id: &str) -> Key {
     Key::new(settlement_batch(batch_id).pk, format!("LINE#{}", id(account_id)))
+}
+
+/// Page `page` of a settlement batch's plan (a plan may exceed one item's size).
+pub fn settlement_plan_page(batch_id: &str, page: u32) -> Key {
+    Key::new(settlement_batch(batch_id).pk, format!("PLAN#{page:03}"))
 }
 
 /// The lines of a settlement batch.
@@ -423,7 +414,7 @@ mod tests {
 
     #[test]
     fn before_bound_excludes_the_bound() {
-        let query = unsettled_receipts(0, 1000);
+        let query = jobs_by_state("completed", 0, 1000);
         let SortCondition::AtMost(high) = &query.sort else { panic!("AtMost") };
         assert!(timed(999, "zzz").as_str() <= high.as_str());
         assert!(timed(1000, "a").as_str() > high.as_str());
