@@ -53,6 +53,7 @@ fn day_index(name: &str) -> Result<u32, ScheduleError> {
 
 /// A weekly window as the guide writes it: `{"days": ["monday", ...], "hours": "09:00-17:00"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     pub days: Vec<String>,
@@ -61,6 +62,7 @@ pub struct Window {
 
 /// A maintenance window: `{"day": "sunday", "hours": "02:00-04:00"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Maintenance {
     pub day: String,
@@ -69,6 +71,7 @@ pub struct Maintenance {
 
 /// A schedule: available within any window and outside every maintenance window.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     pub timezone: String,

@@ -25,6 +25,7 @@ pub const LEASE_MS_MIN: u64 = 1_000;
 pub const ATTEMPTS_MAX_LIMIT: u32 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -91,6 +92,7 @@ impl fmt::Display for JobState {
 
 /// A worker's hold on a job until `expires_at_ms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lease {
     pub holder: WorkerId,
     pub expires_at_ms: i64,
@@ -98,6 +100,7 @@ pub struct Lease {
 
 /// The part of a job the lifecycle rules read and write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobStatus {
     pub state: JobState,
     pub lease: Option<Lease>,

@@ -88,8 +88,20 @@ impl<'de> Deserialize<'de> for AccountId {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for AccountId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let description = "A ledger account: KIND-ADDRESS with KIND wallet, earnings or fee, e.g. `wallet-ait1...`";
+        let len_max = "earnings-".len() + Address::LEN_MAX;
+        crate::schema::string(&[description], len_max, Some("^(wallet|earnings|fee)-ait1[a-z0-9]+$".into()))
+    }
+}
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for AccountId {}
+
 /// An account's balances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Balance {
     pub available: Amount,
     /// Funds held for pending jobs (escrow).

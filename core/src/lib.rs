@@ -20,6 +20,8 @@ pub mod ledger;
 pub mod money;
 pub mod pricing;
 pub mod receipt;
+#[cfg(feature = "openapi")]
+mod schema;
 pub mod signing;
 pub mod values;
 

@@ -178,6 +178,14 @@ macro_rules! fixed_point {
                 d.deserialize_str(Visitor)
             }
         }
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                crate::schema::decimal($what, $decimals, DECIMAL_LEN_MAX)
+            }
+        }
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
     };
 }
 

@@ -105,6 +105,7 @@ pub enum PricingError {
 
 /// The pricing strategies a listing can choose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     #[default]
@@ -141,6 +142,7 @@ impl fmt::Display for Strategy {
 
 /// Service tiers (the provider guide's basic / premium / enterprise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     #[default]
@@ -166,6 +168,7 @@ impl Tier {
 
 /// A listing's pricing parameters; defaults are the guides' numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct PricingParams {
     pub peak_multiplier_bps: u32,
@@ -292,6 +295,7 @@ pub struct QuoteRequest {
 
 /// Where the base rate came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BaseSource {
     Listing,
@@ -301,6 +305,7 @@ pub enum BaseSource {
 
 /// Every factor of a quote and its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Breakdown {
     /// The listing's base price per GPU-second.
     pub listing_rate: Rate,

@@ -25,6 +25,7 @@ pub const TIMESTAMP_S_MAX: i64 = 7_258_118_400;
 
 /// What a receipt's units measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UnitType {
     GpuSeconds,
@@ -32,6 +33,7 @@ pub enum UnitType {
 
 /// Everything a receipt says, without its signatures: the part that is signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptBody {
     pub version: u32,
@@ -99,6 +101,36 @@ pub enum ReceiptError {
     Canonical(#[from] JcsError),
     #[error(transparent)]
     Money(#[from] MoneyError),
+}
+
+/// One object: the body's members and the two signatures beside them, closed as parsing is. (A
+/// derived schema would be `allOf` the body's closed schema and the signatures, which no
+/// receipt satisfies.)
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Receipt {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{RefBuilder, Schema};
+        use utoipa::openapi::RefOr;
+        use utoipa::ToSchema;
+        let RefOr::T(Schema::Object(mut object)) = <ReceiptBody as utoipa::PartialSchema>::schema() else {
+            unreachable!("ReceiptBody derives an object schema")
+        };
+        let envelope = |description: &str| RefBuilder::new().ref_location_from_schema_name(SignatureEnvelope::name()).description(Some(description)).into();
+        object.description = Some("A signed usage receipt: the signed body's members, the provider's `signature` and the marketplace's `countersignature`".into());
+        object.properties.insert("signature".into(), envelope("The provider's signature, by its registered key"));
+        object.properties.insert("countersignature".into(), envelope("The marketplace's countersignature, added when the API accepts the receipt"));
+        object.required.push("signature".into());
+        object.into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Receipt {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        <ReceiptBody as utoipa::ToSchema>::schemas(schemas);
+        schemas.push((SignatureEnvelope::name().into(), <SignatureEnvelope as utoipa::PartialSchema>::schema()));
+        <SignatureEnvelope as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 impl TryFrom<serde_json::Map<String, serde_json::Value>> for Receipt {

@@ -34,6 +34,7 @@ pub enum KeyError {
 
 /// A signature as receipts carry it: `{alg, key_id, sig}` with `sig` in standard base64.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignatureEnvelope {
     pub alg: String,
@@ -115,6 +116,7 @@ pub struct SigningKeyFile {
 
 /// A public key as registered and published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PublicKeyEntry {
     pub key_id: KeyId,
@@ -140,6 +142,7 @@ impl PublicKeyEntry {
 /// The `GET /v1/keys` document and the pinned key file: `{"keys": [...]}`, and which of them is
 /// the marketplace's own (countersignatures verify only against that one).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KeySetDocument {
     pub keys: Vec<PublicKeyEntry>,

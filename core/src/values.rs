@@ -23,10 +23,11 @@ impl ValueError {
 }
 
 /// Defines a string newtype with a `parse` that applies `$check` to text at most `$len_max`
-/// bytes long, plus Display, FromStr and string serde.
+/// bytes long, plus Display, FromStr and string serde; with feature `openapi`, a string schema
+/// described by the doc comment, and `$pattern` where the grammar is a plain regular expression.
 macro_rules! string_value {
-    ($(#[$doc:meta])* $name:ident, $field:literal, $len_max:expr, $check:expr) => {
-        $(#[$doc])*
+    ($(#[doc = $doc:literal])* $name:ident, $field:literal, $len_max:expr, $check:expr $(, pattern = $pattern:expr)?) => {
+        $(#[doc = $doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(String);
 
@@ -82,6 +83,16 @@ macro_rules! string_value {
                 Self::parse(&text).map_err(serde::de::Error::custom)
             }
         }
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                // The pattern if the invocation gives one.
+                let pattern: Option<String> = None $(.or(Some($pattern)))?;
+                crate::schema::string(&[$($doc),*], Self::LEN_MAX, pattern)
+            }
+        }
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -110,8 +121,8 @@ fn prefixed_id(text: &str, prefix: &str) -> Result<(), String> {
 }
 
 macro_rules! id_value {
-    ($(#[$doc:meta])* $name:ident, $field:literal, $prefix:literal) => {
-        string_value!($(#[$doc])* $name, $field, 72, |t| prefixed_id(t, $prefix));
+    ($(#[doc = $doc:literal])* $name:ident, $field:literal, $prefix:literal) => {
+        string_value!($(#[doc = $doc])* $name, $field, 72, |t| prefixed_id(t, $prefix), pattern = format!("^{}-[a-z0-9_-]+$", $prefix));
         impl $name {
             pub const PREFIX: &'static str = $prefix;
             /// A fresh id from a UUIDv7 (time-ordered) value.
@@ -247,6 +258,21 @@ impl<'de> Deserialize<'de> for GpuMemoryGib {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for GpuMemoryGib {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .description(Some("GPU memory in whole GiB"))
+            .minimum(Some(1))
+            .maximum(Some(Self::MAX))
+            .into()
+    }
+}
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for GpuMemoryGib {}
+
 /// A CUDA version `major.minor` (the guide's `--cuda-version 12.1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CudaVersion {
@@ -257,10 +283,12 @@ pub struct CudaVersion {
 impl CudaVersion {
     pub const MAJOR_MAX: u8 = 99;
     pub const MINOR_MAX: u8 = 99;
+    /// The longest accepted text, in bytes ("99.99").
+    pub const LEN_MAX: usize = 5;
 
     pub fn parse(text: &str) -> Result<Self, ValueError> {
         let err = || ValueError::new("cuda_version", format!("{text:?} is not MAJOR.MINOR, e.g. \"12.1\""));
-        if text.len() > 5 {
+        if text.len() > Self::LEN_MAX {
             return Err(err());
         }
         let (major, minor) = text.split_once('.').ok_or_else(err)?;
@@ -296,6 +324,16 @@ impl<'de> Deserialize<'de> for CudaVersion {
         Self::parse(&text).map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for CudaVersion {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let description = format!("A CUDA version MAJOR.MINOR, e.g. \"12.1\": major 1..={}, minor 0..={}", Self::MAJOR_MAX, Self::MINOR_MAX);
+        crate::schema::string(&[&description], Self::LEN_MAX, Some(r"^[0-9]{1,2}\.[0-9]{1,2}$".into()))
+    }
+}
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for CudaVersion {}
 
 #[cfg(test)]
 mod tests {

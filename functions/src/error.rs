@@ -18,14 +18,20 @@ pub struct ApiError {
     pub retry_after_s: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An error (RFC 9457 problem details), sent as `application/problem+json`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Problem<'a> {
+    /// `https://aitbc.dev/problems/<code>`.
     #[serde(rename = "type")]
     kind: String,
+    /// The status's reason phrase, e.g. "Bad Request".
     title: &'a str,
     status: u16,
+    /// What went wrong, for people; nothing internal.
     detail: &'a str,
+    /// Stable and machine-readable, e.g. `invalid_request`, `insufficient_funds`.
     code: &'a str,
+    /// The request field a validation error is about.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
 }

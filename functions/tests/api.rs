@@ -1,6 +1,7 @@
 //! The HTTP API, started for real on port 0 and spoken to over HTTP: the whole flow, the
-//! authorization matrix, bad input on every endpoint (with the state checked unchanged), and
-//! idempotency. One suite, run on SQLite and on DynamoDB + SQS (moto_server).
+//! authorization matrix, bad input on every endpoint (with the state checked unchanged),
+//! idempotency, and the OpenAPI document. One suite, run on SQLite and on DynamoDB + SQS
+//! (moto_server).
 
 use aitbc_core::config::MarketConfig;
 use aitbc_core::money::{GpuMillis, Rate};
@@ -163,6 +164,17 @@ fn completion(job: &Value, s: &Seller, worker: &str) -> Value {
         "receipt": signed_receipt(job, s, 1_500),
         "output": {"checksum": "ab", "backend": "cpu", "device_ms": 1500, "wall_ms": 1600}
     })
+}
+
+/// The OpenAPI document is public, JSON, version 3.1, and documents the route it is served at.
+pub async fn the_openapi_document_is_served(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    let r = app.get("/v1/openapi.json", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.content_type, "application/json");
+    assert!(r.body["openapi"].as_str().is_some_and(|v| v.starts_with("3.1.")), "{}", r.body["openapi"]);
+    assert!(r.body["paths"]["/v1/openapi.json"]["get"].is_object());
+    assert!(r.body["paths"]["/v1/jobs"]["post"]["security"].is_array());
 }
 
 pub async fn the_guides_flow_over_http(backends: Box<dyn Backends>) {
@@ -460,6 +472,7 @@ macro_rules! api_suite {
             case!(every_mutating_endpoint_authenticates_and_authorizes);
             case!(bad_input_is_a_problem_and_changes_nothing);
             case!(idempotency_replays_refuses_and_serializes);
+            case!(the_openapi_document_is_served);
         }
     };
 }

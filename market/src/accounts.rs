@@ -15,6 +15,7 @@ pub const DEPOSIT_MAX: Amount = Amount::from_raw(1_000_000_000 * 1_000_000_000);
 
 /// What opening an account returns: the secret is shown this once.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpenedAccount {
     pub address: Address,
     pub role: Role,
@@ -30,6 +31,7 @@ pub struct ProviderRecord {
 
 /// An owner's balances: the wallet, and for providers the earnings awaiting payout.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Balances {
     pub address: Address,
     pub wallet: Balance,

@@ -21,6 +21,7 @@ pub const API_KEY_BYTES_MAX: usize = 128;
 pub const API_KEY_PREFIX: &str = "aitbc_sk_";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Client,

@@ -21,6 +21,7 @@ pub const REGION_LISTINGS_MAX: usize = 100;
 
 /// What a client asks a price for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QuoteInput {
     #[serde(default)]
@@ -41,6 +42,7 @@ pub struct QuoteInput {
 
 /// The priced terms a quote promises.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QuoteTerms {
     pub quote_id: QuoteId,
@@ -61,6 +63,7 @@ pub struct QuoteTerms {
 
 /// A quote with the marketplace's signature over its RFC 8785 form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignedQuote {
     pub terms: QuoteTerms,
@@ -239,6 +242,7 @@ impl Market {
 
 /// Demand and prices in one region (the market view).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegionStats {
     pub region: Region,
     pub listings: usize,

@@ -37,6 +37,7 @@ const ATTR_EARNED: &str = "earned_nano";
 
 /// Service-level targets (the provider guide's `define_sla`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Sla {
     /// A job should start within this many seconds of submission.
@@ -52,6 +53,7 @@ impl Default for Sla {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ListingStatus {
     Active,
@@ -60,6 +62,7 @@ pub enum ListingStatus {
 
 /// A GPU listing as stored and served.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Listing {
     pub gpu_id: ListingId,
     pub provider: Address,
@@ -86,6 +89,7 @@ pub struct Listing {
 
 /// What a provider sends to list a GPU.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewListing {
     pub name: GpuName,
@@ -121,6 +125,7 @@ fn default_kinds() -> Vec<JobKind> {
 
 /// A partial update of a listing.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ListingPatch {
     pub strategy: Option<Strategy>,
@@ -132,6 +137,7 @@ pub struct ListingPatch {
 
 /// A listing with its live counters.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListingView {
     #[serde(flatten)]
     pub listing: Listing,
@@ -442,6 +448,7 @@ pub const EARNINGS_PERIOD_DAYS_MAX: i64 = 366;
 
 /// A listing's live status (the guide's `aitbc marketplace status`).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListingStatusView {
     pub gpu_id: ListingId,
     pub name: GpuName,
@@ -466,6 +473,7 @@ pub struct ListingStatusView {
 
 /// A listing's earnings over a period (the guide's `aitbc marketplace earnings`).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Earnings {
     pub gpu_id: ListingId,
     pub period: String,
@@ -480,6 +488,8 @@ pub struct Earnings {
     pub by_client: std::collections::BTreeMap<String, Amount>,
     pub by_model: std::collections::BTreeMap<String, Amount>,
     /// Local hour of the listing's region (0..=23) to gross earnings.
+    // JSON object keys are strings ("0".."23"), whatever the map's key type.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, Amount>))]
     pub by_hour_of_day: std::collections::BTreeMap<u32, Amount>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_client: Option<String>,

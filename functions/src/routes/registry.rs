@@ -4,15 +4,15 @@ use super::{PageOut, PAGE_ITEMS_DEFAULT};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_path, ApiJson, ApiQuery, Auth};
+use crate::openapi::{AuthErrors, BadRequest, BodyErrors, Conflict, Forbidden, NotFound, StoreErrors};
 use aitbc_core::signing::PublicKeyEntry;
 use aitbc_core::values::{Address, ListingId, ModelName, WorkerId};
-use aitbc_market::registry::{ListingFilter, ListingPatch, NewListing};
+use aitbc_market::registry::{Earnings, Listing, ListingFilter, ListingPatch, ListingStatusView, ListingView, NewListing};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -24,36 +24,85 @@ pub fn router() -> Router<AppState> {
         .route("/v1/listings/{gpu_id}/heartbeat", post(heartbeat))
 }
 
-async fn register_key(State(s): State<AppState>, Auth(caller): Auth, ApiJson(entry): ApiJson<PublicKeyEntry>) -> ApiResult<(StatusCode, Json<Value>)> {
+/// The group's operations in the OpenAPI document (`crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(register_key, my_keys, create, list, get_one, update, delete, status, earnings, heartbeat))]
+pub(crate) struct Paths;
+
+/// Register a public key for the provider's receipts.
+#[utoipa::path(
+    post,
+    path = "/v1/providers/keys",
+    request_body = PublicKeyEntry,
+    responses((status = 201, description = "The key, registered", body = PublicKeyEntry), AuthErrors, BodyErrors, Forbidden, Conflict, StoreErrors),
+    security(("bearer" = []))
+)]
+async fn register_key(State(s): State<AppState>, Auth(caller): Auth, ApiJson(entry): ApiJson<PublicKeyEntry>) -> ApiResult<(StatusCode, Json<PublicKeyEntry>)> {
     s.market.register_signing_key(&caller, entry.clone()).await?;
-    Ok((StatusCode::CREATED, Json(serde_json::to_value(entry).expect("serializes"))))
+    Ok((StatusCode::CREATED, Json(entry)))
 }
 
-async fn my_keys(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Value>> {
+/// The caller's registered receipt keys.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ProviderKeys {
+    keys: Vec<PublicKeyEntry>,
+}
+
+/// The caller's registered receipt keys.
+#[utoipa::path(
+    get,
+    path = "/v1/providers/keys",
+    responses((status = 200, description = "The keys", body = ProviderKeys), AuthErrors, StoreErrors),
+    security(("bearer" = []))
+)]
+async fn my_keys(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<ProviderKeys>> {
     let keys = s.market.provider_keys(&caller.address).await?;
-    Ok(Json(json!({ "keys": keys })))
+    Ok(Json(ProviderKeys { keys }))
 }
 
-async fn create(State(s): State<AppState>, Auth(caller): Auth, ApiJson(new): ApiJson<NewListing>) -> ApiResult<(StatusCode, Json<Value>)> {
-    let listing = s.market.create_listing(&caller, new).await?;
-    Ok((StatusCode::CREATED, Json(serde_json::to_value(listing).expect("serializes"))))
+/// List a GPU (provider).
+#[utoipa::path(
+    post,
+    path = "/v1/listings",
+    request_body = NewListing,
+    responses((status = 201, description = "The listing", body = Listing), AuthErrors, BodyErrors, Forbidden, StoreErrors),
+    security(("bearer" = []))
+)]
+async fn create(State(s): State<AppState>, Auth(caller): Auth, ApiJson(new): ApiJson<NewListing>) -> ApiResult<(StatusCode, Json<Listing>)> {
+    Ok((StatusCode::CREATED, Json(s.market.create_listing(&caller, new).await?)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Listings of this region (this or `provider` is required).
     region: Option<String>,
+    /// Listings of this provider's address.
     provider: Option<String>,
+    /// Only listings serving this model.
     model: Option<String>,
+    /// Only listings online, active and inside their schedule now.
     #[serde(default)]
+    #[param(default = false)]
     available: Option<bool>,
     // Paging's fields inline: serde's flatten passes query values as strings, so a flattened
     // `limit=100` would not parse as a number.
+    /// Items per page, at most the list's own maximum.
+    #[param(default = json!(PAGE_ITEMS_DEFAULT))]
     limit: Option<usize>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
 }
 
-async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Value>> {
+/// GPU listings of a region or a provider, with their live counters.
+#[utoipa::path(
+    get,
+    path = "/v1/listings",
+    params(ListQuery),
+    responses((status = 200, description = "A page of listings", body = PageOut<ListingView>), BadRequest, StoreErrors)
+)]
+async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<PageOut<ListingView>>> {
     let filter = ListingFilter {
         region: q.region,
         provider: q.provider.as_deref().map(Address::parse).transpose().map_err(|e| ApiError::invalid("provider", e.reason))?,
@@ -63,53 +112,112 @@ async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<ListQuery>) -> Ap
         cursor: q.cursor,
     };
     let (items, next_cursor) = s.market.list_listings(filter).await?;
-    Ok(Json(serde_json::to_value(PageOut { items, next_cursor }).expect("serializes")))
+    Ok(Json(PageOut { items, next_cursor }))
 }
 
-async fn get_one(State(s): State<AppState>, Path(gpu_id): Path<String>) -> ApiResult<Json<Value>> {
+/// One GPU listing with its live counters.
+#[utoipa::path(
+    get,
+    path = "/v1/listings/{gpu_id}",
+    params(("gpu_id" = ListingId, Path, description = "The listing")),
+    responses((status = 200, description = "The listing", body = ListingView), BadRequest, NotFound, StoreErrors)
+)]
+async fn get_one(State(s): State<AppState>, Path(gpu_id): Path<String>) -> ApiResult<Json<ListingView>> {
     let gpu_id = parse_path(&gpu_id, ListingId::parse)?;
-    let view = s.market.listing_view(&s.market.listing_item(&gpu_id).await?)?;
-    Ok(Json(serde_json::to_value(view).expect("serializes")))
+    Ok(Json(s.market.listing_view(&s.market.listing_item(&gpu_id).await?)?))
 }
 
-async fn update(State(s): State<AppState>, Auth(caller): Auth, Path(gpu_id): Path<String>, ApiJson(patch): ApiJson<ListingPatch>) -> ApiResult<Json<Value>> {
+/// Change a listing's strategy, price, status, parameters or schedule (its provider).
+#[utoipa::path(
+    patch,
+    path = "/v1/listings/{gpu_id}",
+    params(("gpu_id" = ListingId, Path, description = "The listing")),
+    request_body = ListingPatch,
+    responses((status = 200, description = "The listing, updated", body = Listing), AuthErrors, BodyErrors, Forbidden, NotFound, Conflict, StoreErrors),
+    security(("bearer" = []))
+)]
+async fn update(State(s): State<AppState>, Auth(caller): Auth, Path(gpu_id): Path<String>, ApiJson(patch): ApiJson<ListingPatch>) -> ApiResult<Json<Listing>> {
     let gpu_id = parse_path(&gpu_id, ListingId::parse)?;
-    let listing = s.market.update_listing(&caller, &gpu_id, patch).await?;
-    Ok(Json(serde_json::to_value(listing).expect("serializes")))
+    Ok(Json(s.market.update_listing(&caller, &gpu_id, patch).await?))
 }
 
+/// Remove a listing without running jobs (its provider).
+#[utoipa::path(
+    delete,
+    path = "/v1/listings/{gpu_id}",
+    params(("gpu_id" = ListingId, Path, description = "The listing")),
+    responses((status = 204, description = "Removed"), AuthErrors, BadRequest, Forbidden, NotFound, Conflict, StoreErrors),
+    security(("bearer" = []))
+)]
 async fn delete(State(s): State<AppState>, Auth(caller): Auth, Path(gpu_id): Path<String>) -> ApiResult<StatusCode> {
     let gpu_id = parse_path(&gpu_id, ListingId::parse)?;
     s.market.delete_listing(&caller, &gpu_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn status(State(s): State<AppState>, Path(gpu_id): Path<String>) -> ApiResult<Json<Value>> {
+/// A listing's live status: online, utilization, queue, realized rate.
+#[utoipa::path(
+    get,
+    path = "/v1/listings/{gpu_id}/status",
+    params(("gpu_id" = ListingId, Path, description = "The listing")),
+    responses((status = 200, description = "The status", body = ListingStatusView), BadRequest, NotFound, StoreErrors)
+)]
+async fn status(State(s): State<AppState>, Path(gpu_id): Path<String>) -> ApiResult<Json<ListingStatusView>> {
     let gpu_id = parse_path(&gpu_id, ListingId::parse)?;
-    let status = s.market.listing_status(&gpu_id).await?;
-    Ok(Json(serde_json::to_value(status).expect("serializes")))
+    Ok(Json(s.market.listing_status(&gpu_id).await?))
 }
 
-#[derive(Deserialize)]
+/// The earnings period when none is asked for.
+const EARNINGS_PERIOD_DEFAULT: &str = "30d";
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EarningsQuery {
+    /// `<N>h` or `<N>d`, e.g. `24h` or `30d`.
+    #[param(default = json!(EARNINGS_PERIOD_DEFAULT))]
     period: Option<String>,
 }
 
-async fn earnings(State(s): State<AppState>, Auth(caller): Auth, Path(gpu_id): Path<String>, ApiQuery(q): ApiQuery<EarningsQuery>) -> ApiResult<Json<Value>> {
+/// A listing's earnings over a period: gross, fees, net; by client, model and hour (its provider).
+#[utoipa::path(
+    get,
+    path = "/v1/listings/{gpu_id}/earnings",
+    params(("gpu_id" = ListingId, Path, description = "The listing"), EarningsQuery),
+    responses((status = 200, description = "The earnings", body = Earnings), AuthErrors, BadRequest, Forbidden, NotFound, StoreErrors),
+    security(("bearer" = []))
+)]
+async fn earnings(State(s): State<AppState>, Auth(caller): Auth, Path(gpu_id): Path<String>, ApiQuery(q): ApiQuery<EarningsQuery>) -> ApiResult<Json<Earnings>> {
     let gpu_id = parse_path(&gpu_id, ListingId::parse)?;
-    let earnings = s.market.listing_earnings(&caller, &gpu_id, q.period.as_deref().unwrap_or("30d")).await?;
-    Ok(Json(serde_json::to_value(earnings).expect("serializes")))
+    Ok(Json(s.market.listing_earnings(&caller, &gpu_id, q.period.as_deref().unwrap_or(EARNINGS_PERIOD_DEFAULT)).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct HeartbeatBody {
     worker_id: WorkerId,
 }
 
-async fn heartbeat(State(s): State<AppState>, Auth(caller): Auth, Path(gpu_id): Path<String>, ApiJson(body): ApiJson<HeartbeatBody>) -> ApiResult<Json<Value>> {
+/// What a heartbeat answers: the listing's liveness and the queue its workers poll.
+#[derive(Serialize, utoipa::ToSchema)]
+struct HeartbeatAck {
+    gpu_id: ListingId,
+    online: bool,
+    active_jobs: i64,
+    queue: String,
+}
+
+/// A worker's heartbeat for a listing: keeps it online (its provider).
+#[utoipa::path(
+    post,
+    path = "/v1/listings/{gpu_id}/heartbeat",
+    params(("gpu_id" = ListingId, Path, description = "The listing")),
+    request_body = HeartbeatBody,
+    responses((status = 200, description = "The listing's liveness", body = HeartbeatAck), AuthErrors, BodyErrors, Forbidden, NotFound, StoreErrors),
+    security(("bearer" = []))
+)]
+async fn heartbeat(State(s): State<AppState>, Auth(caller): Auth, Path(gpu_id): Path<String>, ApiJson(body): ApiJson<HeartbeatBody>) -> ApiResult<Json<HeartbeatAck>> {
     let gpu_id = parse_path(&gpu_id, ListingId::parse)?;
     let view = s.market.heartbeat(&caller, &gpu_id, &body.worker_id).await?;
-    Ok(Json(json!({ "gpu_id": gpu_id, "online": view.online, "active_jobs": view.active_jobs, "queue": view.listing.queue })))
+    Ok(Json(HeartbeatAck { gpu_id, online: view.online, active_jobs: view.active_jobs, queue: view.listing.queue }))
 }
