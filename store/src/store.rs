@@ -144,6 +144,23 @@ impl Condition {
         }
     }
 
+    /// The attribute names the condition reads (an adapter may load just these).
+    pub fn attr_names(&self) -> Vec<&str> {
+        let mut names = Vec::new();
+        self.collect_names(&mut names);
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    fn collect_names<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            Condition::Always | Condition::Absent | Condition::Present => {}
+            Condition::Equals(attr, _) | Condition::NotEquals(attr, _) | Condition::AttrAbsent(attr) => out.push(attr),
+            Condition::And(all) => all.iter().for_each(|c| c.collect_names(out)),
+        }
+    }
+
     fn terms(&self) -> usize {
         match self {
             Condition::And(all) => 1 + all.iter().map(Condition::terms).sum::<usize>(),

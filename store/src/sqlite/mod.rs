@@ -37,7 +37,7 @@ pub const PAGE_CACHE_KIB: i64 = 64 * 1024;
 pub const GROUP_REQUESTS_MAX: usize = 64;
 /// WAL pages before SQLite checkpoints the log into the file (each checkpoint syncs the file:
 /// fewer, larger ones cost less; 4096 pages of 4 KiB = 16 MiB of log).
-pub const WAL_CHECKPOINT_PAGES: u32 = 4096;
+pub const WAL_CHECKPOINT_PAGES: u32 = 16384;
 
 /// How the database thread answers a request once its group's commit is done (Err: the commit
 /// failed, so the request's writes are gone).

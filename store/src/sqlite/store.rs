@@ -91,52 +91,166 @@ fn parse_attrs(json: &str) -> Result<Map<String, Value>, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Backend(format!("sqlite: corrupt item: {e}")))
 }
 
-fn load(tx: &Connection, key: &Key) -> Result<Option<Map<String, Value>>, StoreError> {
-    let json: Option<String> = tx
-        .prepare_cached("SELECT attrs FROM items WHERE pk = ?1 AND sk = ?2")?
-        .query_row(params![key.pk, key.sk], |row| row.get(0))
-        .optional()?;
-    json.as_deref().map(parse_attrs).transpose()
+/// Columns that copy attributes so SQLite can index them: the index key attributes (named as
+/// the attributes) and the TTL attribute.
+const COPIED: usize = 7;
+
+fn copied_names() -> [&'static str; COPIED] {
+    let [g1, g2, g3] = INDEXES;
+    [g1.pk_attr, g1.sk_attr, g2.pk_attr, g2.sk_attr, g3.pk_attr, g3.sk_attr, ATTR_EXPIRES_AT]
 }
 
-/// Loads the current item only when the condition needs it.
-fn check(tx: &Connection, key: &Key, condition: &Condition) -> Result<(), StoreError> {
-    if condition.is_always() {
-        return Ok(());
+/// The values of the copied columns of one row.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Copies([Option<Value>; COPIED]);
+
+impl Copies {
+    fn of(attrs: &Map<String, Value>) -> Self {
+        Copies(copied_names().map(|name| match attrs.get(name) {
+            Some(v @ Value::String(_)) if name != ATTR_EXPIRES_AT => Some(v.clone()),
+            Some(v) if name == ATTR_EXPIRES_AT && v.is_i64() => Some(v.clone()),
+            _ => None,
+        }))
     }
-    let current = load(tx, key)?;
-    if condition.holds(current.as_ref()) {
-        Ok(())
+
+    fn sql(value: &Option<Value>) -> rusqlite::types::Value {
+        match value {
+            Some(Value::String(s)) => rusqlite::types::Value::Text(s.clone()),
+            Some(Value::Number(n)) => rusqlite::types::Value::Integer(n.as_i64().expect("copies are i64")),
+            _ => rusqlite::types::Value::Null,
+        }
+    }
+}
+
+/// An item serialized for storage: its JSON text and its copied columns. Built by the caller,
+/// off the database thread, for a put.
+#[derive(Debug)]
+struct Row {
+    json: String,
+    copies: Copies,
+}
+
+impl Row {
+    fn of(attrs: &Map<String, Value>) -> Self {
+        Row { json: serde_json::to_string(attrs).expect("JSON values serialize"), copies: Copies::of(attrs) }
+    }
+}
+
+/// What a write needs of the current row: whether it exists, its copied columns, and either
+/// every attribute or just those a condition reads.
+struct Current {
+    copies: Copies,
+    attrs: Map<String, Value>,
+}
+
+/// Which attributes to read of the current row.
+enum Read<'a> {
+    /// None: the write needs only whether the row exists and its copied columns.
+    Named(Vec<&'a str>),
+    /// The whole item (an update applies to it).
+    All,
+}
+
+impl<'a> Read<'a> {
+    /// What evaluating `condition` needs. SQLite's JSON operator extracts the named attributes
+    /// without parsing the whole item in Rust; names it cannot quote in a JSON path fall back
+    /// to the whole item.
+    fn for_condition(condition: &'a Condition) -> Self {
+        let names = condition.attr_names();
+        if names.iter().any(|n| n.contains(['"', '\\'])) {
+            Read::All
+        } else {
+            Read::Named(names)
+        }
+    }
+}
+
+fn select_current(tx: &Connection, key: &Key, read: &Read) -> Result<Option<Current>, StoreError> {
+    let mut sql = format!("SELECT {}", copied_names().join(", "));
+    let mut paths: Vec<String> = Vec::new();
+    match read {
+        Read::All => sql.push_str(", attrs"),
+        Read::Named(names) => {
+            for name in names {
+                paths.push(format!("$.\"{name}\""));
+                sql.push_str(&format!(", attrs -> ?{}", paths.len() + 2));
+            }
+        }
+    }
+    sql.push_str(" FROM items WHERE pk = ?1 AND sk = ?2");
+    let mut statement = tx.prepare_cached(&sql)?;
+    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&key.pk, &key.sk];
+    args.extend(paths.iter().map(|p| p as &dyn rusqlite::ToSql));
+    let row = statement
+        .query_row(args.as_slice(), |row| {
+            let mut copies = Copies::default();
+            for (i, name) in copied_names().iter().enumerate() {
+                copies.0[i] = if *name == ATTR_EXPIRES_AT {
+                    row.get::<_, Option<i64>>(i)?.map(Value::from)
+                } else {
+                    row.get::<_, Option<String>>(i)?.map(Value::from)
+                };
+            }
+            let mut texts: Vec<Option<String>> = Vec::new();
+            for i in COPIED..row.as_ref().column_count() {
+                texts.push(row.get::<_, Option<String>>(i)?);
+            }
+            Ok((copies, texts))
+        })
+        .optional()?;
+    let Some((copies, texts)) = row else { return Ok(None) };
+    let attrs = match read {
+        Read::All => parse_attrs(texts[0].as_deref().unwrap_or("{}"))?,
+        Read::Named(names) => {
+            let mut attrs = Map::new();
+            for (name, text) in names.iter().zip(texts) {
+                if let Some(text) = text {
+                    let value = serde_json::from_str(&text).map_err(|e| StoreError::Backend(format!("sqlite: corrupt attribute {name}: {e}")))?;
+                    attrs.insert((*name).to_string(), value);
+                }
+            }
+            attrs
+        }
+    };
+    Ok(Some(Current { copies, attrs }))
+}
+
+/// Loads what `condition` reads of the current row and checks it.
+fn check(tx: &Connection, key: &Key, condition: &Condition) -> Result<Option<Current>, StoreError> {
+    let current = select_current(tx, key, &Read::for_condition(condition))?;
+    if condition.holds(current.as_ref().map(|c| &c.attrs)) {
+        Ok(current)
     } else {
         Err(StoreError::condition_failed(key))
     }
 }
 
-fn text_attr<'a>(attrs: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    attrs.get(name).and_then(Value::as_str)
-}
-
-fn write(tx: &Connection, key: &Key, attrs: &Map<String, Value>) -> Result<(), StoreError> {
-    let json = serde_json::to_string(attrs).expect("JSON values serialize");
-    let [g1, g2, g3] = INDEXES;
-    let expires_at = attrs.get(ATTR_EXPIRES_AT).and_then(Value::as_i64);
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO items \
-         (pk, sk, attrs, gsi1pk, gsi1sk, gsi2pk, gsi2sk, gsi3pk, gsi3sk, expires_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        key.pk,
-        key.sk,
-        json,
-        text_attr(attrs, g1.pk_attr),
-        text_attr(attrs, g1.sk_attr),
-        text_attr(attrs, g2.pk_attr),
-        text_attr(attrs, g2.sk_attr),
-        text_attr(attrs, g3.pk_attr),
-        text_attr(attrs, g3.sk_attr),
-        expires_at,
-    ])?;
+/// Writes a row: an insert when there is none, else an update of the JSON and of only the
+/// copied columns that changed, so SQLite leaves the entries of unchanged indexes alone.
+fn write(tx: &Connection, key: &Key, before: Option<&Copies>, row: &Row) -> Result<(), StoreError> {
+    let names = copied_names();
+    let after: Vec<rusqlite::types::Value> = row.copies.0.iter().map(Copies::sql).collect();
+    match before {
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO items (pk, sk, attrs, gsi1pk, gsi1sk, gsi2pk, gsi2sk, gsi3pk, gsi3sk, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![key.pk, key.sk, row.json, after[0], after[1], after[2], after[3], after[4], after[5], after[6]])?;
+        }
+        Some(before) => {
+            let mut sql = String::from("UPDATE items SET attrs = ?3");
+            let mut args: Vec<&dyn rusqlite::ToSql> = vec![&key.pk, &key.sk, &row.json];
+            for (i, name) in names.iter().enumerate() {
+                if before.0[i] != row.copies.0[i] {
+                    args.push(&after[i]);
+                    sql.push_str(&format!(", {name} = ?{}", args.len()));
+                }
+            }
+            sql.push_str(" WHERE pk = ?1 AND sk = ?2");
+            tx.prepare_cached(&sql)?.execute(args.as_slice())?;
+        }
+    }
     Ok(())
 }
 
@@ -145,9 +259,9 @@ fn remove(tx: &Connection, key: &Key) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn put_in(tx: &Connection, item: &Item, condition: &Condition) -> Result<(), StoreError> {
-    check(tx, &item.key, condition)?;
-    write(tx, &item.key, &item.attrs)
+fn put_in(tx: &Connection, key: &Key, row: &Row, condition: &Condition) -> Result<(), StoreError> {
+    let current = check(tx, key, condition)?;
+    write(tx, key, current.as_ref().map(|c| &c.copies), row)
 }
 
 fn update_in(
@@ -156,12 +270,12 @@ fn update_in(
     update: &Update,
     condition: &Condition,
 ) -> Result<Map<String, Value>, StoreError> {
-    let current = load(tx, key)?;
-    if !condition.holds(current.as_ref()) {
+    let current = select_current(tx, key, &Read::All)?;
+    if !condition.holds(current.as_ref().map(|c| &c.attrs)) {
         return Err(StoreError::condition_failed(key));
     }
-    let attrs = update.apply(current.as_ref())?.ok_or_else(|| StoreError::condition_failed(key))?;
-    write(tx, key, &attrs)?;
+    let attrs = update.apply(current.as_ref().map(|c| &c.attrs))?.ok_or_else(|| StoreError::condition_failed(key))?;
+    write(tx, key, current.as_ref().map(|c| &c.copies), &Row::of(&attrs))?;
     Ok(attrs)
 }
 
@@ -189,7 +303,9 @@ fn prefix_successor(prefix: &str) -> Option<String> {
     None
 }
 
-fn query_in(tx: &Connection, query: &Query) -> Result<Page, StoreError> {
+/// One page of raw rows (key and JSON text) and whether more follow: the JSON is parsed by the
+/// caller, off the database thread.
+fn query_in(tx: &Connection, query: &Query) -> Result<(Vec<(String, String, String)>, bool), StoreError> {
     let (pk_col, sk_col) = query.key_attrs();
     let mut sql = format!("SELECT pk, sk, attrs FROM items WHERE {pk_col} = ?1 AND {sk_col} IS NOT NULL");
     let mut args: Vec<String> = vec![query.partition.clone()];
@@ -238,16 +354,21 @@ fn query_in(tx: &Connection, query: &Query) -> Result<Page, StoreError> {
     let rows = statement.query_map(rusqlite::params_from_iter(args.iter()), |row| {
         Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
     })?;
-    let mut items = Vec::with_capacity(query.limit.min(64));
+    let mut rows_out = Vec::with_capacity(query.limit.min(64));
     let mut more = false;
     for row in rows {
-        let (pk, sk, json) = row?;
-        if items.len() == query.limit {
+        if rows_out.len() == query.limit {
             more = true;
             break;
         }
-        items.push(Item { key: Key { pk, sk }, attrs: parse_attrs(&json)? });
+        rows_out.push(row?);
     }
+    Ok((rows_out, more))
+}
+
+/// A page from raw rows: the items parsed, and the cursor after the last one if more follow.
+fn page_of(query: &Query, rows: Vec<(String, String, String)>, more: bool) -> Result<Page, StoreError> {
+    let items = rows.into_iter().map(|(pk, sk, json)| Ok(Item { key: Key { pk, sk }, attrs: parse_attrs(&json)? })).collect::<Result<Vec<Item>, StoreError>>()?;
     assert!(items.len() <= query.limit);
     let cursor = if more {
         let last = items.last().expect("a full page has a last item");
@@ -261,17 +382,47 @@ fn query_in(tx: &Connection, query: &Query) -> Result<Page, StoreError> {
     Ok(Page { items, cursor })
 }
 
+/// A transaction's write with its item serialized (puts) before it goes to the database thread.
+enum Prepared {
+    Put { key: Key, row: Row, condition: Condition },
+    Update { key: Key, update: Update, condition: Condition },
+    Delete { key: Key, condition: Condition },
+    Check { key: Key, condition: Condition },
+}
+
+impl From<TxWrite> for Prepared {
+    fn from(write: TxWrite) -> Self {
+        match write {
+            TxWrite::Put { item, condition } => Prepared::Put { row: Row::of(&item.attrs), key: item.key, condition },
+            TxWrite::Update { key, update, condition } => Prepared::Update { key, update, condition },
+            TxWrite::Delete { key, condition } => Prepared::Delete { key, condition },
+            TxWrite::ConditionCheck { key, condition } => Prepared::Check { key, condition },
+        }
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
         validate_key(key)?;
-        let key = key.clone();
-        self.run(move |conn| Ok(load(conn, &key)?.map(|attrs| Item { key, attrs }))).await
+        let owned = key.clone();
+        let json: Option<String> = self
+            .run(move |conn| {
+                let json = conn
+                    .prepare_cached("SELECT attrs FROM items WHERE pk = ?1 AND sk = ?2")?
+                    .query_row(params![owned.pk, owned.sk], |row| row.get(0))
+                    .optional()?;
+                Ok(json)
+            })
+            .await?;
+        json.map(|json| Ok(Item { key: key.clone(), attrs: parse_attrs(&json)? })).transpose()
     }
 
     async fn put(&self, item: Item, condition: Condition) -> Result<(), StoreError> {
         validate_put(&item, &condition)?;
-        self.run(move |tx| put_in(tx, &item, &condition)).await
+        let row = Row::of(&item.attrs);
+        let key = item.key;
+        self.run(move |tx| put_in(tx, &key, &row, &condition)).await
     }
 
     async fn update(&self, key: &Key, update: Update, condition: Condition) -> Result<Item, StoreError> {
@@ -293,7 +444,10 @@ impl Store for SqliteStore {
 
     async fn query(&self, query: Query) -> Result<Page, StoreError> {
         query.validate()?;
-        self.run(move |conn| query_in(conn, &query)).await
+        let query = std::sync::Arc::new(query);
+        let asked = query.clone();
+        let (rows, more) = self.run(move |conn| query_in(conn, &asked)).await?;
+        page_of(&query, rows, more)
     }
 
     async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), StoreError> {
@@ -301,15 +455,18 @@ impl Store for SqliteStore {
         // Each write's condition looks only at its own item and the items are distinct, so
         // checking each condition just before its write equals checking all first. Any error
         // returns before the commit, and dropping the transaction rolls everything back.
+        let writes: Vec<Prepared> = writes.into_iter().map(Prepared::from).collect();
         self.run(move |tx| {
             for write in &writes {
                 match write {
-                    TxWrite::Put { item, condition } => put_in(tx, item, condition)?,
-                    TxWrite::Update { key, update, condition } => {
+                    Prepared::Put { key, row, condition } => put_in(tx, key, row, condition)?,
+                    Prepared::Update { key, update, condition } => {
                         update_in(tx, key, update, condition)?;
                     }
-                    TxWrite::Delete { key, condition } => delete_in(tx, key, condition)?,
-                    TxWrite::ConditionCheck { key, condition } => check(tx, key, condition)?,
+                    Prepared::Delete { key, condition } => delete_in(tx, key, condition)?,
+                    Prepared::Check { key, condition } => {
+                        check(tx, key, condition)?;
+                    }
                 }
             }
             Ok(())
