@@ -79,6 +79,9 @@ pub(crate) struct Caches {
     keys: Mutex<HashMap<String, (Principal, i64)>>,
     buckets: Mutex<HashMap<String, Bucket>>,
     pub(crate) demand: crate::quotes::DemandCache,
+    /// Spending limits by account: set when the account opens and never changed, so a cached
+    /// one is never stale.
+    pub(crate) limits: Mutex<HashMap<String, Option<aitbc_core::money::Amount>>>,
 }
 
 struct Bucket {

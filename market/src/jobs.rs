@@ -259,8 +259,8 @@ impl Market {
         }
         // The client's spending limit bounds what it may have held at once.
         let wallet = AccountId::wallet(&caller.address);
-        let (account, balance) = self.account(&wallet).await?;
-        if let Some(limit) = account.spending_limit {
+        if let Some(limit) = self.spending_limit(&wallet).await? {
+            let (_, balance) = self.account(&wallet).await?;
             let would_hold = balance.held.checked_add(terms.max_price).map_err(|e| MarketError::invalid("units", e.to_string()))?;
             if would_hold > limit {
                 return Err(MarketError::SpendingLimit(format!("{would_hold} held would exceed the limit of {limit}")));

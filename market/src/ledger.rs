@@ -124,6 +124,23 @@ impl Market {
         Ok((from_item(&item)?, balance))
     }
 
+    /// An account's spending limit, if it has one. The limit is fixed when the account opens,
+    /// so it is read once per process: a submission then reads balances only for accounts
+    /// that have a limit.
+    pub async fn spending_limit(&self, account: &AccountId) -> Result<Option<Amount>, MarketError> {
+        let id = account.to_string();
+        if let Some(limit) = self.caches.limits.lock().expect("limit cache").get(&id) {
+            return Ok(*limit);
+        }
+        let (record, _) = self.account(account).await?;
+        let mut cache = self.caches.limits.lock().expect("limit cache");
+        if cache.len() >= crate::auth::KEY_CACHE_ENTRIES_MAX {
+            cache.clear();
+        }
+        cache.insert(id, record.spending_limit);
+        Ok(record.spending_limit)
+    }
+
     pub async fn hold_record(&self, hold_id: &str) -> Result<Option<Hold>, MarketError> {
         Ok(self.hold_with_phase(hold_id).await?.map(|(hold, _)| hold))
     }

@@ -180,6 +180,32 @@ async fn holds_cannot_overdraw_and_cancellation_voids_them() {
 }
 
 #[tokio::test]
+async fn a_spending_limit_bounds_what_a_client_holds_at_once() {
+    let w = world().await;
+    let m = &w.market;
+    let _p = provider(m).await;
+    let opened = m.open_account_with_key(None, Role::Client, Some(Amount::parse("5").unwrap())).await.unwrap();
+    let limited = m.authenticate(&opened.api_key).await.unwrap();
+    m.deposit(&limited, &limited.address, Amount::parse("100").unwrap(), TransferId::generate()).await.unwrap();
+    let wallet = AccountId::wallet(&limited.address);
+    // One 4 AITBC hold fits under 5; a second would hold 8 and is refused, holding nothing.
+    let first = m.submit_job(&limited, submit("2.5"), "a").await.unwrap();
+    let err = m.submit_job(&limited, submit("2.5"), "b").await.unwrap_err();
+    assert!(matches!(err, MarketError::SpendingLimit(_)), "{err:?}");
+    assert_eq!(m.account(&wallet).await.unwrap().1.held, Amount::parse("4").unwrap());
+    let (jobs, _) = m.list_jobs(&limited, 10, None).await.unwrap();
+    assert_eq!(jobs.len(), 1, "the refused job was not written");
+    // The limit bounds what is held now: once the first hold is voided, another job fits.
+    m.cancel_job(&limited, &first.job_id).await.unwrap();
+    m.submit_job(&limited, submit("2.5"), "c").await.unwrap();
+    // A client without a limit is bounded only by its balance.
+    let free = funded_client(m, "100").await;
+    for key in ["a", "b", "c"] {
+        m.submit_job(&free, submit("2.5"), key).await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn failures_requeue_until_attempts_run_out_then_void() {
     let w = world().await;
     let m = &w.market;
