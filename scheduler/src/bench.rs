@@ -50,6 +50,9 @@ pub struct BenchOptions {
     /// Loading transactions in flight: 1..=BENCH_TX_IN_FLIGHT_MAX (moto_server needs 1: it is
     /// not safe under concurrent transactions).
     pub load_in_flight_max: usize,
+    /// Load item by item rather than in transactions: moto_server copies its whole state for
+    /// every transaction, so transactional loading grows quadratically there.
+    pub load_by_item: bool,
     pub settle: SettleOptions,
 }
 
@@ -244,7 +247,17 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
             }
             let store = store.clone();
             let batch = std::mem::replace(&mut writes, Vec::with_capacity(TRANSACTION_WRITES_MAX));
-            in_flight.spawn(async move { store.transact(batch).await });
+            let by_item = options.load_by_item;
+            in_flight.spawn(async move {
+                if !by_item {
+                    return store.transact(batch).await;
+                }
+                for write in batch {
+                    let TxWrite::Put { item, condition } = write else { unreachable!("loading only puts") };
+                    store.put(item, condition).await?;
+                }
+                Ok(())
+            });
             progress.advance("load", BENCH_RECEIPTS_PER_TX as u64);
         }
     }

@@ -42,14 +42,23 @@ pub const EVENT_BYTES_MAX: usize = 256 * 1024;
 pub enum SchedulerError {
     #[error("configuration: {0}")]
     Config(String),
-    #[error(transparent)]
+    #[error("{}", operator_detail(.0))]
     Market(#[from] MarketError),
-    #[error(transparent)]
+    #[error("{}", match .0 { SettleError::Market(e) => operator_detail(e), other => other.to_string() })]
     Settle(#[from] SettleError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("report {path}: {error}")]
     Report { path: PathBuf, error: String },
+}
+
+/// A market error as an operator needs it: with the detail that the HTTP API keeps from its
+/// callers (an internal or unavailable store says what failed).
+fn operator_detail(e: &MarketError) -> String {
+    match e {
+        MarketError::Internal(detail) | MarketError::Unavailable(detail) => format!("{e}: {detail}"),
+        other => other.to_string(),
+    }
 }
 
 /// A batch job.

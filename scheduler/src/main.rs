@@ -162,6 +162,7 @@ async fn run_bench(backend: Backend, receipts: u64, clients: u32, providers: u32
         providers,
         count_writes,
         load_in_flight_max: if emulator { 1 } else { bench::BENCH_TX_IN_FLIGHT_MAX },
+        load_by_item: emulator,
         settle: SettleOptions { in_flight_max: in_flight, ..SettleOptions::default() },
     };
     let dir = std::env::temp_dir().join(format!("aitbc-bench-{}", std::process::id()));
