@@ -2,82 +2,19 @@
 //! for a job from escrow, a worker claims and completes it with a signed receipt; and the ways
 //! that must fail (late, duplicate or foreign completions, overdrafts, cancelled jobs).
 
-use aitbc_core::config::MarketConfig;
 use aitbc_core::jobspec::JobSpec;
 use aitbc_core::ledger::AccountId;
 use aitbc_core::money::Amount;
 use aitbc_core::signing::NamedSigningKey;
-use aitbc_core::values::{GpuMemoryGib, GpuName, CudaVersion, KeyId, TransferId, WorkerId};
-use aitbc_market::auth::{Principal, Role};
-use aitbc_market::jobs::{Completion, JobRecord, SubmitJob};
-use aitbc_market::registry::{Listing, NewListing, Sla};
-use aitbc_market::{Clock, ManualClock, Market, MarketError, Settings};
+use aitbc_core::values::{GpuMemoryGib, GpuName, CudaVersion, TransferId, WorkerId};
+use aitbc_market::auth::Role;
+use aitbc_market::registry::{NewListing, Sla};
+use aitbc_market::{Clock, MarketError};
 use aitbc_core::job::JobState;
-use std::sync::Arc;
 
-/// 2026-01-24 20:00 UTC (noon in us-west).
-const START_MS: i64 = 1_769_284_800_000;
+mod common;
 
-struct World {
-    market: Market,
-    clock: Arc<ManualClock>,
-    _dir: tempfile::TempDir,
-}
-
-async fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, queue) = aitbc_store::provision::sqlite(dir.path().join("market.db"), &[], aitbc_store::queue_spec()).await.unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let key = NamedSigningKey::from_seed(KeyId::parse("aitbc-market-test").unwrap(), [3; 32]);
-    let market = Market::new(Arc::new(store), Arc::new(queue), MarketConfig::default(), Settings::default(), key, clock.clone());
-    market.bootstrap().await.unwrap();
-    World { market, clock, _dir: dir }
-}
-
-async fn principal(m: &Market, role: Role) -> Principal {
-    let opened = m.open_account_with_key(None, role, None).await.unwrap();
-    m.authenticate(&opened.api_key).await.unwrap()
-}
-
-struct Provider {
-    who: Principal,
-    key: NamedSigningKey,
-    listing: Listing,
-    worker: WorkerId,
-}
-
-async fn provider(m: &Market) -> Provider {
-    let who = principal(m, Role::Provider).await;
-    let key = NamedSigningKey::from_seed(KeyId::parse(&format!("prov-{}", &who.address.as_str()[4..12])).unwrap(), [9; 32]);
-    m.register_signing_key(&who, key.public()).await.unwrap();
-    let new: NewListing = serde_json::from_value(serde_json::json!({
-        "name": "My-GPU", "memory_gib": 24, "cuda_version": "12.1", "base_price": "0.05", "region": "us-west",
-        "models": ["llama3.2"], "count": 2
-    }))
-    .unwrap();
-    let listing = m.create_listing(&who, new).await.unwrap();
-    let worker = WorkerId::parse("wrk-1").unwrap();
-    m.heartbeat(&who, &listing.gpu_id, &worker).await.unwrap();
-    Provider { who, key, listing, worker }
-}
-
-async fn funded_client(m: &Market, amount: &str) -> Principal {
-    let client = principal(m, Role::Client).await;
-    m.deposit(&client, &client.address, Amount::parse(amount).unwrap(), TransferId::generate()).await.unwrap();
-    client
-}
-
-fn submit(units: &str) -> SubmitJob {
-    serde_json::from_value(serde_json::json!({
-        "model": "llama3.2", "units": units, "region": "us-west",
-        "spec": {"kind": "vector_add", "n": 1024, "seed": 1}
-    }))
-    .unwrap()
-}
-
-fn receipt_for(job: &JobRecord, p: &Provider, units_ms: u64, started_s: i64, completed_s: i64) -> Completion {
-    Completion::signed(job, &p.key, &p.worker, units_ms, started_s, completed_s)
-}
+use common::{completion as receipt_for, funded_client, provider, submit, world, START_MS};
 
 #[tokio::test]
 async fn a_job_is_held_claimed_completed_and_receipted() {
