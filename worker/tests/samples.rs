@@ -73,8 +73,9 @@ fn cpu_capable_samples_run_on_the_cpu_backend() {
 }
 
 #[test]
+#[ignore = "needs a CUDA GPU; scripts/gpu-bench.sh runs it with --include-ignored"]
 fn every_sample_runs_on_cuda() {
-    let Some(mut cuda) = common::cuda_backend_or_skip() else { return };
+    let mut cuda = common::cuda_backend();
     let mut cpu = CpuBackend::new();
     for (name, spec) in load_all() {
         let out = cuda.run(&spec, &RunLimits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
