@@ -9,12 +9,6 @@
 //! all. A commit costs far more than a conditional put (it writes every dirty page to the log),
 //! so concurrent callers share that cost; a caller still sees its answer only after its writes
 //! are committed, and IMMEDIATE keeps condition and write atomic against other processes too.
-//!
-//! Checkpoints: a second thread, on its own connection, copies committed pages from the WAL
-//! into the database file every `CHECKPOINT_INTERVAL_MS` (a PASSIVE checkpoint, which never
-//! blocks the writer). Copying and syncing the file then runs beside the database thread, on
-//! another core, instead of stalling every request queued behind the commit that crossed the
-//! automatic checkpoint's threshold; that threshold stays as a backstop.
 
 mod queue;
 mod store;
@@ -41,11 +35,9 @@ pub const BUSY_TIMEOUT_MS: u64 = 5_000;
 pub const PAGE_CACHE_KIB: i64 = 64 * 1024;
 /// Most requests one group commit runs (bounds a group's transaction and its answers' delay).
 pub const GROUP_REQUESTS_MAX: usize = 64;
-/// WAL pages after which the database thread checkpoints the log itself: a backstop, should
-/// the checkpoint thread fall behind (65536 pages of 4 KiB = 256 MiB of log).
-pub const WAL_CHECKPOINT_PAGES: u32 = 65536;
-/// How often the checkpoint thread copies the WAL into the database file.
-pub const CHECKPOINT_INTERVAL_MS: u64 = 200;
+/// WAL pages before SQLite checkpoints the log into the file (each checkpoint syncs the file:
+/// fewer, larger ones cost less; 4096 pages of 4 KiB = 16 MiB of log).
+pub const WAL_CHECKPOINT_PAGES: u32 = 16384;
 
 /// How the database thread answers a request once its group's commit is done (Err: the commit
 /// failed, so the request's writes are gone).
@@ -102,10 +94,7 @@ impl SqliteDb {
         let (requests, receiver) = mpsc::channel::<Request>(REQUESTS_QUEUED_MAX);
         std::thread::Builder::new()
             .name("aitbc-sqlite".into())
-            .spawn({
-                let path = path.clone();
-                move || serve(conn, receiver, &path)
-            })
+            .spawn(move || serve(conn, receiver))
             .expect("spawning the database thread");
         Ok(SqliteDb { inner: Arc::new(DbInner { path, requests }) })
     }
@@ -214,43 +203,9 @@ fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(&sql)
 }
 
-/// The checkpoint thread: a PASSIVE checkpoint every CHECKPOINT_INTERVAL_MS on its own
-/// connection, until `stop` is dropped.
-fn checkpoint_loop(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
-    let interval = std::time::Duration::from_millis(CHECKPOINT_INTERVAL_MS);
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
-        // (busy, log frames, frames checkpointed); PASSIVE copies what no reader still needs.
-        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(0)) {
-            tracing::warn!(%error, "SQLite background checkpoint failed");
-        }
-    }
-}
-
-/// Starts the checkpoint thread on a second connection to `path`; dropping the returned sender
-/// stops it. None where it cannot open (the database thread's backstop still checkpoints).
-fn start_checkpoints(path: &Path) -> Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
-    let conn = match Connection::open(path) {
-        Ok(conn) => conn,
-        Err(error) => {
-            tracing::warn!(%error, "SQLite checkpoint connection failed; checkpoints stay on the database thread");
-            return None;
-        }
-    };
-    if let Err(error) = conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS)) {
-        tracing::warn!(%error, "SQLite checkpoint connection: busy timeout not set");
-    }
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    let handle = std::thread::Builder::new()
-        .name("aitbc-sqlite-checkpoint".into())
-        .spawn(move || checkpoint_loop(conn, stopped))
-        .expect("spawning the checkpoint thread");
-    Some((stop, handle))
-}
-
 /// The database thread: runs requests in arrival order, in group commits, until every handle
-/// is dropped; then stops the checkpoint thread and merges the log into the file.
-fn serve(conn: Connection, mut receiver: mpsc::Receiver<Request>, path: &Path) {
-    let checkpoints = start_checkpoints(path);
+/// is dropped.
+fn serve(conn: Connection, mut receiver: mpsc::Receiver<Request>) {
     let mut group: Vec<Request> = Vec::with_capacity(GROUP_REQUESTS_MAX);
     let mut replies: Vec<Reply> = Vec::with_capacity(GROUP_REQUESTS_MAX);
     while let Some(first) = receiver.blocking_recv() {
@@ -279,10 +234,6 @@ fn serve(conn: Connection, mut receiver: mpsc::Receiver<Request>, path: &Path) {
             reply(commit.clone());
         }
         assert!(conn.is_autocommit(), "no transaction outlives its group");
-    }
-    if let Some((stop, handle)) = checkpoints {
-        drop(stop);
-        let _ = handle.join();
     }
     // Merge the log into the file so that a closed database is one file again.
     if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
@@ -319,41 +270,4 @@ fn run_in_savepoint(conn: &Connection, request: Request) -> Reply {
 pub(crate) fn now_ms() -> i64 {
     let elapsed = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970");
     i64::try_from(elapsed.as_millis()).expect("time fits i64 ms")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{Condition, Item, Key, Store, TxWrite};
-
-    #[tokio::test]
-    async fn the_checkpoint_thread_copies_committed_pages_into_the_file() {
-        let dir = std::env::temp_dir().join(format!("aitbc-checkpoint-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("checkpoint.db");
-        let db = SqliteDb::open(&path).unwrap();
-        let store = db.store();
-        let file_bytes = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let before = file_bytes();
-        // About 2 MB: far below the database thread's own checkpoint threshold, so only the
-        // checkpoint thread can move these pages from the log into the file.
-        for chunk in 0..20 {
-            let writes = (0..100)
-                .map(|i| TxWrite::Put { item: Item::new(Key::new(format!("P#{chunk}-{i}"), "#")).with("pad", "x".repeat(1_000)), condition: Condition::Absent })
-                .collect();
-            store.transact(writes).await.unwrap();
-        }
-        let mut grown = false;
-        for _ in 0..50 {
-            if file_bytes() >= before + 2_000_000 {
-                grown = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(CHECKPOINT_INTERVAL_MS)).await;
-        }
-        assert!(grown, "the file stayed at {} bytes (was {before})", file_bytes());
-        drop(store);
-        drop(db);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }
