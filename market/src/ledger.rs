@@ -87,11 +87,16 @@ pub const HOLD_CAPTURED: &str = "captured";
 
 /// The write that captures a pending hold for a job's receipt (in the completing transaction).
 pub fn hold_capture_write(hold_id: &aitbc_core::values::HoldId, receipt_id: &aitbc_core::values::ReceiptId) -> TxWrite {
-    let mut update = Update::new().set(ATTR_HOLD_STATE, HOLD_CAPTURED).set("receipt_id", receipt_id.as_str());
-    for attr in keys::hold_pending_index(hold_id.as_str(), 0).attrs() {
+    leave_pending(hold_id.as_str(), Update::new().set(ATTR_HOLD_STATE, HOLD_CAPTURED).set("receipt_id", receipt_id.as_str()))
+}
+
+/// The write that moves a hold out of `pending` with `update`: only while it is pending (so
+/// a hold leaves that state once), and out of the pending-holds index the sweeper reads.
+fn leave_pending(hold_id: &str, mut update: Update) -> TxWrite {
+    for attr in keys::hold_pending_index(hold_id, 0).attrs() {
         update = update.remove(attr);
     }
-    TxWrite::Update { key: keys::hold(hold_id.as_str()), update, condition: Condition::equals(ATTR_HOLD_STATE, "pending") }
+    TxWrite::Update { key: keys::hold(hold_id), update, condition: Condition::equals(ATTR_HOLD_STATE, "pending") }
 }
 
 fn hold_state_name(state: HoldState) -> &'static str {
@@ -184,7 +189,6 @@ impl Market {
             writes.push(TxWrite::Put { item: to_item(entry_key(id, &p.account), &entry, &[index]), condition: Condition::Absent });
         }
         if let Some(after) = effect.hold_after {
-            let hold_key = keys::hold(after.id.as_str());
             let state = hold_state_name(after.state);
             match transfer {
                 Transfer::Hold { .. } => {
@@ -192,18 +196,12 @@ impl Market {
                         keys::hold_account_index(&after.account.to_string(), now_ms, after.id.as_str()),
                         keys::hold_pending_index(after.id.as_str(), now_ms + HOLD_REVIEW_AFTER_MS),
                     ];
-                    let item = to_item(hold_key, &after, &indexes).with(ATTR_HOLD_STATE, state);
+                    let item = to_item(keys::hold(after.id.as_str()), &after, &indexes).with(ATTR_HOLD_STATE, state);
                     writes.push(TxWrite::Put { item, condition: Condition::Absent });
                 }
                 _ => {
-                    let pending = keys::hold_pending_index(after.id.as_str(), 0);
-                    let mut update = Update::new()
-                        .set("state", serde_json::to_value(after.state).expect("serializes"))
-                        .set(ATTR_HOLD_STATE, state);
-                    for attr in pending.attrs() {
-                        update = update.remove(attr);
-                    }
-                    writes.push(TxWrite::Update { key: hold_key, update, condition: Condition::equals(ATTR_HOLD_STATE, "pending") });
+                    let update = Update::new().set("state", serde_json::to_value(after.state).expect("serializes")).set(ATTR_HOLD_STATE, state);
+                    writes.push(leave_pending(after.id.as_str(), update));
                 }
             }
         }
