@@ -4,6 +4,7 @@
 //! read inside the same IMMEDIATE transaction as the write.
 
 use async_trait::async_trait;
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 
@@ -100,25 +101,18 @@ fn copied_names() -> [&'static str; COPIED] {
     [g1.pk_attr, g1.sk_attr, g2.pk_attr, g2.sk_attr, g3.pk_attr, g3.sk_attr, ATTR_EXPIRES_AT]
 }
 
-/// The values of the copied columns of one row.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct Copies([Option<Value>; COPIED]);
+/// The values of the copied columns of one row, as SQLite stores them: index keys as text,
+/// `expires_at` as an integer, anything else (absent or of another type) as NULL.
+#[derive(Clone, Debug, PartialEq)]
+struct Copies([SqlValue; COPIED]);
 
 impl Copies {
     fn of(attrs: &Map<String, Value>) -> Self {
         Copies(copied_names().map(|name| match attrs.get(name) {
-            Some(v @ Value::String(_)) if name != ATTR_EXPIRES_AT => Some(v.clone()),
-            Some(v) if name == ATTR_EXPIRES_AT && v.is_i64() => Some(v.clone()),
-            _ => None,
+            Some(Value::String(s)) if name != ATTR_EXPIRES_AT => SqlValue::Text(s.clone()),
+            Some(v) if name == ATTR_EXPIRES_AT => v.as_i64().map_or(SqlValue::Null, SqlValue::Integer),
+            _ => SqlValue::Null,
         }))
-    }
-
-    fn sql(value: &Option<Value>) -> rusqlite::types::Value {
-        match value {
-            Some(Value::String(s)) => rusqlite::types::Value::Text(s.clone()),
-            Some(Value::Number(n)) => rusqlite::types::Value::Integer(n.as_i64().expect("copies are i64")),
-            _ => rusqlite::types::Value::Null,
-        }
     }
 }
 
@@ -145,7 +139,7 @@ struct Current {
 
 /// Which attributes to read of the current row.
 enum Read<'a> {
-    /// None: the write needs only whether the row exists and its copied columns.
+    /// These (none: the write needs only whether the row exists and its copied columns).
     Named(Vec<&'a str>),
     /// The whole item (an update applies to it).
     All,
@@ -183,13 +177,9 @@ fn select_current(tx: &Connection, key: &Key, read: &Read) -> Result<Option<Curr
     args.extend(paths.iter().map(|p| p as &dyn rusqlite::ToSql));
     let row = statement
         .query_row(args.as_slice(), |row| {
-            let mut copies = Copies::default();
-            for (i, name) in copied_names().iter().enumerate() {
-                copies.0[i] = if *name == ATTR_EXPIRES_AT {
-                    row.get::<_, Option<i64>>(i)?.map(Value::from)
-                } else {
-                    row.get::<_, Option<String>>(i)?.map(Value::from)
-                };
+            let mut copies = Copies(std::array::from_fn(|_| SqlValue::Null));
+            for (i, copy) in copies.0.iter_mut().enumerate() {
+                *copy = row.get(i)?;
             }
             let mut texts: Vec<Option<String>> = Vec::new();
             for i in COPIED..row.as_ref().column_count() {
@@ -228,8 +218,7 @@ fn check(tx: &Connection, key: &Key, condition: &Condition) -> Result<Option<Cur
 /// Writes a row: an insert when there is none, else an update of the JSON and of only the
 /// copied columns that changed, so SQLite leaves the entries of unchanged indexes alone.
 fn write(tx: &Connection, key: &Key, before: Option<&Copies>, row: &Row) -> Result<(), StoreError> {
-    let names = copied_names();
-    let after: Vec<rusqlite::types::Value> = row.copies.0.iter().map(Copies::sql).collect();
+    let after = &row.copies.0;
     match before {
         None => {
             tx.prepare_cached(
@@ -241,8 +230,8 @@ fn write(tx: &Connection, key: &Key, before: Option<&Copies>, row: &Row) -> Resu
         Some(before) => {
             let mut sql = String::from("UPDATE items SET attrs = ?3");
             let mut args: Vec<&dyn rusqlite::ToSql> = vec![&key.pk, &key.sk, &row.json];
-            for (i, name) in names.iter().enumerate() {
-                if before.0[i] != row.copies.0[i] {
+            for (i, name) in copied_names().iter().enumerate() {
+                if before.0[i] != after[i] {
                     args.push(&after[i]);
                     sql.push_str(&format!(", {name} = ?{}", args.len()));
                 }
