@@ -643,17 +643,15 @@ impl Market {
                 let completed = self.completed_jobs(&page.items, in_flight_max).await?;
                 skipped += (read - completed.len()) as u64; // gone since the index was read
                 for (job, version) in completed {
-                    let (Some(price), Some(receipt_id)) = (job.price, job.receipt_id.as_deref()) else {
-                        if job.status.state == JobState::Completed {
-                            tracing::warn!(job = %job.job_id, "completed job without a receipt price; left unsettled");
-                        }
-                        skipped += 1; // settled since the index was read, or an anomaly
-                        continue;
-                    };
                     if job.status.state != JobState::Completed {
-                        skipped += 1;
+                        skipped += 1; // settled since the index was read
                         continue;
                     }
+                    let (Some(price), Some(receipt_id)) = (job.price, job.receipt_id.as_deref()) else {
+                        tracing::warn!(job = %job.job_id, "completed job without a receipt price; left unsettled");
+                        skipped += 1;
+                        continue;
+                    };
                     let sla = match slas.get(&job.gpu_id) {
                         Some(sla) => *sla,
                         None => {
