@@ -4,10 +4,9 @@
 //! (moto_server).
 
 use aitbc_core::config::MarketConfig;
-use aitbc_core::money::{GpuMillis, Rate};
-use aitbc_core::receipt::{ReceiptBody, UnitType, RECEIPT_VERSION};
+use aitbc_core::money::GpuMillis;
 use aitbc_core::signing::NamedSigningKey;
-use aitbc_core::values::{Address, JobId, KeyId, ListingId, ReceiptId};
+use aitbc_core::values::KeyId;
 use aitbc_functions::{local_router, AppState};
 use aitbc_market::{Market, Settings, SystemClock};
 use aitbc_store::conformance::Backends;
@@ -136,25 +135,10 @@ fn job_body() -> Value {
 }
 
 fn signed_receipt(job: &Value, s: &Seller, units_ms: u64) -> Value {
-    let now_s = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()) as i64;
-    let units = GpuMillis::from_millis(units_ms);
-    let unit_price = Rate::parse(job["unit_price"].as_str().unwrap()).unwrap();
-    let body = ReceiptBody {
-        version: RECEIPT_VERSION,
-        receipt_id: ReceiptId::generate(),
-        job_id: JobId::parse(job["job_id"].as_str().unwrap()).unwrap(),
-        gpu_id: ListingId::parse(job["gpu_id"].as_str().unwrap()).unwrap(),
-        attempt: job["status"]["attempt"].as_u64().unwrap() as u32,
-        provider: Address::parse(job["provider"].as_str().unwrap()).unwrap(),
-        client: Address::parse(job["client"].as_str().unwrap()).unwrap(),
-        units,
-        unit_type: UnitType::GpuSeconds,
-        unit_price,
-        price: unit_price.price(units).unwrap(),
-        model: job["model"].as_str().map(|m| aitbc_core::values::ModelName::parse(m).unwrap()),
-        started_at: now_s - 1,
-        completed_at: now_s,
-    };
+    // The job as the API served it; the market's one receipt builder fills the body from it.
+    let job: aitbc_market::jobs::JobRecord = serde_json::from_value(job.clone()).unwrap();
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let body = job.receipt_body(GpuMillis::from_millis(units_ms), now_s - 1, now_s).unwrap();
     serde_json::to_value(body.sign(&s.signing).unwrap()).unwrap()
 }
 

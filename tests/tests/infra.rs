@@ -18,10 +18,9 @@
 //! endpoint fails the test; elsewhere the test prints `skipped: ...` and returns.
 
 use aitbc_core::config::MarketConfig;
-use aitbc_core::money::{GpuMillis, Rate};
-use aitbc_core::receipt::{ReceiptBody, UnitType, RECEIPT_VERSION};
+use aitbc_core::money::GpuMillis;
 use aitbc_core::signing::NamedSigningKey;
-use aitbc_core::values::{Address, JobId, KeyId, ListingId, ModelName, ReceiptId};
+use aitbc_core::values::KeyId;
 use aitbc_functions::{router_for, AppState, Group};
 use aitbc_market::{Market, Settings, SystemClock};
 use aitbc_store::{
@@ -904,25 +903,10 @@ impl Client {
 }
 
 fn signed_receipt(job: &Value, signing: &NamedSigningKey, units_ms: u64) -> Value {
+    // The job as the API served it; the market's one receipt builder fills the body from it.
+    let job: aitbc_market::jobs::JobRecord = serde_json::from_value(job.clone()).unwrap();
     let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let units = GpuMillis::from_millis(units_ms);
-    let unit_price = Rate::parse(job["unit_price"].as_str().unwrap()).unwrap();
-    let body = ReceiptBody {
-        version: RECEIPT_VERSION,
-        receipt_id: ReceiptId::generate(),
-        job_id: JobId::parse(job["job_id"].as_str().unwrap()).unwrap(),
-        gpu_id: ListingId::parse(job["gpu_id"].as_str().unwrap()).unwrap(),
-        attempt: job["status"]["attempt"].as_u64().unwrap() as u32,
-        provider: Address::parse(job["provider"].as_str().unwrap()).unwrap(),
-        client: Address::parse(job["client"].as_str().unwrap()).unwrap(),
-        units,
-        unit_type: UnitType::GpuSeconds,
-        unit_price,
-        price: unit_price.price(units).unwrap(),
-        model: job["model"].as_str().map(|m| ModelName::parse(m).unwrap()),
-        started_at: now_s - 1,
-        completed_at: now_s,
-    };
+    let body = job.receipt_body(GpuMillis::from_millis(units_ms), now_s - 1, now_s).unwrap();
     serde_json::to_value(body.sign(signing).unwrap()).unwrap()
 }
 
