@@ -11,7 +11,7 @@ use aitbc_core::money::Amount;
 use aitbc_core::signing::{NamedSigningKey, SigningKeyFile};
 use aitbc_core::values::{KeyId, ListingId, WorkerId};
 use aitbc_functions::{serve, AppState};
-use aitbc_market::settlement::NoProgress;
+use aitbc_market::settlement::{NoProgress, SETTLE_GRACE_MS_MAX};
 use aitbc_market::{Market, Settings, SystemClock};
 use aitbc_scheduler::{run_task, Scheduler, SqliteExpiry, Task};
 use aitbc_worker::agent::{Agent, AgentConfig};
@@ -41,6 +41,7 @@ pub struct LocalSettings {
     pub region: String,
     pub rate_limit_per_s: u32,
     pub settle_interval_s: u64,
+    pub settle_grace_s: u64,
     pub sweep_interval_s: u64,
     pub payout_interval_s: u64,
     pub payout_threshold: String,
@@ -66,6 +67,10 @@ impl LocalSettings {
         s.region = env("AITBC_REGION").unwrap_or(s.region);
         s.rate_limit_per_s = u32::try_from(number("AITBC_RATE_LIMIT_PER_S", u64::from(s.rate_limit_per_s))?).map_err(|_| CliError::Usage("AITBC_RATE_LIMIT_PER_S is too large".into()))?;
         s.settle_interval_s = number("AITBC_SETTLE_INTERVAL_S", s.settle_interval_s)?;
+        s.settle_grace_s = number("AITBC_SETTLE_GRACE_S", s.settle_grace_s)?;
+        if s.settle_grace_s > SETTLE_GRACE_MS_MAX as u64 / 1_000 {
+            return Err(CliError::Usage(format!("AITBC_SETTLE_GRACE_S must be at most {}", SETTLE_GRACE_MS_MAX / 1_000)));
+        }
         s.sweep_interval_s = number("AITBC_SWEEP_INTERVAL_S", s.sweep_interval_s)?;
         s.payout_interval_s = number("AITBC_PAYOUT_INTERVAL_S", s.payout_interval_s)?;
         s.payout_threshold = env("AITBC_PAYOUT_THRESHOLD").unwrap_or(s.payout_threshold);
@@ -173,6 +178,7 @@ impl LocalMarket {
 
         let mut scheduler = Scheduler::with_market(market.clone(), Some(Arc::new(SqliteExpiry(store))));
         scheduler.payout.threshold = settings.payout_threshold()?;
+        scheduler.settle.grace_ms = settings.settle_grace_s as i64 * 1_000;
         tasks.push(tokio::spawn(scheduler_loop(scheduler, settings.clone(), stopped.clone())));
         tasks.push(tokio::spawn(worker_supervisor(url.clone(), Arc::new(queue), workers, settings.clone(), stopped)));
         Ok(LocalMarket { url, market, data_dir: data_dir.to_path_buf(), stop, tasks })

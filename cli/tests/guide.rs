@@ -42,6 +42,8 @@ fn spawn_up(port: u16, data: &Path, home: &Path) -> Child {
         .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data)
         .env("AITBC_HOME", home)
+        // Settle a receipt a second after it completes, so that the test sees it settled soon.
+        .env("AITBC_SETTLE_GRACE_S", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

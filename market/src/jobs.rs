@@ -75,7 +75,8 @@ pub struct JobRecord {
     /// The price of the job's receipt, once completed (what settlement posts from the hold).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<Amount>,
-    /// How the hold was settled, once settled: the one record of that posting.
+    /// How the hold was settled, once settled. Never stored: derived when the job is read
+    /// (`Market::with_settlement`) from the batch covering its settlement record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement: Option<crate::settlement::Settlement>,
 }
@@ -203,6 +204,12 @@ pub fn job_id_for(client: &Address, idempotency_key: &str) -> JobId {
     JobId::parse(&format!("job-{}", &hex::encode(digest)[..32])).expect("hex is a valid id")
 }
 
+/// The id of a job's hold: named after the job, so that the job's records need not carry it.
+pub fn hold_id_for(job_id: &JobId) -> HoldId {
+    let rest = job_id.as_str().strip_prefix("job-").expect("job ids start with job-");
+    HoldId::parse(&format!("hold-{rest}")).expect("a valid hold id")
+}
+
 impl Market {
     /// The job and its stored version.
     pub async fn job_with_version(&self, job_id: &JobId) -> Result<(JobRecord, i64), MarketError> {
@@ -268,7 +275,7 @@ impl Market {
         }
         let now = self.now_ms();
         let uuid_part = &job_id.as_str()[4..];
-        let hold_id = HoldId::parse(&format!("hold-{uuid_part}")).expect("valid id");
+        let hold_id = hold_id_for(&job_id);
         let job = JobRecord {
             job_id: job_id.clone(),
             client: caller.address.clone(),
@@ -346,7 +353,7 @@ impl Market {
     pub async fn get_job(&self, caller: &Principal, job_id: &JobId) -> Result<JobRecord, MarketError> {
         let (job, _) = self.job_with_version(job_id).await?;
         Self::may_see(caller, &job)?;
-        Ok(job)
+        self.with_settlement(job).await
     }
 
     /// A client's jobs, newest first.
@@ -356,7 +363,10 @@ impl Market {
             StoreError::Invalid(r) => MarketError::invalid("cursor", r),
             e => e.into(),
         })?;
-        let jobs = page.items.iter().map(job_from_item).collect::<Result<Vec<JobRecord>, _>>()?;
+        let mut jobs = Vec::with_capacity(page.items.len());
+        for item in &page.items {
+            jobs.push(self.with_settlement(job_from_item(item)?).await?);
+        }
         Ok((jobs, page.cursor))
     }
 
@@ -447,12 +457,14 @@ impl Market {
         next.receipt_id = Some(receipt.body.receipt_id.to_string());
         next.output = Some(output);
         next.price = Some(receipt.body.price);
+        // What the receipt posts is decided now: the settlement record a batch will cover.
+        let due = self.settlement_due_for(&job, receipt.body.price, now).await?;
         let mut writes = vec![self.job_write(&next, version)];
         writes.push(crate::Market::listing_counter_write(&job.gpu_id, -1, Some((receipt.body.units.millis(), receipt.body.price))));
         writes.extend(receipt_writes(&receipt, now));
-        // The hold is captured: it can no longer be voided, and settlement posts it by writing
-        // the job alone.
+        // The hold is captured: it can no longer be voided; settlement posts it from the record.
         writes.push(crate::ledger::hold_capture_write(&job.hold_id, &receipt.body.receipt_id));
+        writes.push(due.write());
         self.commit(writes).await?;
         Ok((next, receipt))
     }

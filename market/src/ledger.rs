@@ -80,9 +80,10 @@ fn transfer_kind(t: &Transfer) -> &'static str {
 }
 
 /// The stored state of a hold whose job completed: its outcome is decided (it will be posted
-/// for the job's receipt), so nothing may void it any more. It leaves the pending-holds index,
-/// and its posting is recorded on the job when settlement runs (`JobRecord::settlement`): the
-/// hold item is not written again, so that settling a receipt costs one write.
+/// for the job's receipt, by the amounts of the job's settlement record), so nothing may void
+/// it any more. It leaves the pending-holds index and is not written again: it is posted when a
+/// done settlement batch covers the record (`settlement`), which writes per account, not per
+/// receipt.
 pub const HOLD_CAPTURED: &str = "captured";
 
 /// The write that captures a pending hold for a job's receipt (in the completing transaction).

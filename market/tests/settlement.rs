@@ -9,7 +9,7 @@ use aitbc_market::auth::Principal;
 use aitbc_market::jobs::JobRecord;
 use aitbc_market::payouts::{PayoutOptions, PayoutStatus};
 use aitbc_market::ledger::HOLD_CAPTURED;
-use aitbc_market::settlement::{Failpoint, NoProgress, SettleError, SettleOptions};
+use aitbc_market::settlement::{Failpoint, NoProgress, SettleError, SettleOptions, SETTLE_GRACE_MS};
 use aitbc_market::sweep::{ExpiredRecords, SweepOptions};
 use aitbc_market::Market;
 use aitbc_store::{keys, StoreError};
@@ -41,6 +41,11 @@ fn amt(text: &str) -> Amount {
     Amount::parse(text).unwrap()
 }
 
+/// Settlement without the grace for completions in flight: these tests await every completion.
+fn no_grace() -> SettleOptions {
+    SettleOptions { grace_ms: 0, ..SettleOptions::default() }
+}
+
 #[tokio::test]
 async fn settlement_posts_fees_penalties_and_releases_by_hand_computed_numbers() {
     let w = world().await;
@@ -61,9 +66,15 @@ async fn settlement_posts_fees_penalties_and_releases_by_hand_computed_numbers()
     let fee = AccountId::fee(&m.platform);
     assert_eq!(balance(m, &wallet).await, Balance { available: amt("92"), held: amt("8") });
 
+    // Receipts younger than the grace wait: a completion stamped earlier may still be in flight.
+    let early = m.settle(&SettleOptions::default(), &NoProgress).await.unwrap();
+    assert_eq!((early.batches, early.receipts, early.steps), (0, 0, 0));
+    assert_eq!(m.get_job(&client, &on_time.job_id).await.unwrap().status.state, JobState::Completed);
+    w.clock.advance_ms(SETTLE_GRACE_MS);
+
     w.counter.reset();
     let report = m.settle(&SettleOptions::default(), &NoProgress).await.unwrap();
-    assert_eq!((report.batches, report.receipts, report.skipped), (1, 2, 0));
+    assert_eq!((report.batches, report.receipts), (1, 2));
     // On time: 3.2 -> fee floor(2.5%) = 0.08, provider 3.12, 0.8 of the hold back.
     // Late (claimed 31 s after submission, SLA 30 s): 1.6 -> fee 0.04, penalty 50% = 0.8 out
     // of the provider's share: provider 0.76, client gets 4 - 1.6 + 0.8 = 3.2 back.
@@ -74,27 +85,31 @@ async fn settlement_posts_fees_penalties_and_releases_by_hand_computed_numbers()
     assert_eq!(balance(m, &earnings).await, Balance { available: amt("3.88"), held: Amount::ZERO });
     assert_eq!(balance(m, &fee).await, Balance { available: amt("0.12"), held: Amount::ZERO });
 
-    // Aggregation: one balance write per account for the batch, whatever the receipts.
+    // Aggregation: one balance write per account for the batch, whatever the receipts, and
+    // nothing per receipt: jobs, receipts, holds and settlement records are not written.
     let writes = w.counter.by_entity();
     assert_eq!(writes.get(&format!("ACCOUNT#{fee}")), Some(&1), "{writes:?}");
     assert_eq!(writes.get("ACCOUNT"), Some(&3), "{writes:?}");
-    assert_eq!(writes["JOB"], 2, "one write per receipt: its job");
-    assert!(!writes.contains_key("RECEIPT") && !writes.contains_key("HOLD"), "receipts and holds are not written again: {writes:?}");
     assert_eq!(writes["SETTLEMENT"], 1 + 1 + 3 + 1, "record, plan page, three lines, finish");
+    assert_eq!(w.counter.writes(), 3 + 6, "{writes:?}");
 
     for (job, penalty) in [(&on_time, Amount::ZERO), (&late, amt("0.8"))] {
-        let (settled, _) = m.job_with_version(&job.job_id).await.unwrap();
+        // Clients see the job settled, with its settlement.
+        let settled = m.get_job(&client, &job.job_id).await.unwrap();
         assert_eq!(settled.status.state, JobState::Settled);
         let receipt_id = job.receipt_id.clone().unwrap();
-        let settlement = settled.settlement.clone().expect("the job records its settlement");
+        let settlement = settled.settlement.clone().expect("a settled job shows its settlement");
         assert_eq!((settlement.receipt_id.as_str(), settlement.amounts.penalty), (receipt_id.as_str(), penalty));
         assert_eq!(settlement.batch_id, report.last_batch.clone().unwrap());
+        assert_eq!(settlement.transfer_id, aitbc_market::settlement::post_transfer_id(&job.job_id));
+        let (listed, _) = m.list_jobs(&client, 10, None).await.unwrap();
+        assert_eq!(listed.iter().find(|j| j.job_id == job.job_id).unwrap().settlement.as_ref(), Some(&settlement));
         // The hold was captured for the receipt when the job completed; it stays so.
         let (_, phase) = m.hold_with_phase(job.hold_id.as_str()).await.unwrap().unwrap();
         assert_eq!(phase, HOLD_CAPTURED);
-        // Out of the completed-jobs index that settlement reads.
-        let item = m.store.get(&keys::job(job.job_id.as_str())).await.unwrap().unwrap();
-        assert!(item.str("gsi2pk").unwrap().starts_with("JOBSTATE#settled#"));
+        // The stored job is as completion left it: its settled state is the batch's.
+        let (stored, _) = m.job_with_version(&job.job_id).await.unwrap();
+        assert_eq!((stored.status.state, stored.settlement), (JobState::Completed, None));
     }
     // The fee account's history shows the batch's line.
     let (history, _) = m.ledger_history(&fee, 10, None).await.unwrap();
@@ -103,6 +118,7 @@ async fn settlement_posts_fees_penalties_and_releases_by_hand_computed_numbers()
 
     // Running it again changes nothing and writes nothing.
     w.counter.reset();
+    w.clock.advance_ms(SETTLE_GRACE_MS);
     let again = m.settle(&SettleOptions::default(), &NoProgress).await.unwrap();
     assert_eq!((again.batches, again.receipts, again.steps), (0, 0, 0));
     assert_eq!(w.counter.writes(), 0);
@@ -140,12 +156,11 @@ async fn balances(m: &Market, accounts: &[AccountId]) -> Vec<Balance> {
 
 #[tokio::test]
 async fn a_run_killed_at_any_step_and_run_again_reaches_the_same_balances() {
-    // The first batch (60 receipts of at least 57 clients) touches more accounts than one
-    // account step holds (50), so it takes two account steps after its jobs step; the second
-    // batch (4 receipts) one of each. (Jobs steps of many chunks are crashed in simulation.rs.)
+    // The first batch (60 receipts of 60 clients) touches more accounts than one account step
+    // holds (50), so it takes two account steps; the second batch (4 receipts) one.
     const CLIENTS: usize = 60;
     const EXTRA: usize = 4;
-    let options = SettleOptions { batch_receipts_max: 60, ..SettleOptions::default() };
+    let options = SettleOptions { batch_receipts_max: 60, ..no_grace() };
     let (reference, accounts) = crash_world(CLIENTS, EXTRA).await;
     let expected_before = balances(&reference.market, &accounts).await;
     let total_before: u128 = expected_before.iter().map(|b| u128::from(b.available.raw() + b.held.raw())).sum();
@@ -156,8 +171,8 @@ async fn a_run_killed_at_any_step_and_run_again_reaches_the_same_balances() {
     let total_after: u128 = expected.iter().map(|b| u128::from(b.available.raw())).sum();
     assert_eq!(total_before, total_after, "settlement moves money, it makes none");
     assert!(report.penalty_total > Amount::ZERO, "some jobs started late");
-    // record + 1 jobs step + 2 account steps + finish, then record + 1 + 1 + finish.
-    assert_eq!(report.steps, 5 + 4, "{report:?}");
+    // record + 2 account steps + finish, then record + 1 account step + finish.
+    assert_eq!(report.steps, 4 + 3, "{report:?}");
 
     for step in 1..=report.steps {
         for after_commit in [false, true] {
@@ -167,8 +182,8 @@ async fn a_run_killed_at_any_step_and_run_again_reaches_the_same_balances() {
             assert_eq!(stopped.unwrap_err(), SettleError::Injected { step }, "step {step}");
             let resumed = w.market.settle(&options, &NoProgress).await.unwrap();
             // A run stopped inside batch 1 or 2 leaves it open and the next run resumes it; not
-            // one stopped before creating a batch (steps 1, 6) or after finishing one (5, 9).
-            let stopped_inside = if after_commit { step != 5 && step != 9 } else { step != 1 && step != 6 };
+            // one stopped before creating a batch (steps 1, 5) or after finishing one (4, 7).
+            let stopped_inside = if after_commit { step != 4 && step != 7 } else { step != 1 && step != 5 };
             assert_eq!(resumed.resumed, u32::from(stopped_inside), "step {step} after {after_commit}: {resumed:?}");
             assert_eq!(balances(&w.market, &accounts).await, expected, "killed at step {step} (after commit: {after_commit})");
             // Every receipt settled exactly once: the resumed run settled what was left.
@@ -189,7 +204,7 @@ async fn payouts_pay_providers_above_the_threshold_once_per_day() {
     let poor = provider(m).await;
     let client = funded_client(m, "100").await;
     run_job(&w, &p, &client, "a", "2.5", 0, 2_000).await;
-    m.settle(&SettleOptions::default(), &NoProgress).await.unwrap();
+    m.settle(&no_grace(), &NoProgress).await.unwrap();
     let earnings = AccountId::earnings(&p.who.address);
     let wallet = AccountId::wallet(&p.who.address);
     assert_eq!(balance(m, &earnings).await.available, amt("3.12"));
@@ -213,7 +228,7 @@ async fn payouts_pay_providers_above_the_threshold_once_per_day() {
 
     // The same day again: more earnings, but no second payout.
     run_job(&w, &p, &client, "b", "2.5", 0, 2_000).await;
-    m.settle(&SettleOptions::default(), &NoProgress).await.unwrap();
+    m.settle(&no_grace(), &NoProgress).await.unwrap();
     let again = m.run_payouts(&options, &NoProgress).await.unwrap();
     assert_eq!((again.paid, again.already_paid, again.paid_total), (0, 1, Amount::ZERO));
     assert_eq!(again.lines[0].status, PayoutStatus::AlreadyPaid);

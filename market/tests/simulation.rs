@@ -19,7 +19,7 @@ use aitbc_market::auth::{Principal, Role};
 use aitbc_market::jobs::{Completion, JobRecord, SubmitJob};
 use aitbc_market::payouts::{PayoutOptions, PayoutRecord};
 use aitbc_market::ledger::HOLD_CAPTURED;
-use aitbc_market::settlement::{post_transfer_id, settle_amounts, settle_transfer, sla_missed, Failpoint, NoProgress, SettleError, SettleOptions};
+use aitbc_market::settlement::{post_transfer_id, settle_amounts, settle_transfer, sla_missed, Failpoint, NoProgress, SettleError, SettleOptions, SettlementDue};
 use aitbc_market::sweep::SweepOptions;
 use aitbc_market::{ManualClock, Market, MarketError, Settings};
 use aitbc_store::{keys, Queue, Store};
@@ -265,7 +265,10 @@ impl Sim {
     async fn schedule(&mut self, crash_chance: f64) {
         self.market.sweep(&SweepOptions::default(), &NoProgress).await.unwrap();
         let failpoint = self.rng.gen_bool(crash_chance).then(|| Failpoint { step: self.rng.gen_range(1..=8), after_commit: self.rng.gen_bool(0.5) });
-        let options = SettleOptions { batch_receipts_max: self.rng.gen_range(20..=200), failpoint, in_flight_max: self.in_flight_max, ..SettleOptions::default() };
+        // The simulation awaits each completion, so any grace is safe; a random one leaves the
+        // newest receipts to a later run now and then.
+        let grace_ms = if self.rng.gen_bool(0.5) { 0 } else { self.rng.gen_range(1_000..120_000) };
+        let options = SettleOptions { batch_receipts_max: self.rng.gen_range(20..=200), failpoint, in_flight_max: self.in_flight_max, grace_ms, ..SettleOptions::default() };
         match self.market.settle(&options, &NoProgress).await {
             Ok(report) => self.stats.settled += report.receipts,
             Err(SettleError::Injected { .. }) => self.stats.scheduler_crashes += 1,
@@ -341,10 +344,28 @@ async fn check(sim: &Sim) {
         reference.apply(&Transfer::Deposit { id: TransferId::generate(), to: account.clone(), amount: *amount }).unwrap();
     }
     let mut states: BTreeMap<&'static str, usize> = BTreeMap::new();
+    // Every settlement record, each of one job and one receipt: one posted transfer each.
+    let mut due_jobs: HashSet<String> = HashSet::new();
+    for shard in 0..keys::INDEX_SHARDS {
+        let mut cursor = None;
+        loop {
+            let page = m.store.query(keys::settlement_due_range(shard, &keys::settlement_due_start(), &keys::settlement_due_end(m.now_ms())).after(cursor)).await.unwrap();
+            for item in &page.items {
+                let due = SettlementDue::from_item(item.clone()).unwrap();
+                assert_eq!(item.key, due.key(), "a record lies under its own key");
+                assert!(due_jobs.insert(due.job_id.to_string()), "one settlement record per job");
+            }
+            cursor = page.cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+    }
     let mut posted_receipts = HashSet::new();
     let mut receipts_by_client: HashMap<String, usize> = HashMap::new();
     for sim_job in &sim.jobs {
-        let (job, _) = m.job_with_version(&sim_job.id).await.unwrap();
+        let (stored, _) = m.job_with_version(&sim_job.id).await.unwrap();
+        let job = m.with_settlement(stored.clone()).await.unwrap();
         *states.entry(job.status.state.name()).or_default() += 1;
         assert!(
             matches!(job.status.state, JobState::Settled | JobState::Failed | JobState::Cancelled | JobState::Expired),
@@ -360,7 +381,9 @@ async fn check(sim: &Sim) {
             let receipt_id = job.receipt_id.clone().expect("a settled job has its receipt");
             let receipt_item = m.store.get(&keys::receipt(&receipt_id)).await.unwrap().expect("stored");
             let receipt = aitbc_market::receipts::receipt_from_item(&receipt_item).unwrap();
-            let settlement = job.settlement.clone().expect("a settled job records its settlement");
+            let settlement = job.settlement.clone().expect("a settled job shows its settlement");
+            assert_eq!(stored.status.state, JobState::Completed, "the stored job stays as completion left it");
+            assert!(due_jobs.remove(job.job_id.as_str()), "job {} has its settlement record", job.job_id);
             assert_eq!(settlement.receipt_id, receipt_id, "the posted transfer names its receipt");
             assert_eq!(settlement.transfer_id, post_transfer_id(&job.job_id));
             assert!(posted_receipts.insert(receipt_id.clone()), "one posted transfer per receipt");
@@ -375,12 +398,13 @@ async fn check(sim: &Sim) {
             let amounts = settle_amounts(job.max_price, receipt.body.price, m.config.fee_bps, if late { listing.sla.penalty_rate_bps } else { 0 }).unwrap();
             assert_eq!(settlement.amounts, amounts);
             assert_eq!(job.price, Some(receipt.body.price));
-            reference.apply(&settle_transfer(&job, &amounts, &m.platform)).unwrap();
+            reference.apply(&settle_transfer(&job.job_id, &job.hold_id, &job.provider, &amounts, &m.platform)).unwrap();
         } else {
             assert_eq!((phase.as_str(), hold.state), ("voided", HoldState::Voided), "job {} ended {} and voided its hold", job.job_id, job.status.state);
             reference.apply(&Transfer::Void { id: TransferId::generate(), hold: HoldId::parse(job.hold_id.as_str()).unwrap() }).unwrap();
         }
     }
+    assert!(due_jobs.is_empty(), "settlement records of jobs not settled: {due_jobs:?}");
     // Receipts exist only for settled jobs: each client's receipts are exactly its settled ones.
     for client in &sim.clients {
         let mut count = 0;

@@ -1,5 +1,6 @@
-//! The settlement bench: N completed receipts (with their jobs and pending holds) loaded into a
-//! fresh store through the Store port, then settled, timed and measured.
+//! The settlement bench: N completed receipts (with their jobs, captured holds and settlement
+//! records, as completion writes them) loaded into a fresh store through the Store port, then
+//! settled, timed and measured.
 //!
 //! Generated receipts carry one signature copied from a template receipt: settlement does not
 //! verify signatures (the API verified and countersigned each receipt when the job completed),
@@ -14,12 +15,12 @@ use aitbc_core::money::{Amount, GpuMillis, Rate};
 use aitbc_core::pricing::Tier;
 use aitbc_core::receipt::{Receipt, ReceiptBody, UnitType, RECEIPT_VERSION};
 use aitbc_core::signing::NamedSigningKey;
-use aitbc_core::values::{Address, HoldId, JobId, KeyId, ListingId, ModelName, ReceiptId, TransferId};
+use aitbc_core::values::{Address, JobId, KeyId, ModelName, ReceiptId, TransferId};
 use aitbc_market::auth::Role;
 use aitbc_market::jobs::JobRecord;
 use aitbc_market::ledger::hold_capture_write;
 use aitbc_market::receipts::receipt_writes;
-use aitbc_market::settlement::{CountingStore, Progress, SettleOptions, SettleReport};
+use aitbc_market::settlement::{CountingStore, Progress, SettleOptions, SettleReport, SettlementDue};
 use aitbc_market::{Market, Settings, SystemClock};
 use aitbc_store::{Condition, Queue, Store, TxWrite, Update, TRANSACTION_WRITES_MAX};
 use serde::Serialize;
@@ -30,8 +31,9 @@ use std::time::Instant;
 pub const BENCH_RECEIPTS_MAX: u64 = 10_000_000;
 /// Clients and providers, at most.
 pub const BENCH_ACCOUNTS_MAX: u32 = 100_000;
-/// Writes per generated receipt: job, hold, receipt, the receipt's one-per-job guard.
-pub const BENCH_WRITES_PER_RECEIPT: usize = 4;
+/// Writes per generated receipt: job, hold, receipt, the receipt's one-per-job guard, the
+/// settlement record.
+pub const BENCH_WRITES_PER_RECEIPT: usize = 5;
 /// Receipts per loading transaction.
 pub const BENCH_RECEIPTS_PER_TX: usize = TRANSACTION_WRITES_MAX / BENCH_WRITES_PER_RECEIPT;
 /// Loading transactions in flight at once (the SQLite adapter commits them together), at most.
@@ -137,7 +139,7 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
         }))
         .expect("a valid listing");
         let listing = loader.create_listing(&who, new).await?;
-        listings.push((who.address, listing.gpu_id));
+        listings.push((who.address, listing.gpu_id, listing.sla));
     }
     let mut clients = Vec::with_capacity(options.clients as usize);
     for _ in 0..options.clients {
@@ -179,11 +181,11 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
     for i in 0..options.receipts {
         let n = i as usize;
         let client = &clients[n % clients.len()];
-        let (provider, gpu_id): &(Address, ListingId) = &listings[n % listings.len()];
+        let (provider, gpu_id, sla) = &listings[n % listings.len()];
         held[n % clients.len()] += max_price.raw();
         let hex = format!("{:032x}", u128::from(i) | (0xb3 << 120));
         let job_id = JobId::parse(&format!("job-{hex}")).expect("valid");
-        let hold_id = HoldId::parse(&format!("hold-{hex}")).expect("valid");
+        let hold_id = aitbc_market::jobs::hold_id_for(&job_id);
         let receipt_id = ReceiptId::parse(&format!("rcpt-{hex}")).expect("valid");
         let created = t0 + i as i64;
         let claimed = created + if i % 10 == 0 { 45_000 } else { 1_000 };
@@ -239,6 +241,9 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
         };
         item.attrs = capture.apply(Some(&item.attrs))?.expect("an update of an existing item");
         writes.push(TxWrite::Put { item, condition });
+        // The settlement record as completion writes it.
+        let due = SettlementDue::new(&job, body.price, claimed + 2_000, Some(sla), loader.config.fee_bps)?;
+        writes.push(due.write());
         let receipt = Receipt { body, signature: signature.clone(), countersignature: None };
         writes.extend(receipt_writes(&receipt, claimed + 2_000));
         if writes.len() + BENCH_WRITES_PER_RECEIPT > TRANSACTION_WRITES_MAX || i + 1 == options.receipts {
@@ -294,7 +299,7 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
     }
     let mut total: u128 = 0;
     let mut accounts: Vec<AccountId> = clients.iter().map(AccountId::wallet).collect();
-    accounts.extend(listings.iter().map(|(p, _)| AccountId::earnings(p)));
+    accounts.extend(listings.iter().map(|(p, _, _)| AccountId::earnings(p)));
     accounts.push(AccountId::fee(&loader.platform));
     for account in &accounts {
         let (_, balance) = settler.account(account).await?;

@@ -2,7 +2,7 @@
 //! file or on DynamoDB + SQS; and `bench`, the settlement benchmark.
 //!
 //! ```text
-//! aitbc-scheduler [--backend sqlite|aws] [--data-dir DIR | --db FILE] settle [--every SECS]
+//! aitbc-scheduler [--backend sqlite|aws] [--data-dir DIR | --db FILE] settle [--every SECS] [--grace-s 900]
 //! aitbc-scheduler payout [--payout-threshold 10] [--report-dir DIR] [--every 86400]
 //! aitbc-scheduler sweep [--every 60]
 //! aitbc-scheduler bench --receipts 1000000 [--clients 1000] [--providers 100] [--count-writes]
@@ -11,7 +11,7 @@
 //! Each run prints its report as one JSON line on stdout; logs and progress go to stderr
 //! (bars on a terminal, JSON lines otherwise).
 
-use aitbc_market::settlement::{SettleOptions, SETTLE_BATCH_RECEIPTS_MAX};
+use aitbc_market::settlement::{SettleOptions, SETTLE_BATCH_RECEIPTS_MAX, SETTLE_GRACE_MS, SETTLE_GRACE_MS_MAX};
 use aitbc_scheduler::bench::{self, BenchOptions};
 use aitbc_scheduler::progress::{self, Reporter};
 use aitbc_scheduler::{Backend, Config, Scheduler, Task, DB_FILE_NAME, EVERY_S_MAX, EVERY_S_MIN};
@@ -64,6 +64,10 @@ enum Command {
         /// Receipts per batch.
         #[arg(long, default_value_t = SETTLE_BATCH_RECEIPTS_MAX, value_parser = clap::value_parser!(usize))]
         batch_receipts: usize,
+        /// Leave receipts younger than this many seconds to a later run: a completion stamped
+        /// earlier may still be in flight. Lower it only where none can be.
+        #[arg(long, env = "AITBC_SETTLE_GRACE_S", default_value_t = SETTLE_GRACE_MS / 1_000, value_parser = clap::value_parser!(i64).range(0..=SETTLE_GRACE_MS_MAX / 1_000))]
+        grace_s: i64,
     },
     /// Pay providers whose earnings reach the threshold (once per UTC day each).
     Payout {
@@ -108,10 +112,10 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli, reporter: &dyn Reporter) -> Result<(), aitbc_scheduler::SchedulerError> {
     let db_path = cli.db.clone().unwrap_or_else(|| cli.data_dir.join(DB_FILE_NAME));
-    let (task, repeat, batch_receipts) = match cli.command {
-        Command::Settle { repeat, batch_receipts } => (Task::Settle, repeat, batch_receipts),
-        Command::Payout { repeat } => (Task::Payout, repeat, SETTLE_BATCH_RECEIPTS_MAX),
-        Command::Sweep { repeat } => (Task::Sweep, repeat, SETTLE_BATCH_RECEIPTS_MAX),
+    let (task, repeat, batch_receipts, grace_s) = match cli.command {
+        Command::Settle { repeat, batch_receipts, grace_s } => (Task::Settle, repeat, batch_receipts, grace_s),
+        Command::Payout { repeat } => (Task::Payout, repeat, SETTLE_BATCH_RECEIPTS_MAX, SETTLE_GRACE_MS / 1_000),
+        Command::Sweep { repeat } => (Task::Sweep, repeat, SETTLE_BATCH_RECEIPTS_MAX, SETTLE_GRACE_MS / 1_000),
         Command::Bench { receipts, clients, providers, count_writes } => {
             return run_bench(cli.backend, receipts, clients, providers, count_writes, reporter).await;
         }
@@ -124,7 +128,7 @@ async fn run(cli: Cli, reporter: &dyn Reporter) -> Result<(), aitbc_scheduler::S
         db_path,
         report_dir: cli.report_dir,
         payout: aitbc_market::payouts::PayoutOptions { threshold: cli.payout_threshold },
-        settle: SettleOptions { batch_receipts_max: batch_receipts, ..SettleOptions::default() },
+        settle: SettleOptions { batch_receipts_max: batch_receipts, grace_ms: grace_s * 1_000, ..SettleOptions::default() },
     };
     let scheduler = Scheduler::open(&config).await?;
     let runs_max = repeat.runs.unwrap_or(if repeat.every.is_some() { u64::MAX } else { 1 });
@@ -163,7 +167,8 @@ async fn run_bench(backend: Backend, receipts: u64, clients: u32, providers: u32
         count_writes,
         load_in_flight_max: if emulator { 1 } else { bench::BENCH_TX_IN_FLIGHT_MAX },
         load_by_item: emulator,
-        settle: SettleOptions { in_flight_max: in_flight, ..SettleOptions::default() },
+        // The bench loads every receipt before it settles: no grace.
+        settle: SettleOptions { in_flight_max: in_flight, grace_ms: 0, ..SettleOptions::default() },
     };
     let dir = std::env::temp_dir().join(format!("aitbc-bench-{}", std::process::id()));
     let result = match backend {

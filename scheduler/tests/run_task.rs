@@ -18,7 +18,8 @@ fn config(dir: &std::path::Path) -> Config {
         db_path: dir.join("data").join("aitbc.db"),
         report_dir: Some(dir.join("reports")),
         payout: PayoutOptions { threshold: Amount::parse("1").unwrap() },
-        settle: SettleOptions::default(),
+        // The tests await their completions: no grace is needed.
+        settle: SettleOptions { grace_ms: 0, ..SettleOptions::default() },
     }
 }
 

@@ -253,8 +253,7 @@ pub fn jobs_by_client(client_id: &str) -> Query {
 }
 
 /// Index key of a job by state and age (gsi2, sharded): rewrite it on every state change, with
-/// the time of that change. The sweeper reads the queued and leased states, settlement the
-/// completed one.
+/// the time of that change. The sweeper reads the queued and leased states.
 pub fn job_state_index(state: &str, changed_ms: i64, job_id: &str) -> IndexKey {
     IndexKey {
         index: Index::Gsi2,
@@ -263,8 +262,7 @@ pub fn job_state_index(state: &str, changed_ms: i64, job_id: &str) -> IndexKey {
     }
 }
 
-/// Jobs of one shard in a state since before `before_ms`, oldest first (stuck or expired jobs;
-/// completed jobs awaiting settlement).
+/// Jobs of one shard in a state since before `before_ms`, oldest first (stuck or expired jobs).
 pub fn jobs_by_state(state: &str, shard_index: u32, before_ms: i64) -> Query {
     assert!(shard_index < INDEX_SHARDS);
     index_query_before(Index::Gsi2, format!("JOBSTATE#{}#{shard_index}", id(state)), before_ms)
@@ -337,14 +335,52 @@ pub fn settlement_lines(batch_id: &str) -> Query {
     Query::table(settlement_batch(batch_id).pk).sort(SortCondition::Prefix("LINE#".into()))
 }
 
-/// Index key of a settlement batch in the list of batches (gsi1), by start time.
-pub fn settlement_batch_index(started_ms: i64, batch_id: &str) -> IndexKey {
-    IndexKey { index: Index::Gsi1, pk: "SETTLEMENTS".into(), sk: timed(started_ms, batch_id) }
+/// Index key of a settlement batch in the list of batches (gsi1): the last settlement-record
+/// sort key its range covers, then its id. Batches cover consecutive ranges, so this order is
+/// also their order of creation, and the first entry at or above a record's sort key is the
+/// batch that covers that record, if any does.
+pub fn settlement_batch_index(through_sk: &str, batch_id: &str) -> IndexKey {
+    assert!(!through_sk.is_empty());
+    IndexKey { index: Index::Gsi1, pk: "SETTLEMENTS".into(), sk: format!("{through_sk}#{}", id(batch_id)) }
 }
 
-/// Settlement batches in time order.
+/// Settlement batches in the order of the ranges they cover.
 pub fn settlement_batches() -> Query {
     index_query(Index::Gsi1, "SETTLEMENTS".into())
+}
+
+/// Settlement batches whose range ends at or after the settlement record with sort key
+/// `due_sk`, in order: the first one covers that record if any does.
+pub fn settlement_batches_covering(due_sk: &str) -> Query {
+    settlement_batches().sort(SortCondition::AtLeast(due_sk.to_string()))
+}
+
+/// A completed job's settlement record (written once, with the receipt): in a table partition
+/// per shard, in completion time order, so that settlement reads receipts as dense, ordered
+/// runs of small items rather than one job item each.
+pub fn settlement_due(shard_index: u32, completed_ms: i64, job_id: &str) -> Key {
+    assert!(shard_index < INDEX_SHARDS);
+    Key::new(format!("DUE#{shard_index}"), timed(completed_ms, job_id))
+}
+
+/// The sort key below every settlement record: where the first batch's range starts.
+pub fn settlement_due_start() -> String {
+    time(0)
+}
+
+/// The sort key above every settlement record completed at or before `ms` and below every
+/// later one: where a range that takes all of them ends.
+pub fn settlement_due_end(ms: i64) -> String {
+    format!("{}#\u{10FFFF}", time(ms))
+}
+
+/// The settlement records of one shard with sort keys in `[after_sk, through_sk]`, in order.
+/// Ranges of batches exclude their start (`after_sk` is the previous batch's last key): the
+/// reader drops a record equal to it.
+pub fn settlement_due_range(shard_index: u32, after_sk: &str, through_sk: &str) -> Query {
+    assert!(shard_index < INDEX_SHARDS);
+    assert!(!after_sk.is_empty() && after_sk < through_sk, "an empty range: ({after_sk}, {through_sk}]");
+    Query::table(format!("DUE#{shard_index}")).sort(SortCondition::Between(after_sk.to_string(), through_sk.to_string()))
 }
 
 /// A payout to a provider.
@@ -421,6 +457,23 @@ mod tests {
     }
 
     #[test]
+    fn due_ranges_and_batch_entries_order_with_records() {
+        let record = |t: i64, id: &str| settlement_due(3, t, id).sk;
+        assert!(settlement_due_start() < record(0, "a"));
+        assert!(record(1000, "zzz") < settlement_due_end(1000) && settlement_due_end(1000) < record(1001, "a"));
+        let query = settlement_due_range(3, &record(999, "m"), &settlement_due_end(2000));
+        let SortCondition::Between(low, high) = &query.sort else { panic!("Between") };
+        assert!(low.as_str() <= record(999, "m").as_str() && record(999, "n").as_str() <= high.as_str());
+        assert!(record(2001, "a").as_str() > high.as_str());
+        assert_eq!(query.partition, settlement_due(3, 1000, "a").pk);
+        // The first batch entry at or above a record is the batch whose range ends at or after it.
+        let through = record(1000, "job-b");
+        let entry = settlement_batch_index(&through, "batch-1").sk;
+        assert!(record(1000, "job-a") <= entry && through <= entry && record(1000, "job-c") > entry);
+        assert!(settlement_batch_index(&settlement_due_end(1000), "batch-1").sk > record(1000, "job-z"));
+    }
+
+    #[test]
     #[should_panic(expected = "separator")]
     fn ids_may_not_hold_the_separator() {
         let _ = job("a#b");
@@ -440,6 +493,7 @@ mod tests {
             receipt("x"),
             settlement_batch("x"),
             settlement_line("x", "x"),
+            settlement_due(0, 0, "x"),
             payout("x"),
             payout_batch("x"),
             idempotency("x", "x"),

@@ -638,14 +638,6 @@ pub trait Store: Send + Sync {
     /// Runs 1..=TRANSACTION_WRITES_MAX writes on distinct items, all or nothing. A failed
     /// condition is `ConditionFailed` naming its item.
     async fn transact(&self, writes: Vec<TxWrite>) -> Result<(), StoreError>;
-
-    /// Whether a query of a secondary index may answer from a copy older than the table
-    /// (DynamoDB's global secondary indexes are eventually consistent; SQLite's indexes are
-    /// updated with their rows). A reader that acts on an index entry's attributes re-reads
-    /// the item by key where they may lag. Defaults to the safe answer.
-    fn indexes_lag(&self) -> bool {
-        true
-    }
 }
 
 pub(crate) fn invalid(message: String) -> StoreError {

@@ -1272,7 +1272,8 @@ async fn scheduler_runs(store: Arc<dyn Store>, queue: Arc<dyn Queue>, aws: &AwsC
     };
     // One request in flight: moto_server is not safe under concurrent transactions (and the
     // counts do not depend on concurrency).
-    let options = SettleOptions { in_flight_max: 1, ..SettleOptions::default() };
+    // Every completion above was awaited: no grace is needed.
+    let options = SettleOptions { in_flight_max: 1, grace_ms: 0, ..SettleOptions::default() };
     let settled = market.settle(&options, &NoProgress).await.expect("settle");
     assert!(settled.receipts > 0, "{settled:?}");
     mark("settle", &mut out);

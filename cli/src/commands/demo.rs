@@ -175,6 +175,8 @@ async fn demo(args: &DemoArgs, ctx: &Ctx, local: &LocalMarket, creds: &ProviderC
     // Settle escrow, then pay the provider out.
     let mut scheduler = Scheduler::with_market(local.market.clone(), None);
     scheduler.payout.threshold = Amount::from_raw(1);
+    // Every job has ended and its answer came back: no completion is in flight, so no grace.
+    scheduler.settle.grace_ms = 0;
     let settled = match run_task(&scheduler, Task::Settle, &NoProgress).await.map_err(fail)? {
         TaskReport::Settle(r) => r,
         _ => unreachable!("settle reports settlement"),

@@ -462,11 +462,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
-    /// Every index entry is written in the same SQLite transaction as its row.
-    fn indexes_lag(&self) -> bool {
-        false
-    }
 }
 
 #[cfg(test)]
