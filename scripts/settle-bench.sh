@@ -2,12 +2,11 @@
 # The settlement bench: builds the scheduler in release mode and settles N generated receipts
 # on a fresh embedded (SQLite) store, printing elapsed time, receipts/s and peak memory.
 #   scripts/settle-bench.sh [RECEIPTS] [CLIENTS] [PROVIDERS]      (default 1000000 1000 100)
-# It also counts the items settlement writes per 1,000 receipts at 100 receipts per client
-# (100,000 receipts, 100 clients, 10 providers): a batch writes one item per receipt and two per
-# account it touches, so the count depends on receipts per account and batch. With
+# It also counts the items settlement writes per 1,000 receipts in the same mix (100,000
+# receipts): two per account a batch touches and a few per batch, nothing per receipt. With
 # AITBC_TEST_AWS_ENDPOINT set (a moto_server, as scripts/test.sh starts one), it settles 300
-# receipts on DynamoDB and counts the writes there too (10 per client; moto_server copies its
-# whole state for every transaction, so larger runs take too long there).
+# receipts on DynamoDB and counts the writes there too (moto_server copies its whole state for
+# every transaction, so larger runs take too long there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 receipts=${1:-1000000}
@@ -15,7 +14,7 @@ clients=${2:-1000}
 providers=${3:-100}
 cargo build --release --locked -p aitbc-scheduler
 ./target/release/aitbc-scheduler --json bench --receipts "$receipts" --clients "$clients" --providers "$providers"
-./target/release/aitbc-scheduler --json bench --receipts 100000 --clients 100 --providers 10 --count-writes
+./target/release/aitbc-scheduler --json bench --receipts 100000 --clients "$clients" --providers "$providers" --count-writes
 if [ -n "${AITBC_TEST_AWS_ENDPOINT:-}" ]; then
     AWS_ENDPOINT_URL="$AITBC_TEST_AWS_ENDPOINT" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 \
         ./target/release/aitbc-scheduler --json --backend aws bench --receipts 300 --clients 30 --providers 3 --count-writes

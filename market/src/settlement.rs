@@ -34,10 +34,11 @@
 //! is covered by exactly one batch, and "is this job settled" is "is the batch covering its
 //! record done". Settling therefore writes nothing per receipt. A range ends at most at
 //! `now - grace` ([`SETTLE_GRACE_MS`], 15 minutes): a completion stamped at `t` commits well
-//! within that (an API request lives at most a Lambda's 30 s, and DynamoDB refuses a request
-//! signed more than 5 minutes before it arrives), so no record ever lands in a range that a
-//! batch has already read. A caller that knows no completion is in flight (the demo, tests,
-//! the bench) may pass a grace of 0.
+//! within that (an API request lives at most its Lambda's 15 s timeout, and DynamoDB refuses a
+//! request signed more than 5 minutes before it arrives; the embedded server's one process
+//! commits within seconds, hence its 60 s), so no record lands in a range that a batch has
+//! already read. A caller that knows no completion is in flight (the demo, tests, the bench)
+//! may pass a grace of 0.
 //!
 //! # A batch, step by step
 //!
