@@ -620,7 +620,7 @@ impl ShardReader {
     }
 
     fn pop(&mut self) -> (String, SettlementDue) {
-        self.buffer.pop_front().expect("pop follows a head")
+        self.buffer.pop_front().expect("pop follows a peek that saw a record")
     }
 }
 
