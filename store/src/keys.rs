@@ -85,6 +85,11 @@ fn timed(unix_ms: i64, value: &str) -> String {
     format!("{}#{}", time(unix_ms), id(value))
 }
 
+/// The sort key above every `timed(t, id)` with `t <= unix_ms` and below every later one.
+fn timed_end(unix_ms: i64) -> String {
+    format!("{}#\u{10FFFF}", time(unix_ms))
+}
+
 /// Items of an index partition, oldest first.
 fn index_query(index: Index, partition: String) -> Query {
     Query::index(index, partition)
@@ -93,10 +98,7 @@ fn index_query(index: Index, partition: String) -> Query {
 /// Items of an index partition whose time is before `before_ms` (exclusive), oldest first.
 fn index_query_before(index: Index, partition: String, before_ms: i64) -> Query {
     assert!(before_ms > 0);
-    // Sort keys are `<time>#<id>`: every key of time t < before_ms is <= `<before_ms - 1>#\u{10FFFF}`
-    // and every key of a later time is above it.
-    let high = format!("{}#\u{10FFFF}", time(before_ms - 1));
-    Query::index(index, partition).sort(SortCondition::AtMost(high))
+    Query::index(index, partition).sort(SortCondition::AtMost(timed_end(before_ms - 1)))
 }
 
 // ---- providers ------------------------------------------------------------------------------
@@ -359,8 +361,12 @@ pub fn settlement_batches_covering(due_sk: &str) -> Query {
 /// per shard, in completion time order, so that settlement reads receipts as dense, ordered
 /// runs of small items rather than one job item each.
 pub fn settlement_due(shard_index: u32, completed_ms: i64, job_id: &str) -> Key {
+    Key::new(settlement_due_partition(shard_index), timed(completed_ms, job_id))
+}
+
+fn settlement_due_partition(shard_index: u32) -> String {
     assert!(shard_index < INDEX_SHARDS);
-    Key::new(format!("DUE#{shard_index}"), timed(completed_ms, job_id))
+    format!("DUE#{shard_index}")
 }
 
 /// The sort key below every settlement record: where the first batch's range starts.
@@ -371,16 +377,15 @@ pub fn settlement_due_start() -> String {
 /// The sort key above every settlement record completed at or before `ms` and below every
 /// later one: where a range that takes all of them ends.
 pub fn settlement_due_end(ms: i64) -> String {
-    format!("{}#\u{10FFFF}", time(ms))
+    timed_end(ms)
 }
 
 /// The settlement records of one shard with sort keys in `[after_sk, through_sk]`, in order.
 /// Ranges of batches exclude their start (`after_sk` is the previous batch's last key): the
 /// reader drops a record equal to it.
 pub fn settlement_due_range(shard_index: u32, after_sk: &str, through_sk: &str) -> Query {
-    assert!(shard_index < INDEX_SHARDS);
     assert!(!after_sk.is_empty() && after_sk < through_sk, "an empty range: ({after_sk}, {through_sk}]");
-    Query::table(format!("DUE#{shard_index}")).sort(SortCondition::Between(after_sk.to_string(), through_sk.to_string()))
+    Query::table(settlement_due_partition(shard_index)).sort(SortCondition::Between(after_sk.to_string(), through_sk.to_string()))
 }
 
 /// A payout to a provider.
