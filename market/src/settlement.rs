@@ -112,9 +112,6 @@ pub const SETTLE_IN_FLIGHT_MAX: usize = 64;
 pub const SETTLE_GRACE_MS: i64 = 15 * 60_000;
 /// The longest grace an operator may ask for (a week).
 pub const SETTLE_GRACE_MS_MAX: i64 = 7 * 24 * 3_600_000;
-/// Batches covering a job that the settled-state lookup pages past, at most (batches that end
-/// on the same key prefix are few; this only bounds the loop).
-pub const SETTLE_COVER_PAGES_MAX: usize = 4;
 
 const ATTR_STATE: &str = "state";
 const ATTR_PLAN: &str = "plan";
@@ -280,6 +277,15 @@ impl SettleAmounts {
     pub fn posted(&self) -> Amount {
         Amount::from_raw(self.price.raw() - self.penalty.raw())
     }
+
+    /// The amounts given hold, price, fee and penalty: the provider gets `price - fee -
+    /// penalty`, the client `hold - price + penalty` back. None when they do not split the hold.
+    pub fn from_parts(hold: Amount, price: Amount, fee: Amount, penalty: Amount) -> Option<SettleAmounts> {
+        let (h, r, f, n) = (hold.raw(), price.raw(), fee.raw(), penalty.raw());
+        let provider = r.checked_sub(f)?.checked_sub(n)?;
+        let refund = h.checked_sub(r)?.checked_add(n)?;
+        Some(SettleAmounts { hold, price, fee, penalty, provider: Amount::from_raw(provider), refund: Amount::from_raw(refund) })
+    }
 }
 
 /// The amounts of a receipt of `price` on a hold of `hold`, with the market's fee and the
@@ -294,11 +300,9 @@ pub fn settle_amounts(hold: Amount, price: Amount, fee_bps: u32, penalty_bps: u3
     let fee = price.share_bps(fee_bps);
     let share = Amount::from_raw(price.raw() - fee.raw());
     let penalty = price.share_bps(penalty_bps).min(share);
-    let provider = Amount::from_raw(share.raw() - penalty.raw());
-    let refund = Amount::from_raw(hold.raw() - price.raw() + penalty.raw());
-    let amounts = SettleAmounts { hold, price, fee, penalty, provider, refund };
+    let amounts = SettleAmounts::from_parts(hold, price, fee, penalty).expect("the fee and the capped penalty fit the price");
     assert_eq!(
-        u128::from(provider.raw()) + u128::from(fee.raw()) + u128::from(refund.raw()),
+        u128::from(amounts.provider.raw()) + u128::from(fee.raw()) + u128::from(amounts.refund.raw()),
         u128::from(hold.raw()),
         "a hold splits exactly"
     );
@@ -359,7 +363,6 @@ pub struct SettlementDue {
     pub job_id: JobId,
     pub client: Address,
     pub provider: Address,
-    pub hold_id: HoldId,
     pub completed_at_ms: i64,
     pub amounts: SettleAmounts,
 }
@@ -370,25 +373,29 @@ impl SettlementDue {
     pub fn new(job: &JobRecord, price: Amount, completed_at_ms: i64, sla: Option<&Sla>, fee_bps: u32) -> Result<SettlementDue, MarketError> {
         let started_ms = job.claimed_at_ms.unwrap_or(job.created_at_ms);
         let penalty_bps = sla.filter(|s| sla_missed(job.created_at_ms, started_ms, s)).map_or(0, |s| s.penalty_rate_bps);
+        assert_eq!(job.hold_id, crate::jobs::hold_id_for(&job.job_id), "a job's hold is named after the job");
         Ok(SettlementDue {
             job_id: job.job_id.clone(),
             client: job.client.clone(),
             provider: job.provider.clone(),
-            hold_id: job.hold_id.clone(),
             completed_at_ms,
             amounts: settle_amounts(job.max_price, price, fee_bps, penalty_bps)?,
         })
     }
 
-    /// The record's key: its job's shard, then completion time and job.
+    /// The record's key.
     pub fn key(&self) -> Key {
-        keys::settlement_due(keys::shard(self.job_id.as_str()), self.completed_at_ms, self.job_id.as_str())
+        due_key(&self.job_id, self.completed_at_ms)
+    }
+
+    /// The hold the record posts: named after the job (`jobs::hold_id_for`).
+    pub fn hold_id(&self) -> HoldId {
+        crate::jobs::hold_id_for(&self.job_id)
     }
 
     /// The write that stores the record (in the completing transaction): only if absent, so
     /// that it is written once.
     pub fn write(&self) -> TxWrite {
-        assert_eq!(self.hold_id, crate::jobs::hold_id_for(&self.job_id), "a job's hold is named after the job");
         let a = &self.amounts;
         let stored = StoredDue { c: self.client.clone(), p: self.provider.clone(), h: a.hold.raw(), r: a.price.raw(), f: a.fee.raw(), n: a.penalty.raw() };
         TxWrite::Put { item: to_item(self.key(), &stored, &[]), condition: Condition::Absent }
@@ -404,33 +411,28 @@ impl SettlementDue {
         let completed_at_ms: i64 = time.parse().map_err(|_| corrupt("sort key time".into()))?;
         let job_id = job.strip_prefix('#').and_then(|j| JobId::parse(j).ok()).ok_or_else(|| corrupt("sort key job".into()))?;
         let (hold, price, fee, penalty) = (stored.h, stored.r, stored.f, stored.n);
-        let provider_share = price.checked_sub(fee).and_then(|x| x.checked_sub(penalty));
-        let refund = hold.checked_sub(price).and_then(|x| x.checked_add(penalty));
-        let (Some(provider_share), Some(refund)) = (provider_share, refund) else {
-            return Err(corrupt(format!("amounts do not split the hold: {hold} {price} {fee} {penalty}")));
-        };
-        let amounts = SettleAmounts {
-            hold: Amount::from_raw(hold),
-            price: Amount::from_raw(price),
-            fee: Amount::from_raw(fee),
-            penalty: Amount::from_raw(penalty),
-            provider: Amount::from_raw(provider_share),
-            refund: Amount::from_raw(refund),
-        };
-        Ok(SettlementDue { hold_id: crate::jobs::hold_id_for(&job_id), job_id, client: stored.c, provider: stored.p, completed_at_ms, amounts })
+        let amounts = SettleAmounts::from_parts(Amount::from_raw(hold), Amount::from_raw(price), Amount::from_raw(fee), Amount::from_raw(penalty))
+            .ok_or_else(|| corrupt(format!("amounts do not split the hold: {hold} {price} {fee} {penalty}")))?;
+        Ok(SettlementDue { job_id, client: stored.c, provider: stored.p, completed_at_ms, amounts })
     }
 
     /// The ledger transfer that settles the receipt: a post of `price - penalty` with the fee,
     /// or, when nothing is left to post, a void.
     pub fn transfer(&self, platform: &Address) -> Transfer {
-        settle_transfer(&self.job_id, &self.hold_id, &self.provider, &self.amounts, platform)
+        settle_transfer(&self.job_id, &self.hold_id(), &self.provider, &self.amounts, platform)
     }
 
     /// The balance changes of the receipt, through the core ledger's `postings`.
     fn postings(&self, platform: &Address) -> Result<Vec<aitbc_core::ledger::Posting>, MarketError> {
-        let hold = Hold { id: self.hold_id.clone(), account: AccountId::wallet(&self.client), amount: self.amounts.hold, state: HoldState::Pending };
+        let hold = Hold { id: self.hold_id(), account: AccountId::wallet(&self.client), amount: self.amounts.hold, state: HoldState::Pending };
         Ok(postings(&self.transfer(platform), Some(&hold))?.postings)
     }
+}
+
+/// The key of the settlement record of `job_id` completed at `completed_ms`: the job's shard,
+/// then completion time and job.
+fn due_key(job_id: &JobId, completed_ms: i64) -> Key {
+    keys::settlement_due(keys::shard(job_id.as_str()), completed_ms, job_id.as_str())
 }
 
 /// A settlement record as stored: small, because settlement reads a million of them in
@@ -521,13 +523,6 @@ fn split_pages(json: &str) -> Vec<String> {
         rest = tail;
     }
     pages
-}
-
-/// What one batch did.
-#[derive(Debug, Default)]
-struct BatchOutcome {
-    receipts: u64,
-    accounts: u64,
 }
 
 /// The id of settlement batch number `seq`.
@@ -655,29 +650,26 @@ impl Market {
             for _ in 0..options.batches_max {
                 let latest = self.latest_settlement_batch().await?;
                 if let Some(open) = latest.as_ref().filter(|b| b.state == BatchState::Open) {
-                    let outcome = self.resume_batch(open, &mut steps).await?;
+                    self.resume_batch(open, &mut steps).await?;
                     report.resumed += 1;
-                    Self::count(&mut report, open, &outcome, progress);
+                    Self::count(&mut report, open, progress);
                     continue;
                 }
                 let (seq, after_sk) = latest.map_or((1, keys::settlement_due_start()), |b| (b.seq + 1, b.through_sk));
                 let planning = std::time::Instant::now();
-                let Some(planned) = self.plan_batch(seq, &after_sk, horizon_ms, options.batch_receipts_max, options.in_flight_max).await? else {
+                let Some(mut planned) = self.plan_batch(seq, &after_sk, horizon_ms, options.batch_receipts_max, options.in_flight_max).await? else {
                     break; // nothing left to settle
                 };
                 tracing::debug!(seq, receipts = planned.record.receipts, plan_ms = planning.elapsed().as_millis() as u64, "planned");
-                match self.create_batch(&planned.record, &planned.plan, &mut steps).await? {
-                    None => {
-                        let outcome = self.execute_batch(&planned.record, &planned.plan, &mut steps).await?;
-                        Self::count(&mut report, &planned.record, &outcome, progress);
-                    }
-                    Some(_) => {
-                        // Another run created this batch number first: the next round resumes
-                        // its batch if open, and plans after it.
-                        races += 1;
-                        if races > SETTLE_PLAN_RACES_MAX {
-                            return Err(SettleError::Market(MarketError::Conflict("settlement keeps racing another run".into())));
-                        }
+                if self.create_batch(&mut planned.record, &planned.plan, &mut steps).await? {
+                    self.execute_batch(&planned.record, &planned.plan, &mut steps).await?;
+                    Self::count(&mut report, &planned.record, progress);
+                } else {
+                    // Another run created this batch number first: the next round resumes its
+                    // batch if open, and plans after it.
+                    races += 1;
+                    if races > SETTLE_PLAN_RACES_MAX {
+                        return Err(SettleError::Market(MarketError::Conflict("settlement keeps racing another run".into())));
                     }
                 }
             }
@@ -688,17 +680,17 @@ impl Market {
         result.map(|()| report)
     }
 
-    fn count(report: &mut SettleReport, record: &BatchRecord, outcome: &BatchOutcome, progress: &dyn Progress) {
+    fn count(report: &mut SettleReport, record: &BatchRecord, progress: &dyn Progress) {
         report.batches += 1;
-        report.receipts += outcome.receipts;
-        report.account_updates += outcome.accounts;
+        report.receipts += u64::from(record.receipts);
+        report.account_updates += u64::from(record.accounts);
         let add = |a: Amount, b: Amount| a.checked_add(b).expect("totals fit");
         report.price_total = add(report.price_total, record.price_total);
         report.fee_total = add(report.fee_total, record.fee_total);
         report.penalty_total = add(report.penalty_total, record.penalty_total);
         report.last_batch = Some(record.batch_id.clone());
-        progress.advance("settle", outcome.receipts);
-        tracing::info!(batch = %record.batch_id, receipts = outcome.receipts, accounts = outcome.accounts, "settlement batch done");
+        progress.advance("settle", u64::from(record.receipts));
+        tracing::info!(batch = %record.batch_id, receipts = record.receipts, accounts = record.accounts, "settlement batch done");
     }
 
     /// A settlement batch's record, read by key (strongly consistent).
@@ -833,40 +825,36 @@ impl Market {
         Ok(Some(Planned { record, plan }))
     }
 
-    /// Step 1: writes the batch record and its plan's pages if its number is new.
-    /// `Some(existing)` when another run holds the number.
-    async fn create_batch(&self, record: &BatchRecord, plan: &Plan, steps: &mut Steps) -> Result<Option<BatchRecord>, SettleError> {
+    /// Step 1: writes the batch record and its plan's pages if its number is new; false when
+    /// another run holds the number.
+    async fn create_batch(&self, record: &mut BatchRecord, plan: &Plan, steps: &mut Steps) -> Result<bool, SettleError> {
         let json = serde_json::to_string(plan).expect("plans serialize");
         assert!(json.len() <= SETTLE_PLAN_BYTES_MAX, "a plan of {} bytes", json.len());
         let pages = split_pages(&json);
         assert!((1..=SETTLE_PLAN_PAGES_MAX).contains(&pages.len()));
-        let mut record = record.clone();
         record.plan_pages = u32::try_from(pages.len()).expect("bounded");
         let index = keys::settlement_batch_index(&record.through_sk, &record.batch_id);
-        let mut writes = vec![TxWrite::Put { item: to_item(keys::settlement_batch(&record.batch_id), &record, &[index]), condition: Condition::Absent }];
+        let mut writes = vec![TxWrite::Put { item: to_item(keys::settlement_batch(&record.batch_id), &*record, &[index]), condition: Condition::Absent }];
         for (n, text) in pages.into_iter().enumerate() {
             let item = Item::new(keys::settlement_plan_page(&record.batch_id, n as u32)).with(ATTR_PLAN, text);
             writes.push(TxWrite::Put { item, condition: Condition::Absent });
         }
         let results = self.transact_steps(vec![writes], steps).await?;
         match results.into_iter().next().expect("one step") {
-            Ok(()) => Ok(None),
-            Err(StoreError::ConditionFailed { .. }) => {
-                let existing = self.settlement_batch(&record.batch_id).await?;
-                existing.map(Some).ok_or_else(|| SettleError::Invariant(format!("batch {} exists and does not", record.batch_id)))
-            }
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn resume_batch(&self, record: &BatchRecord, steps: &mut Steps) -> Result<BatchOutcome, SettleError> {
+    async fn resume_batch(&self, record: &BatchRecord, steps: &mut Steps) -> Result<(), SettleError> {
         tracing::info!(batch = %record.batch_id, "resuming an open settlement batch");
         let plan = self.batch_plan(record).await?;
         self.execute_batch(record, &plan, steps).await
     }
 
     /// Steps 2 and 3 of a batch.
-    async fn execute_batch(&self, record: &BatchRecord, plan: &Plan, steps: &mut Steps) -> Result<BatchOutcome, SettleError> {
+    async fn execute_batch(&self, record: &BatchRecord, plan: &Plan, steps: &mut Steps) -> Result<(), SettleError> {
         assert_eq!(record.state, BatchState::Open);
         assert_eq!(plan.lines.len(), record.accounts as usize);
         let started = std::time::Instant::now();
@@ -882,7 +870,7 @@ impl Market {
             Ok(()) | Err(StoreError::ConditionFailed { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        Ok(BatchOutcome { receipts: u64::from(record.receipts), accounts: plan.lines.len() as u64 })
+        Ok(())
     }
 
     /// Step 2: one line and one balance update per account, in chunks.
@@ -951,36 +939,29 @@ impl Market {
         let (JobState::Completed, Some(completed_ms), Some(receipt_id)) = (job.status.state, job.finished_at_ms, job.receipt_id.as_ref()) else {
             return Ok(None);
         };
-        let due_key = keys::settlement_due(keys::shard(job.job_id.as_str()), completed_ms, job.job_id.as_str());
-        let mut cursor = None;
-        for _ in 0..SETTLE_COVER_PAGES_MAX {
-            let page = self.store.query(keys::settlement_batches_covering(&due_key.sk).limit(8).after(cursor)).await?;
-            for item in &page.items {
-                let entry: BatchRecord = from_item(item)?;
-                if !entry.covers(&due_key.sk) {
-                    continue; // ends on the same key prefix, before the record
-                }
-                // The entry's state may lag; the record read by key does not.
-                let Some(batch) = self.settlement_batch(&entry.batch_id).await? else { return Ok(None) };
-                if batch.state != BatchState::Done {
-                    return Ok(None);
-                }
-                let item = self.store.get(&due_key).await?.ok_or_else(|| MarketError::Internal(format!("completed job {} has no settlement record", job.job_id)))?;
-                let due = SettlementDue::from_item(item)?;
-                return Ok(Some(Settlement {
-                    batch_id: batch.batch_id,
-                    transfer_id: post_transfer_id(&job.job_id),
-                    receipt_id: receipt_id.clone(),
-                    amounts: due.amounts,
-                    settled_at_ms: batch.finished_at_ms.unwrap_or(batch.created_at_ms),
-                }));
-            }
-            cursor = page.cursor;
-            if cursor.is_none() {
-                break;
-            }
+        let due_key = due_key(&job.job_id, completed_ms);
+        // The first entry at or above the record is the batch covering it (entries sort by the
+        // end of their range); it does not cover the record only while the index lags.
+        let page = self.store.query(keys::settlement_batches_covering(&due_key.sk).limit(1)).await?;
+        let Some(item) = page.items.first() else { return Ok(None) };
+        let entry: BatchRecord = from_item(item)?;
+        if !entry.covers(&due_key.sk) {
+            return Ok(None);
         }
-        Ok(None)
+        // The entry's state may lag; the record read by key does not.
+        let Some(batch) = self.settlement_batch(&entry.batch_id).await? else { return Ok(None) };
+        if batch.state != BatchState::Done {
+            return Ok(None);
+        }
+        let item = self.store.get(&due_key).await?.ok_or_else(|| MarketError::Internal(format!("completed job {} has no settlement record", job.job_id)))?;
+        let due = SettlementDue::from_item(item)?;
+        Ok(Some(Settlement {
+            batch_id: batch.batch_id,
+            transfer_id: post_transfer_id(&job.job_id),
+            receipt_id: receipt_id.clone(),
+            amounts: due.amounts,
+            settled_at_ms: batch.finished_at_ms.unwrap_or(batch.created_at_ms),
+        }))
     }
 
     /// The job as clients see it: a completed job whose receipt a done batch settled shows as
@@ -1143,7 +1124,6 @@ mod tests {
             job_id: JobId::parse("job-0123456789abcdef0123456789abcdef").unwrap(),
             client: Address::generate(),
             provider: Address::generate(),
-            hold_id: HoldId::parse("hold-0123456789abcdef0123456789abcdef").unwrap(),
             completed_at_ms: 1_769_284_800_123,
             amounts,
         };
