@@ -129,11 +129,22 @@ pub enum KernelArg {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum JobSpec {
-    VectorAdd { n: u64, seed: u64 },
-    Reduction { n: u64, seed: u64 },
+    VectorAdd {
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 67108864))]
+        n: u64,
+        seed: u64,
+    },
+    Reduction {
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 67108864))]
+        n: u64,
+        seed: u64,
+    },
     Gemm {
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 16384))]
         m: u32,
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 16384))]
         n: u32,
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 16384))]
         k: u32,
         dtype: Dtype,
         seed: u64,
@@ -148,7 +159,9 @@ pub enum JobSpec {
     Kernel {
         source: String,
         entry_point: String,
+        #[cfg_attr(feature = "openapi", schema(min_items = 3, max_items = 3))]
         grid: [u32; 3],
+        #[cfg_attr(feature = "openapi", schema(min_items = 3, max_items = 3))]
         block: [u32; 3],
         args: Vec<KernelArg>,
         seed: u64,
@@ -274,18 +287,21 @@ impl JobSpec {
     }
 
     /// Device memory the job needs, in bytes (inputs and outputs), for per-job memory limits.
+    /// Saturates at u64::MAX: a spec that has not passed [`JobSpec::validate`] may name sizes
+    /// whose product overflows, and such a spec needs more memory than any limit anyway.
     pub fn device_bytes(&self) -> u64 {
         match self {
-            JobSpec::VectorAdd { n, .. } => 3 * 4 * n,
-            JobSpec::Reduction { n, .. } => 4 * n + 4,
+            JobSpec::VectorAdd { n, .. } => n.saturating_mul(3 * 4),
+            JobSpec::Reduction { n, .. } => n.saturating_mul(4).saturating_add(4),
             JobSpec::Gemm { m, n, k, dtype, .. } => {
+                // Below 2^32 each, so each product of two fits; their sums and scalings may not.
                 let (m, n, k) = (u64::from(*m), u64::from(*n), u64::from(*k));
-                dtype.size_bytes() * (m * k + k * n) + 4 * m * n
+                dtype.size_bytes().saturating_mul((m * k).saturating_add(k * n)).saturating_add((m * n).saturating_mul(4))
             }
             JobSpec::Kernel { args, .. } => args
                 .iter()
-                .map(|a| if let KernelArg::Buffer { elements, .. } = a { 4 * elements } else { 0 })
-                .sum(),
+                .map(|a| if let KernelArg::Buffer { elements, .. } = a { elements.saturating_mul(4) } else { 0 })
+                .fold(0u64, u64::saturating_add),
         }
     }
 }

@@ -59,11 +59,36 @@ pub enum MoneyError {
     Underflow,
 }
 
+/// The largest raw count of every fixed-point type: 19 nines, whatever the decimals (see
+/// [`whole_digits_max`]), below u64::MAX and above what the store's i64 holds.
+pub const RAW_MAX: u64 = 9_999_999_999_999_999_999;
+
+/// Digits before the point, at most, of a value with `decimals` places: the most for which
+/// every such value fits a u64 (u64::MAX has 20 digits, so `19 - decimals`). A plain digit
+/// count, unlike a numeric bound, is what a schema's pattern can say exactly, so the API's
+/// document and this parser accept the same strings (`schema::decimal`).
+pub const fn whole_digits_max(decimals: u32) -> usize {
+    assert!(decimals < 19);
+    19 - decimals as usize
+}
+
+/// What [`parse_fixed`] accepts for `decimals` places, as a regular expression: the API
+/// document's pattern for money and metering strings (a property test checks they agree).
+pub fn decimal_pattern(decimals: u32) -> String {
+    format!(r"^[0-9]{{1,{whole}}}(\.[0-9]{{1,{decimals}}})?$", whole = whole_digits_max(decimals))
+}
+
 /// Parses an unsigned decimal string into an integer count of `10^-decimals` units, exactly.
 fn parse_fixed(text: &str, decimals: u32) -> Result<u64, MoneyError> {
-    let syntax = || MoneyError::Syntax(text.chars().take(DECIMAL_LEN_MAX).collect());
-    if text.is_empty() || text.len() > DECIMAL_LEN_MAX {
-        return Err(if text.is_empty() { syntax() } else { MoneyError::TooLarge(text[..DECIMAL_LEN_MAX].into()) });
+    // Errors echo at most DECIMAL_LEN_MAX characters of the input. Characters, not bytes: a
+    // byte slice could split a multi-byte character and panic on input anyone can send.
+    let echo = || text.chars().take(DECIMAL_LEN_MAX).collect::<String>();
+    let syntax = || MoneyError::Syntax(echo());
+    if text.is_empty() {
+        return Err(syntax());
+    }
+    if text.len() > DECIMAL_LEN_MAX {
+        return Err(MoneyError::TooLarge(echo()));
     }
     let (whole, fraction) = match text.split_once('.') {
         Some((w, f)) => (w, Some(f)),
@@ -74,6 +99,9 @@ fn parse_fixed(text: &str, decimals: u32) -> Result<u64, MoneyError> {
         return Err(syntax());
     }
     let fraction = fraction.unwrap_or("");
+    if whole.len() > whole_digits_max(decimals) {
+        return Err(MoneyError::TooLarge(echo()));
+    }
     if fraction.len() > decimals as usize {
         return Err(MoneyError::TooPrecise { value: text.into(), decimals });
     }
@@ -91,6 +119,7 @@ fn parse_fixed(text: &str, decimals: u32) -> Result<u64, MoneyError> {
         fraction_value = fraction_value * 10 + u128::from(b - b'0');
     }
     value += fraction_value * 10u128.pow(decimals - fraction.len() as u32);
+    debug_assert!(value <= u128::from(RAW_MAX), "whole_digits_max bounds every parsed value");
     u64::try_from(value).map_err(|_| too_large())
 }
 
@@ -119,7 +148,9 @@ macro_rules! fixed_point {
     ($name:ident, $decimals:expr, $what:literal) => {
         impl $name {
             pub const ZERO: Self = Self(0);
-            pub const MAX: Self = Self(u64::MAX);
+            /// The largest value: every value prints as a decimal that `parse` takes back
+            /// ([`whole_digits_max`]); arithmetic past it is an overflow.
+            pub const MAX: Self = Self(RAW_MAX);
 
             /// Parses an exact decimal string (no rounding; see the module's rules).
             pub fn parse(text: &str) -> Result<Self, MoneyError> {
@@ -134,8 +165,15 @@ macro_rules! fixed_point {
             pub const fn is_zero(self) -> bool {
                 self.0 == 0
             }
+            /// A raw count, refused past [`Self::MAX`].
+            pub fn checked_from_raw(raw: u64) -> Result<Self, MoneyError> {
+                if raw > RAW_MAX {
+                    return Err(MoneyError::Overflow);
+                }
+                Ok(Self(raw))
+            }
             pub fn checked_add(self, other: Self) -> Result<Self, MoneyError> {
-                self.0.checked_add(other.0).map(Self).ok_or(MoneyError::Overflow)
+                self.0.checked_add(other.0).ok_or(MoneyError::Overflow).and_then(Self::checked_from_raw)
             }
             pub fn checked_sub(self, other: Self) -> Result<Self, MoneyError> {
                 self.0.checked_sub(other.0).map(Self).ok_or(MoneyError::Underflow)
@@ -254,13 +292,13 @@ impl Rate {
     pub fn price(self, units: GpuMillis) -> Result<Amount, MoneyError> {
         let femto = u128::from(units.0) * u128::from(self.0);
         let nano = div_round_half_up(femto, FEMTO_PER_NANO);
-        u64::try_from(nano).map(Amount).map_err(|_| MoneyError::Overflow)
+        u64::try_from(nano).map_err(|_| MoneyError::Overflow).and_then(Amount::checked_from_raw)
     }
 
     /// `round_half_up(self * bps / 10_000)` (rule 4).
     pub fn scale_bps(self, bps: u32) -> Result<Rate, MoneyError> {
         let scaled = div_round_half_up(u128::from(self.0) * u128::from(bps), u128::from(BPS_ONE));
-        u64::try_from(scaled).map(Rate).map_err(|_| MoneyError::Overflow)
+        u64::try_from(scaled).map_err(|_| MoneyError::Overflow).and_then(Rate::checked_from_raw)
     }
 }
 
@@ -289,7 +327,7 @@ mod tests {
             ("0", 0, "0"),
             ("007", 7_000_000_000, "7"),
             ("0.000000001", 1, "0.000000001"),
-            ("18446744073.709551615", u64::MAX, "18446744073.709551615"),
+            ("9999999999.999999999", 9_999_999_999_999_999_999, "9999999999.999999999"),
         ];
         for (text, raw, printed) in cases {
             let amount = Amount::parse(text).unwrap();
@@ -305,7 +343,14 @@ mod tests {
             assert!(matches!(Amount::parse(bad), Err(MoneyError::Syntax(_))), "{bad:?}");
         }
         assert!(matches!(Amount::parse("0.0000000001"), Err(MoneyError::TooPrecise { decimals: 9, .. })));
-        assert!(matches!(Amount::parse("18446744073.709551616"), Err(MoneyError::TooLarge(_))));
+        assert!(matches!(Amount::parse("18446744073.709551615"), Err(MoneyError::TooLarge(_))));
+        assert!(matches!(Amount::parse("10000000000"), Err(MoneyError::TooLarge(_))));
+        assert!(Amount::parse("0000000001").is_ok());
+        assert!(matches!(Rate::parse("10000000"), Err(MoneyError::TooLarge(_))));
+        assert!(matches!(GpuMillis::parse("10000000000000000"), Err(MoneyError::TooLarge(_))));
+        // A multi-byte character where a byte slice at the length limit would split it.
+        let long = format!("{}é", "1".repeat(DECIMAL_LEN_MAX - 1));
+        assert!(matches!(Amount::parse(&long), Err(MoneyError::TooLarge(_))));
         assert!(matches!(Amount::parse("99999999999999999999999"), Err(MoneyError::TooLarge(_))));
         assert!(matches!(Amount::parse(&"1".repeat(100)), Err(MoneyError::TooLarge(_))));
         assert!(Rate::parse("0.000000000001").is_ok());
@@ -386,7 +431,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn printing_then_parsing_is_the_identity(raw: u64) {
+        fn printing_then_parsing_is_the_identity(raw in 0..=RAW_MAX) {
             let amount = Amount::from_raw(raw);
             proptest::prop_assert_eq!(Amount::parse(&amount.to_string()).unwrap(), amount);
             let rate = Rate::from_raw(raw);

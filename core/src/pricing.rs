@@ -175,6 +175,7 @@ pub struct PricingParams {
     pub demand_threshold_bps: u32,
     pub max_multiplier_bps: u32,
     /// basic, premium, enterprise.
+    #[cfg_attr(feature = "openapi", schema(min_items = 3, max_items = 3))]
     pub tier_bps: [u32; 3],
     pub bulk_discount_bps: u32,
     pub bulk_hours_min: u32,
@@ -445,7 +446,7 @@ pub fn quote(
     let clamped = product < min || product > max;
     let product = product.clamp(min, max);
     let unit_price = div_round_half_up(u128::from(base_rate.raw()) * product, one * one * one);
-    let unit_price = Rate::from_raw(u64::try_from(unit_price).map_err(|_| MoneyError::Overflow)?);
+    let unit_price = Rate::checked_from_raw(u64::try_from(unit_price).map_err(|_| MoneyError::Overflow)?)?;
     let combined_bps = u32::try_from(div_round_half_up(product, one * one)).expect("clamped below COMBINED_BPS_MAX");
     let max_price = unit_price.price(request.units)?;
     let breakdown = Breakdown {

@@ -36,6 +36,8 @@ pub enum UnitType {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptBody {
+    /// The format's version: [`RECEIPT_VERSION`] (the document's bound says the same).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1))]
     pub version: u32,
     pub receipt_id: ReceiptId,
     pub job_id: JobId,

@@ -25,6 +25,6 @@ pub(crate) fn decimal(what: &str, decimals: u32, len_max: usize) -> RefOr<Schema
         .schema_type(Type::String)
         .description(Some(format!("{what} as a decimal string with at most {decimals} decimal places, never a JSON number")))
         .max_length(Some(len_max))
-        .pattern(Some(format!(r"^[0-9]+(\.[0-9]{{1,{decimals}}})?$")))
+        .pattern(Some(crate::money::decimal_pattern(decimals)))
         .into()
 }

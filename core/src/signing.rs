@@ -120,7 +120,11 @@ pub struct SigningKeyFile {
 #[serde(deny_unknown_fields)]
 pub struct PublicKeyEntry {
     pub key_id: KeyId,
+    /// `Ed25519`, the one algorithm receipts are signed with.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^Ed25519$"))]
     pub alg: String,
+    /// The 32-byte public key, base64 (standard alphabet, padded).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$"))]
     pub public_key: String,
 }
 

@@ -26,7 +26,7 @@ impl ValueError {
 /// bytes long, plus Display, FromStr and string serde; with feature `openapi`, a string schema
 /// described by the doc comment, and `$pattern` where the grammar is a plain regular expression.
 macro_rules! string_value {
-    ($(#[doc = $doc:literal])* $name:ident, $field:literal, $len_max:expr, $check:expr $(, pattern = $pattern:expr)?) => {
+    ($(#[doc = $doc:literal])* $name:ident, $field:literal, $len_max:expr, $check:expr, pattern = $pattern:expr) => {
         $(#[doc = $doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(String);
@@ -35,6 +35,9 @@ macro_rules! string_value {
             /// The longest accepted text, in bytes.
             pub const LEN_MAX: usize = $len_max;
             pub const FIELD: &'static str = $field;
+            /// The grammar as a regular expression: the API document's pattern, and exactly
+            /// what `parse` accepts up to `LEN_MAX` bytes (a property test checks the two agree).
+            pub const PATTERN: &'static str = $pattern;
 
             pub fn parse(text: &str) -> Result<Self, ValueError> {
                 if text.is_empty() {
@@ -86,9 +89,7 @@ macro_rules! string_value {
         #[cfg(feature = "openapi")]
         impl utoipa::PartialSchema for $name {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                // The pattern if the invocation gives one.
-                let pattern: Option<String> = None $(.or(Some($pattern)))?;
-                crate::schema::string(&[$($doc),*], Self::LEN_MAX, pattern)
+                crate::schema::string(&[$($doc),*], Self::LEN_MAX, Some(Self::PATTERN.to_string()))
             }
         }
         #[cfg(feature = "openapi")]
@@ -122,7 +123,7 @@ fn prefixed_id(text: &str, prefix: &str) -> Result<(), String> {
 
 macro_rules! id_value {
     ($(#[doc = $doc:literal])* $name:ident, $field:literal, $prefix:literal) => {
-        string_value!($(#[doc = $doc])* $name, $field, 72, |t| prefixed_id(t, $prefix), pattern = format!("^{}-[a-z0-9_-]+$", $prefix));
+        string_value!($(#[doc = $doc])* $name, $field, 72, |t| prefixed_id(t, $prefix), pattern = concat!("^", $prefix, "-[a-z0-9_-]+$"));
         impl $name {
             pub const PREFIX: &'static str = $prefix;
             /// A fresh id from a UUIDv7 (time-ordered) value.
@@ -178,7 +179,8 @@ string_value!(
             return Err("needs at least 8 characters after \"ait1\"".into());
         }
         charset(rest, lower_alnum, "a-z, 0-9")
-    }
+    },
+    pattern = "^ait1[a-z0-9]{8,60}$"
 );
 
 impl Address {
@@ -197,7 +199,8 @@ string_value!(
             return Err("dashes only between words".into());
         }
         Ok(())
-    }
+    },
+    pattern = "^[a-z0-9]+(-[a-z0-9]+)*$"
 );
 
 string_value!(
@@ -207,7 +210,8 @@ string_value!(
             return Err("must start with a letter or digit".into());
         }
         charset(t, |b| lower_alnum(b) || b".:_-".contains(&b), "a-z, 0-9, '.', ':', '_', '-'")
-    }
+    },
+    pattern = "^[a-z0-9][a-z0-9.:_-]*$"
 );
 
 string_value!(
@@ -218,12 +222,14 @@ string_value!(
             return Err("no leading or trailing spaces".into());
         }
         Ok(())
-    }
+    },
+    pattern = "^[!-~]([ -~]*[!-~])?$"
 );
 
 string_value!(
     /// The id of a signing key, e.g. `miner-ed25519-2026-01`.
-    KeyId, "key_id", 64, |t| charset(t, |b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b), "letters, digits, '-', '_', '.', ':'")
+    KeyId, "key_id", 64, |t| charset(t, |b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b), "letters, digits, '-', '_', '.', ':'"),
+    pattern = "^[A-Za-z0-9_.:-]+$"
 );
 
 /// GPU memory in whole GiB, 1..=[`GpuMemoryGib::MAX`] (the guide's `--memory 24`).
@@ -285,6 +291,8 @@ impl CudaVersion {
     pub const MINOR_MAX: u8 = 99;
     /// The longest accepted text, in bytes ("99.99").
     pub const LEN_MAX: usize = 5;
+    /// What `parse` accepts, as the API document's pattern.
+    pub const PATTERN: &'static str = r"^[1-9][0-9]?\.[0-9]{1,2}$";
 
     pub fn parse(text: &str) -> Result<Self, ValueError> {
         let err = || ValueError::new("cuda_version", format!("{text:?} is not MAJOR.MINOR, e.g. \"12.1\""));
@@ -292,12 +300,16 @@ impl CudaVersion {
             return Err(err());
         }
         let (major, minor) = text.split_once('.').ok_or_else(err)?;
+        // One or two digits each, and no leading zero on the major (PATTERN says the same).
         let number = |s: &str| -> Result<u8, ValueError> {
-            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            if s.is_empty() || s.len() > 2 || !s.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(err());
             }
             s.parse().map_err(|_| err())
         };
+        if major.starts_with('0') {
+            return Err(err());
+        }
         let (major, minor) = (number(major)?, number(minor)?);
         if major == 0 || major > Self::MAJOR_MAX || minor > Self::MINOR_MAX {
             return Err(err());
@@ -329,7 +341,7 @@ impl<'de> Deserialize<'de> for CudaVersion {
 impl utoipa::PartialSchema for CudaVersion {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         let description = format!("A CUDA version MAJOR.MINOR, e.g. \"12.1\": major 1..={}, minor 0..={}", Self::MAJOR_MAX, Self::MINOR_MAX);
-        crate::schema::string(&[&description], Self::LEN_MAX, Some(r"^[0-9]{1,2}\.[0-9]{1,2}$".into()))
+        crate::schema::string(&[&description], Self::LEN_MAX, Some(Self::PATTERN.into()))
     }
 }
 #[cfg(feature = "openapi")]
