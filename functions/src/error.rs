@@ -8,6 +8,10 @@ use serde::Serialize;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
+/// `Retry-After` on `503 no_capacity`: workers heartbeat their listings every few seconds and a
+/// running job frees its slot when it ends, so capacity is worth asking for again this soon.
+pub const NO_CAPACITY_RETRY_AFTER_S: u64 = 5;
+
 /// An API error: a market error, or one of the edge's own (body, routing).
 #[derive(Debug)]
 pub struct ApiError {
@@ -59,6 +63,7 @@ impl From<MarketError> for ApiError {
         let retry_after_s = match &e {
             MarketError::RateLimited { retry_after_ms } => Some(retry_after_ms.div_ceil(1_000).max(1)),
             MarketError::Unavailable(_) => Some(1),
+            MarketError::NoCapacity(_) => Some(NO_CAPACITY_RETRY_AFTER_S),
             _ => None,
         };
         Self { status, code: e.code(), detail, field: e.field().map(str::to_string), retry_after_s }
@@ -86,3 +91,16 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Defence in depth: a panic in a handler or middleware becomes a 500 problem (code `internal`)
+/// instead of a dropped connection (or, on Lambda, a killed invocation). The message is logged
+/// inside the request's span, which carries its request id; the caller sees nothing internal.
+pub fn panic_response(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".into());
+    tracing::error!(panic = %message, "handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error").into_response()
+}

@@ -60,18 +60,87 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Prin
     Ok(Some(principal))
 }
 
-/// A JSON body; malformed JSON, wrong types and oversized bodies are problem+json.
+/// A JSON body that must be a JSON object, as every request schema is; malformed JSON, other
+/// JSON values, wrong types and oversized bodies are problem+json.
+///
+/// serde's derived `Deserialize` also accepts a JSON array for a struct (its fields in order),
+/// so `["1"]` would pass for `{"amount": "1"}`; every body goes through this one extractor,
+/// which refuses anything but an object before serde sees it.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if !is_json_content_type(req.headers()) {
+            return Err(unsupported_media_type());
+        }
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| json_rejection(e.into()))?;
+        if !is_json_object(&bytes) {
+            return Err(ApiError::invalid("body", "the body must be a JSON object"));
+        }
+        // Parse to a value first: syntax errors are reported as such, and whole numbers written
+        // with a fraction or exponent (`5.0`, `1e3`) become integers, as JSON Schema's
+        // `integer` allows and JavaScript clients send; serde's integer types refuse them.
+        let mut value: serde_json::Value = match axum::Json::<serde_json::Value>::from_bytes(&bytes) {
+            Ok(axum::Json(value)) => value,
+            Err(rejection) => return Err(json_rejection(rejection)),
+        };
+        integral_floats_to_integers(&mut value, JSON_DEPTH_MAX);
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Ok(ApiJson(v)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let field = if path.is_empty() || path == "." { "body".to_string() } else { path };
+                Err(ApiError::invalid(field, e.into_inner().to_string()))
+            }
         }
     }
+}
+
+/// Nesting the number normalization follows, at most; serde_json itself refuses more than 128.
+const JSON_DEPTH_MAX: usize = 128;
+
+/// Floats up to this magnitude are integers exactly when they have no fraction (2^53); larger
+/// ones were rounded on parsing (an integer literal past u64 becomes the nearest f64), so they
+/// stay floats and an integer field refuses them.
+const EXACT_INTEGER_F64_MAX: f64 = 9_007_199_254_740_992.0;
+
+/// Rewrites each float with no fractional part and an exact integer value as that integer.
+fn integral_floats_to_integers(value: &mut serde_json::Value, depth_left: usize) {
+    if depth_left == 0 {
+        return;
+    }
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return };
+            if f.fract() == 0.0 && f.abs() <= EXACT_INTEGER_F64_MAX {
+                *value = serde_json::Value::from(f as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| integral_floats_to_integers(v, depth_left - 1)),
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| integral_floats_to_integers(v, depth_left - 1)),
+        _ => {}
+    }
+}
+
+/// `application/json`, or any `application/<name>+json`, with or without parameters.
+fn is_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || essence.strip_prefix("application/").is_some_and(|sub| sub.ends_with("+json"))
+}
+
+/// Whether a JSON text's top-level value is an object: its first non-whitespace byte is `{`
+/// (RFC 8259 whitespace). The parser still checks the rest.
+pub(crate) fn is_json_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r')) == Some(&b'{')
+}
+
+fn unsupported_media_type() -> ApiError {
+    ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send Content-Type: application/json")
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
@@ -87,9 +156,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             ApiError::invalid(field, message.to_string())
         }
         JsonRejection::JsonSyntaxError(e) => ApiError::invalid("body", format!("malformed JSON: {}", e.body_text())),
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send Content-Type: application/json")
-        }
+        JsonRejection::MissingJsonContentType(_) => unsupported_media_type(),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body exceeds {BODY_BYTES_MAX} bytes"))
         }

@@ -95,12 +95,127 @@ fn refer_page_items(components: &mut Components) {
 /// The names utoipa gives `PageOut<T>`'s schemas: `PageOut_<T's name>`.
 const PAGE_SCHEMA_PREFIX: &str = "PageOut_";
 
-/// The committed form: pretty-printed, keys in a stable order (utoipa's maps are sorted), with a
-/// final newline.
-pub fn to_pretty_json(document: &Document) -> String {
-    let mut text = document.to_pretty_json().expect("the document serializes");
+/// The document as served and committed: [`document`] with what utoipa's types cannot say
+/// added in JSON ([`constrain`]).
+pub fn document_json() -> serde_json::Value {
+    let mut value = serde_json::to_value(document()).expect("the document serializes");
+    constrain(&mut value);
+    value
+}
+
+/// The committed form: pretty-printed, keys in a stable order (serde_json's maps are sorted),
+/// with a final newline.
+pub fn to_pretty_json(document: &serde_json::Value) -> String {
+    let mut text = serde_json::to_string_pretty(document).expect("the document serializes");
     text.push('\n');
     text
+}
+
+/// What the server enforces beyond utoipa's derived schemas, so that a client generated from
+/// the document (or a fuzzer) sends what the server takes and nothing it refuses:
+/// - unsigned integers get their real upper bound: utoipa writes `u32` and `u64` as `int32`
+///   and `int64` with `minimum: 0`, whose formats imply the signed maxima;
+/// - a quote names a `region` or a `gpu_id` (JSON Schema's `anyOf` of the two requirements);
+/// - an earnings period has the grammar and range the market parses (a pattern that is not a
+///   literal, which utoipa's attributes need);
+/// - links, so that a client (or a stateful fuzzer) can follow a job from submission to its
+///   receipt, a listing from creation to its status, and an account from signup to its ledger.
+fn constrain(document: &mut serde_json::Value) {
+    bound_unsigned_integers(document, JSON_DEPTH_MAX);
+    if let Some(quote) = document.pointer_mut("/components/schemas/QuoteInput").and_then(serde_json::Value::as_object_mut) {
+        let named = |field: &str| serde_json::json!({"required": [field], "properties": {field: {"type": "string"}}});
+        quote.insert("anyOf".into(), serde_json::json!([named("region"), named("gpu_id")]));
+    }
+    let earnings = document.pointer_mut("/paths/~1v1~1listings~1{gpu_id}~1earnings/get/parameters").and_then(serde_json::Value::as_array_mut);
+    let period = earnings.into_iter().flatten().find(|p| p["name"] == "period").expect("the earnings period parameter");
+    period["schema"]["pattern"] = aitbc_market::registry::EARNINGS_PERIOD_PATTERN.into();
+    for (path, method, status, links) in links() {
+        let pointer = format!("/paths/{}/{method}/responses/{status}", path.replace('~', "~0").replace('/', "~1"));
+        let response = document.pointer_mut(&pointer).unwrap_or_else(|| panic!("no response at {pointer} to link from"));
+        let map = response.as_object_mut().expect("a response object");
+        let entries = map.entry("links").or_insert_with(|| serde_json::json!({}));
+        for (name, operation_id, parameter, expression) in links {
+            entries[name] = serde_json::json!({"operationId": operation_id, "parameters": {parameter: expression}});
+        }
+    }
+}
+
+/// Nesting that [`bound_unsigned_integers`] follows, at most (the document nests far less).
+const JSON_DEPTH_MAX: usize = 64;
+
+fn bound_unsigned_integers(value: &mut serde_json::Value, depth_left: usize) {
+    assert!(depth_left > 0, "the document nests deeper than {JSON_DEPTH_MAX}");
+    match value {
+        serde_json::Value::Object(map) => {
+            let is_integer = match map.get("type") {
+                Some(serde_json::Value::String(t)) => t == "integer",
+                Some(serde_json::Value::Array(types)) => types.iter().any(|t| t == "integer"),
+                _ => false,
+            };
+            let unsigned = map.get("minimum").and_then(serde_json::Value::as_u64) == Some(0);
+            if is_integer && unsigned && !map.contains_key("maximum") {
+                let (format, maximum) = match map.get("format").and_then(serde_json::Value::as_str) {
+                    Some("int32") => ("uint32", u64::from(u32::MAX)),
+                    // `usize` (no format) is 64 bits wide on every target the server runs on.
+                    Some("int64") | None => ("uint64", u64::MAX),
+                    Some(_) => return,
+                };
+                map.insert("format".into(), format.into());
+                map.insert("maximum".into(), maximum.into());
+            }
+            map.values_mut().for_each(|v| bound_unsigned_integers(v, depth_left - 1));
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| bound_unsigned_integers(v, depth_left - 1)),
+        _ => {}
+    }
+}
+
+/// A link: its name, the operation it leads to, and that operation's parameter with the runtime
+/// expression that fills it.
+type Link = (&'static str, &'static str, &'static str, &'static str);
+
+/// The links of the document: the response (path, method, status) they start from.
+fn links() -> [(&'static str, &'static str, &'static str, Vec<Link>); 8] {
+    const JOB: &str = "$response.body#/job_id";
+    const LISTING: &str = "$response.body#/gpu_id";
+    const ADDRESS: &str = "$response.body#/address";
+    const JOB_IN_PATH: &str = "$request.path.job_id";
+    [
+        ("/v1/accounts", "post", "201", vec![
+            ("GetBalance", "accounts_balance", "address", ADDRESS),
+            ("GetLedger", "accounts_ledger", "address", ADDRESS),
+            ("Deposit", "accounts_deposit", "address", ADDRESS),
+            ("Withdraw", "accounts_withdraw", "address", ADDRESS),
+        ]),
+        ("/v1/jobs", "post", "201", vec![
+            ("GetJob", "jobs_get_one", "job_id", JOB),
+            ("GetResult", "jobs_result", "job_id", JOB),
+            ("Cancel", "jobs_cancel", "job_id", JOB),
+            ("Claim", "jobs_claim", "job_id", JOB),
+        ]),
+        ("/v1/jobs/{job_id}/claim", "post", "200", vec![
+            ("Start", "jobs_start", "job_id", JOB_IN_PATH),
+            ("Heartbeat", "jobs_heartbeat", "job_id", JOB_IN_PATH),
+            ("Complete", "jobs_complete", "job_id", JOB_IN_PATH),
+            ("Fail", "jobs_fail", "job_id", JOB_IN_PATH),
+            ("Release", "jobs_release", "job_id", JOB_IN_PATH),
+        ]),
+        ("/v1/jobs/{job_id}", "get", "200", vec![("GetReceipt", "receipts_get_one", "receipt_id", "$response.body#/receipt_id")]),
+        ("/v1/jobs", "get", "200", vec![("GetJob", "jobs_get_one", "job_id", "$response.body#/items/0/job_id")]),
+        ("/v1/listings", "post", "201", vec![
+            ("GetListing", "registry_get_one", "gpu_id", LISTING),
+            ("GetStatus", "registry_status", "gpu_id", LISTING),
+            ("GetEarnings", "registry_earnings", "gpu_id", LISTING),
+            ("Update", "registry_update", "gpu_id", LISTING),
+            ("Heartbeat", "registry_heartbeat", "gpu_id", LISTING),
+            ("Delete", "registry_delete", "gpu_id", LISTING),
+        ]),
+        ("/v1/listings", "get", "200", vec![
+            ("GetListing", "registry_get_one", "gpu_id", "$response.body#/items/0/gpu_id"),
+            ("GetStatus", "registry_status", "gpu_id", "$response.body#/items/0/gpu_id"),
+        ]),
+        ("/v1/receipts", "get", "200", vec![("GetReceipt", "receipts_get_one", "receipt_id", "$response.body#/items/0/receipt_id")]),
+    ]
 }
 
 /// Every operation of `document` with its method.
@@ -148,6 +263,31 @@ fn document_idempotency(document: &mut Document) {
             operation.responses.responses.entry(status.to_string()).or_insert_with(|| problem_ref(status));
         }
     }
+}
+
+/// The operations (method, route) that take an `Idempotency-Key`: the idempotency layer
+/// (`app::idempotency`) applies to exactly these, the writes this document declares the header
+/// on. A method a route does not serve is left to the 405 fallback.
+pub fn idempotent_operations() -> &'static std::collections::HashSet<(axum::http::Method, String)> {
+    static OPERATIONS: std::sync::LazyLock<std::collections::HashSet<(axum::http::Method, String)>> = std::sync::LazyLock::new(|| {
+        let mut document = document();
+        let mut found = std::collections::HashSet::new();
+        for (path, item) in document.paths.paths.iter_mut() {
+            for (method, operation) in [
+                (axum::http::Method::POST, &item.post),
+                (axum::http::Method::PUT, &item.put),
+                (axum::http::Method::PATCH, &item.patch),
+                (axum::http::Method::DELETE, &item.delete),
+            ] {
+                let declares = operation.as_ref().is_some_and(|o| o.parameters.iter().flatten().any(|p| p.name == IDEMPOTENCY_KEY));
+                if declares {
+                    found.insert((method, path.clone()));
+                }
+            }
+        }
+        found
+    });
+    &OPERATIONS
 }
 
 /// 1..=255 of letters, digits, '-', '_', '.', ':' (`idempotency::validate_key`).
@@ -257,7 +397,7 @@ mod tests {
 
     #[test]
     fn openapi_committed_copy_is_current() {
-        let generated = to_pretty_json(&document());
+        let generated = to_pretty_json(&document_json());
         if std::env::var_os("UPDATE_OPENAPI").is_some() {
             std::fs::write(COMMITTED, &generated).expect("write functions/openapi.json");
             return;
@@ -361,6 +501,53 @@ mod tests {
         }
     }
 
+    /// Every link leads to an operation of the document and fills one of its parameters.
+    #[test]
+    fn openapi_links_name_operations_and_their_parameters() {
+        let value = document_json();
+        let mut parameters_of = BTreeMap::new();
+        for item in value["paths"].as_object().unwrap().values() {
+            for operation in item.as_object().unwrap().values() {
+                let names: BTreeSet<String> = operation["parameters"].as_array().into_iter().flatten().filter_map(|p| p["name"].as_str().map(String::from)).collect();
+                parameters_of.insert(operation["operationId"].as_str().unwrap().to_string(), names);
+            }
+        }
+        let mut count = 0;
+        for (_, _, _, links) in links() {
+            for (name, operation_id, parameter, _) in links {
+                let names = parameters_of.get(operation_id).unwrap_or_else(|| panic!("link {name} leads to no operation {operation_id}"));
+                assert!(names.contains(parameter), "link {name}: {operation_id} has no parameter {parameter}");
+                count += 1;
+            }
+        }
+        assert!(count >= 20, "only {count} links");
+    }
+
+    /// The document's bound on a receipt's version is the versions this build verifies.
+    #[test]
+    fn openapi_receipt_version_bound_is_the_build_s() {
+        let value = document_json();
+        let version = &value["components"]["schemas"]["Receipt"]["properties"]["version"];
+        assert_eq!(version["minimum"], 1);
+        assert_eq!(version["maximum"], aitbc_core::receipt::RECEIPT_VERSION);
+    }
+
+    /// The job spec's documented bounds are the ones `JobSpec::validate` applies.
+    #[test]
+    fn openapi_job_spec_bounds_are_the_validator_s() {
+        use aitbc_core::jobspec::{GEMM_DIM_MAX, VECTOR_ELEMENTS_MAX};
+        let value = document_json();
+        let kinds = value["components"]["schemas"]["JobSpec"]["oneOf"].as_array().expect("JobSpec is a oneOf");
+        let kind = |name: &str| kinds.iter().find(|k| k["properties"]["kind"]["enum"][0] == name).unwrap_or_else(|| panic!("no {name}"));
+        for name in ["vector_add", "reduction"] {
+            assert_eq!(kind(name)["properties"]["n"]["maximum"], VECTOR_ELEMENTS_MAX, "{name}");
+        }
+        for dim in ["m", "n", "k"] {
+            assert_eq!(kind("gemm")["properties"][dim]["maximum"], GEMM_DIM_MAX, "{dim}");
+            assert_eq!(kind("gemm")["properties"][dim]["minimum"], 1, "{dim}");
+        }
+    }
+
     /// Every `$ref` names a component of the document.
     #[test]
     fn openapi_references_resolve() {
@@ -376,7 +563,7 @@ mod tests {
                 _ => {}
             }
         }
-        let value = serde_json::to_value(document()).unwrap();
+        let value = document_json();
         let mut found = Vec::new();
         refs(&value, &mut found);
         assert!(found.len() > 100, "only {} references", found.len());

@@ -414,6 +414,112 @@ pub async fn idempotency_replays_refuses_and_serializes(backends: Box<dyn Backen
     assert_eq!(bal.body["wallet"]["held"], "8");
 }
 
+/// The outside audit's findings (issue 13), each checked over HTTP: every one of these failed
+/// before it was fixed.
+pub async fn the_outside_audit_s_findings_stay_fixed(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    let s = seller(&app, 1).await;
+    let c = buyer(&app, "100").await;
+    let job = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(job_body()), Some("audit-job")).await;
+    assert_eq!(job.status, StatusCode::CREATED, "{:?}", job.body);
+    let job_id = job.body["job_id"].as_str().unwrap().to_string();
+    let snapshot = || async {
+        let client = app.get(&format!("/v1/accounts/{}", c.address), Some(&c.key)).await.body;
+        let provider = app.get(&format!("/v1/accounts/{}", s.who.address), Some(&s.who.key)).await.body;
+        let ledger = app.get(&format!("/v1/accounts/{}/ledger", c.address), Some(&c.key)).await.body["items"].as_array().unwrap().len();
+        let listing = app.get(&format!("/v1/listings/{}", s.gpu_id), None).await.body;
+        let job = app.get(&format!("/v1/jobs/{job_id}"), Some(&c.key)).await.body;
+        (client, provider, ledger, listing, job)
+    };
+    let before = snapshot().await;
+
+    // 1. A money string with a multi-byte character where the length limit falls: a 400 that
+    //    names the field, not a panic and a dropped connection, wherever money is parsed.
+    let money = format!("{}é", "1".repeat(39));
+    let cases = [
+        ("/v1/quotes", None, json!({"units": money, "region": "us-west"}), "units"),
+        ("/v1/accounts", None, json!({"role": "client", "spending_limit": money}), "spending_limit"),
+        (&*format!("/v1/accounts/{}/deposits", c.address), Some(c.key.as_str()), json!({"amount": money}), "amount"),
+        (&*format!("/v1/accounts/{}/withdrawals", c.address), Some(c.key.as_str()), json!({"amount": money}), "amount"),
+        ("/v1/listings", Some(s.who.key.as_str()), json!({"name": "G", "memory_gib": 24, "cuda_version": "12.1", "base_price": money, "region": "us-west"}), "base_price"),
+    ];
+    for (path, key, body, field) in cases {
+        let r = app.post(path, key, body).await;
+        assert_problem(&r, 400, "invalid_request");
+        assert_eq!(r.body["field"], field, "{path}: {:?}", r.body);
+    }
+
+    // 2. No request body may be anything but a JSON object: every documented operation with a
+    //    body refuses an array (and other JSON values) with 400, as client and as provider.
+    let document = app.get("/v1/openapi.json", None).await.body;
+    let mut refused = 0;
+    for (template, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if operation.get("requestBody").is_none() {
+                continue;
+            }
+            let path = template
+                .replace("{address}", &c.address)
+                .replace("{gpu_id}", &s.gpu_id)
+                .replace("{job_id}", &job_id);
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            for body in [json!(["1"]), json!([s.gpu_id, "wrk-1"]), json!("1"), json!(1), json!(null)] {
+                for key in [Some(c.key.as_str()), Some(s.who.key.as_str())] {
+                    let r = app.call(method.clone(), &path, key, Some(body.clone()), None).await;
+                    assert_problem(&r, 400, "invalid_request");
+                    assert_eq!(r.body["field"], "body", "{method} {path} {body}: {:?}", r.body);
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert!(refused >= 15 * 10, "only {refused} refusals: the document lists too few bodies");
+
+    // 3. The Idempotency-Key of an anonymous signup: the same key and body replay the first
+    //    account; a malformed key is refused; another body under the key is another account.
+    let signup = |key: &'static str, role: &'static str| app.call(Method::POST, "/v1/accounts", None, Some(json!({"role": role})), Some(key));
+    let first = signup("signup-7f3c9a1e-aaaa", "client").await;
+    let again = signup("signup-7f3c9a1e-aaaa", "client").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    assert_eq!(again.status, StatusCode::CREATED, "{:?}", again.body);
+    assert_eq!(first.replayed.as_deref(), Some("false"));
+    assert_eq!(again.replayed.as_deref(), Some("true"));
+    assert_eq!(first.body["address"], again.body["address"]);
+    let other = signup("signup-7f3c9a1e-aaaa", "provider").await;
+    assert_eq!(other.status, StatusCode::CREATED, "{:?}", other.body);
+    assert_ne!(other.body["address"], first.body["address"]);
+    let malformed = signup("a b", "client").await;
+    assert_problem(&malformed, 400, "invalid_request");
+    assert_eq!(malformed.body["field"], "Idempotency-Key");
+
+    // 4. A replayed deposit says so in its body as well as its header.
+    let deposits = format!("/v1/accounts/{}/deposits", c.address);
+    let deposit = |key| app.call(Method::POST, &deposits, Some(&c.key), Some(json!({"amount": "1"})), Some(key));
+    let first = deposit("audit-deposit").await;
+    let again = deposit("audit-deposit").await;
+    assert_eq!((first.body["replayed"].clone(), again.body["replayed"].clone()), (json!(false), json!(true)));
+    assert_eq!(again.replayed.as_deref(), Some("true"));
+    assert_eq!(first.body["transfer_id"], again.body["transfer_id"]);
+    let withdrawn = app.call(Method::POST, &format!("/v1/accounts/{}/withdrawals", c.address), Some(&c.key), Some(json!({"amount": "1"})), Some("audit-undo")).await;
+    assert_eq!(withdrawn.status, StatusCode::CREATED, "{:?}", withdrawn.body);
+
+    // 6. No capacity: 503 with a Retry-After a client can wait on.
+    let resp = app.http.post(format!("{}/v1/quotes", app.base)).json(&json!({"units": "1", "region": "ap-south"})).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(retry.as_deref(), Some(aitbc_functions::error::NO_CAPACITY_RETRY_AFTER_S.to_string().as_str()));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "no_capacity");
+
+    // Nothing above moved money or changed the listing or the job; the deposit was withdrawn
+    // again (the ledger has those two entries more).
+    let after = snapshot().await;
+    assert_eq!(after.0, before.0, "the client's balances");
+    assert_eq!(after.1, before.1, "the provider's balances");
+    assert_eq!(after.2, before.2 + 2, "the client's ledger: the deposit and its withdrawal");
+    assert_eq!((after.3, after.4), (before.3, before.4), "the listing and the job");
+}
+
 async fn futures_join<F: std::future::Future<Output = Reply>>(calls: impl Iterator<Item = F>) -> Vec<Reply> {
     let mut set = Vec::new();
     for call in calls {
@@ -457,6 +563,7 @@ macro_rules! api_suite {
             case!(bad_input_is_a_problem_and_changes_nothing);
             case!(idempotency_replays_refuses_and_serializes);
             case!(the_openapi_document_is_served);
+            case!(the_outside_audit_s_findings_stay_fixed);
         }
     };
 }

@@ -28,13 +28,18 @@ pub struct QuoteInput {
     pub model: Option<ModelName>,
     /// The most GPU-seconds the job may use, e.g. "2.5".
     pub units: GpuMillis,
+    /// The market to quote in; this or `gpu_id` is required.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<aitbc_core::values::Region>))]
     pub region: Option<String>,
+    /// The listing to quote on; this or `region` is required.
     #[serde(default)]
     pub gpu_id: Option<ListingId>,
     #[serde(default)]
     pub tier: Tier,
+    /// The rental's length in hours, for the bulk discount.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 8760))]
     pub duration_hours: u32,
     #[serde(default)]
     pub kind: Option<JobKind>,

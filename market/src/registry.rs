@@ -445,6 +445,9 @@ impl Market {
 pub const EARNINGS_RECEIPTS_MAX: usize = 10_000;
 /// The longest earnings period, in days.
 pub const EARNINGS_PERIOD_DAYS_MAX: i64 = 366;
+/// The periods `parse_period` accepts, as the API document's pattern: 1..=8784 hours (366
+/// days) or 1..=366 days, no leading zeros. A test checks the two agree.
+pub const EARNINGS_PERIOD_PATTERN: &str = r"^(([1-9]|[1-9][0-9]|[1-9][0-9][0-9]|[1-7][0-9]{3}|8[0-6][0-9]{2}|87[0-7][0-9]|878[0-4])h|([1-9]|[1-9][0-9]|[12][0-9]{2}|3[0-5][0-9]|36[0-6])d)$";
 
 /// A listing's live status (the guide's `aitbc marketplace status`).
 #[derive(Debug, Clone, Serialize)]
@@ -508,6 +511,11 @@ fn parse_period(period: &str) -> Result<i64, MarketError> {
         Some(b'd') => (&period[..period.len() - 1], 86_400_000),
         _ => return Err(err()),
     };
+    // Digits only, no leading zero: exactly what EARNINGS_PERIOD_PATTERN says (`str::parse`
+    // would also take "+1" and "01").
+    if number.is_empty() || number.len() > 4 || number.starts_with('0') || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err());
+    }
     let n: i64 = number.parse().map_err(|_| err())?;
     if n < 1 || n * unit_ms > EARNINGS_PERIOD_DAYS_MAX * 86_400_000 {
         return Err(invalid("period", format!("must be between 1h and {EARNINGS_PERIOD_DAYS_MAX}d")));
@@ -609,5 +617,26 @@ impl Market {
         report.daily_average = Amount::from_raw(report.net.raw() / days);
         report.top_client = report.by_client.iter().max_by_key(|(_, v)| **v).map(|(k, _)| k.clone());
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document's pattern and the parser accept the same periods.
+    #[test]
+    fn earnings_period_pattern_matches_the_parser() {
+        let pattern = regex_lite::Regex::new(EARNINGS_PERIOD_PATTERN).expect("a valid pattern");
+        let mut texts: Vec<String> = ["", "h", "d", "+1h", "-1d", "1m", "1hh", "1.5h", " 1h", "1h ", "١h", "99999h"].map(String::from).to_vec();
+        for n in 0..10_000 {
+            for unit in ["h", "d"] {
+                texts.push(format!("{n}{unit}"));
+                texts.push(format!("0{n}{unit}"));
+            }
+        }
+        for text in texts {
+            assert_eq!(pattern.is_match(&text), parse_period(&text).is_ok(), "{text:?}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use crate::extract::{ApiJson, ApiQuery};
 use crate::openapi::{BadRequest, BodyErrors, NotFound, StoreErrors};
 use aitbc_core::money::Rate;
 use aitbc_core::receipt::UnitType;
-use aitbc_core::values::ModelName;
+use aitbc_core::values::{ModelName, Region};
 use aitbc_market::quotes::{QuoteInput, RegionStats, SignedQuote};
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -73,6 +73,7 @@ async fn quote(State(s): State<AppState>, ApiJson(input): ApiJson<QuoteInput>) -
 #[serde(deny_unknown_fields)]
 struct MarketQuery {
     /// One region; every configured region when absent.
+    #[param(value_type = Option<Region>)]
     region: Option<String>,
 }
 
@@ -95,6 +96,6 @@ async fn market(State(s): State<AppState>, ApiQuery(q): ApiQuery<MarketQuery>) -
 )]
 async fn openapi() -> impl IntoResponse {
     // Built once per process: it is the same for every request.
-    static DOCUMENT: LazyLock<String> = LazyLock::new(|| crate::openapi::document().to_json().expect("the document serializes"));
+    static DOCUMENT: LazyLock<String> = LazyLock::new(|| crate::openapi::document_json().to_string());
     ([(CONTENT_TYPE, "application/json")], DOCUMENT.as_str())
 }

@@ -33,8 +33,10 @@ pub(crate) struct Paths;
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// Receipts of this client (another account's need an admin key).
+    #[param(value_type = Option<Address>)]
     client: Option<String>,
     /// Receipts of this provider (another account's need an admin key); not with `client`.
+    #[param(value_type = Option<Address>)]
     provider: Option<String>,
     // Paging's fields inline: serde's flatten passes query values as strings, so a flattened
     // `limit=100` would not parse as a number.
@@ -95,6 +97,11 @@ async fn get_one(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<S
     responses((status = 200, description = "What verification found (a receipt that does not verify is 200 with `valid: false`)", body = Verification), BodyErrors, StoreErrors)
 )]
 async fn verify(State(s): State<AppState>, ApiJson(receipt): ApiJson<Receipt>) -> ApiResult<Json<Verification>> {
+    // A version this build does not know is not a receipt it can judge: the request is
+    // refused (as the document's bound on `version` says), not answered "invalid".
+    if !(1..=aitbc_core::receipt::RECEIPT_VERSION).contains(&receipt.body.version) {
+        return Err(ApiError::invalid("version", format!("receipt version {} is not one this marketplace knows (1..={})", receipt.body.version, aitbc_core::receipt::RECEIPT_VERSION)));
+    }
     Ok(Json(s.market.verify_receipt(&receipt).await?))
 }
 

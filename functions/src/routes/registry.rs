@@ -6,7 +6,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_path, ApiJson, ApiQuery, Auth};
 use crate::openapi::{AuthErrors, BadRequest, BodyErrors, Conflict, Forbidden, NotFound, StoreErrors};
 use aitbc_core::signing::PublicKeyEntry;
-use aitbc_core::values::{Address, ListingId, ModelName, WorkerId};
+use aitbc_core::values::{Address, ListingId, ModelName, Region, WorkerId};
 use aitbc_market::registry::{Earnings, Listing, ListingFilter, ListingPatch, ListingStatusView, ListingView, NewListing};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -77,10 +77,13 @@ async fn create(State(s): State<AppState>, Auth(caller): Auth, ApiJson(new): Api
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// Listings of this region (this or `provider` is required).
+    #[param(value_type = Option<Region>)]
     region: Option<String>,
     /// Listings of this provider's address.
+    #[param(value_type = Option<Address>)]
     provider: Option<String>,
     /// Only listings serving this model.
+    #[param(value_type = Option<ModelName>)]
     model: Option<String>,
     /// Only listings online, active and inside their schedule now.
     #[serde(default)]
@@ -174,7 +177,8 @@ const EARNINGS_PERIOD_DEFAULT: &str = "30d";
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EarningsQuery {
-    /// `<N>h` or `<N>d`, e.g. `24h` or `30d`.
+    /// `<N>h` or `<N>d`, e.g. `24h` or `30d`, at most a year.
+    /// (Its pattern, `registry::EARNINGS_PERIOD_PATTERN`, is added by `openapi::constrain`.)
     #[param(default = json!(EARNINGS_PERIOD_DEFAULT))]
     period: Option<String>,
 }
