@@ -4,14 +4,15 @@
 #  1. a Python virtual environment in .venv with moto[server] (the DynamoDB/SQS emulator) and
 #     PyNaCl (the independent Ed25519 implementation that checks our receipt test vectors);
 #  2. moto_server on a free loopback port, stopped again on exit;
-#  3. cargo test over the whole workspace, built once.
+#  3. cargo test over the whole workspace, built once;
+#  4. the API fuzz run (scripts/fuzz.sh): schemathesis against `aitbc up`, as three callers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 venv="$root/.venv"
-py_packages=("moto[server]>=5" "pynacl>=1.5" "cfn-lint>=1" "boto3>=1.34" "pyyaml>=6")
-if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import nacl, moto' 2>/dev/null; then
+py_packages=("moto[server]>=5" "pynacl>=1.5" "cfn-lint>=1" "boto3>=1.34" "pyyaml>=6" "schemathesis==4.32.5")
+if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/st" ] || ! "$venv/bin/python" -c 'import nacl, moto, schemathesis' 2>/dev/null; then
     echo "test.sh: installing ${py_packages[*]} into $venv"
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${py_packages[@]}"
@@ -48,3 +49,4 @@ export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-eas
 unset AWS_PROFILE AWS_SESSION_TOKEN
 
 cargo test --workspace --locked "$@"
+bash scripts/fuzz.sh
