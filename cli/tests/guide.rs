@@ -127,7 +127,8 @@ fn the_guides_commands_work_as_written() {
     let receipt = receipts.split_whitespace().find(|w| w.starts_with("rcpt-")).expect("a receipt").to_string();
     assert!(receipts.contains(&job));
     let shown = ok(api, &client, &["receipt", &receipt]);
-    assert!(shown.contains("gpu_seconds") && shown.contains("Ed25519"), "{shown}");
+    // No GPU here: the local worker ran it on the CPU, and the receipt says so.
+    assert!(shown.contains("cpu_seconds") && shown.contains("Ed25519"), "{shown}");
     let verified = ok(api, &client, &["receipt", "verify", &receipt]);
     assert!(verified.contains("verified") && verified.contains("countersignature by the marketplace"), "{verified}");
     let offline = ok(api, &client, &["receipt", "verify", &sample("receipts/receipt.json"), "--keys", &sample("receipts/keys.json")]);

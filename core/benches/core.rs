@@ -30,6 +30,8 @@ fn body(i: usize) -> ReceiptBody {
         model: Some(ModelName::parse("llama3.2").unwrap()),
         started_at: 1_737_730_800,
         completed_at: 1_737_730_803,
+        prompt_tokens: None,
+        completion_tokens: None,
     }
 }
 

@@ -7,11 +7,15 @@
 //!   inputs generated from a seed or given inline; cuBLAS on CUDA, a reference loop on CPU.
 //! - `kernel`: CUDA C source compiled with NVRTC, launched with the given grid and block over
 //!   typed buffers; CUDA only.
+//! - `text_generation`: a prompt, or chat messages rendered with the model's own template, run
+//!   through a language model the worker has loaded (the `inference` crate), with sampling
+//!   parameters; the result is text with its token counts and timings.
 //!
 //! Generated inputs are defined here ([`generate_f32`]) so both backends, the tests and any
 //! client can reproduce them: element `i` of buffer `stream` from `seed` is a SplitMix64 draw
 //! mapped to [-1, 1).
 
+use crate::values::ModelName;
 use serde::{Deserialize, Serialize};
 
 /// Elements of a vector job, at most (256 MiB of f32 per buffer).
@@ -41,6 +45,23 @@ pub const JOB_TIMEOUT_MS_MAX: u64 = 3_600_000;
 pub const JOB_TIMEOUT_MS_DEFAULT: u64 = 60_000;
 /// The name of an entry point, at most.
 pub const ENTRY_POINT_BYTES_MAX: usize = 128;
+/// A text-generation prompt (or all its messages' contents together), at most, in bytes: far
+/// more than the default model's context holds; the worker refuses what its model cannot.
+pub const PROMPT_BYTES_MAX: usize = 32 * 1024;
+/// Chat messages in one job, at most.
+pub const MESSAGES_MAX: usize = 64;
+/// Tokens a job may ask to generate, at most.
+pub const MAX_TOKENS_MAX: u32 = 2_048;
+/// And generates unless it asks.
+pub const MAX_TOKENS_DEFAULT: u32 = 128;
+/// Stop strings, at most, and the bytes of each.
+pub const STOP_MAX: usize = 4;
+pub const STOP_BYTES_MAX: usize = 64;
+/// Sampling temperature, at most (0 is greedy).
+pub const TEMPERATURE_MAX: f32 = 2.0;
+/// Generated text returned with a result, at most, in bytes (a bound on the message, not on
+/// the model: 2,048 tokens of text stay well below it).
+pub const TEXT_BYTES_MAX: usize = 64 * 1024;
 
 /// Element types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -70,10 +91,14 @@ pub enum JobKind {
     Reduction,
     Gemm,
     Kernel,
+    TextGeneration,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 4] = [JobKind::VectorAdd, JobKind::Reduction, JobKind::Gemm, JobKind::Kernel];
+    pub const ALL: [JobKind; 5] = [JobKind::VectorAdd, JobKind::Reduction, JobKind::Gemm, JobKind::Kernel, JobKind::TextGeneration];
+    /// The compute kinds: what the CUDA and CPU backends run (text generation runs on an
+    /// inference engine beside them).
+    pub const COMPUTE: [JobKind; 4] = [JobKind::VectorAdd, JobKind::Reduction, JobKind::Gemm, JobKind::Kernel];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -81,12 +106,43 @@ impl JobKind {
             JobKind::Reduction => "reduction",
             JobKind::Gemm => "gemm",
             JobKind::Kernel => "kernel",
+            JobKind::TextGeneration => "text_generation",
         }
     }
 
-    /// Whether the CPU backend runs this kind.
+    /// Whether the CPU compute backend runs this kind (text generation runs on the inference
+    /// engine, on the CPU or elsewhere, never on a compute backend).
     pub fn runs_on_cpu(self) -> bool {
-        self != JobKind::Kernel
+        matches!(self, JobKind::VectorAdd | JobKind::Reduction | JobKind::Gemm)
+    }
+}
+
+/// A chat message of a `text_generation` job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ChatMessage {
+    pub role: ChatRole,
+    pub content: String,
+}
+
+/// Who said a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ChatRole {
+    System,
+    User,
+    Assistant,
+}
+
+impl ChatRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChatRole::System => "system",
+            ChatRole::User => "user",
+            ChatRole::Assistant => "assistant",
+        }
     }
 }
 
@@ -166,6 +222,41 @@ pub enum JobSpec {
         args: Vec<KernelArg>,
         seed: u64,
     },
+    /// Text from a language model: a `prompt`, or chat `messages` (exactly one of the two).
+    TextGeneration {
+        /// The model, as the rate card and the listing name it (e.g. `smollm2:135m`).
+        model: ModelName,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prompt: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        messages: Option<Vec<ChatMessage>>,
+        /// Tokens to generate, at most.
+        #[serde(default = "max_tokens_default")]
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2048))]
+        max_tokens: u32,
+        /// 0 is greedy (the default); higher samples more freely.
+        #[serde(default)]
+        #[cfg_attr(feature = "openapi", schema(minimum = 0.0, maximum = 2.0))]
+        temperature: f32,
+        /// Nucleus sampling: the smallest set of tokens whose probabilities reach this.
+        #[serde(default = "top_p_default")]
+        #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0.0, maximum = 1.0))]
+        top_p: f32,
+        /// The sampler's seed: the same seed and inputs give the same text on the same backend.
+        #[serde(default)]
+        seed: u64,
+        /// Generation stops before any of these strings.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        stop: Vec<String>,
+    },
+}
+
+fn max_tokens_default() -> u32 {
+    MAX_TOKENS_DEFAULT
+}
+
+fn top_p_default() -> f32 {
+    1.0
 }
 
 fn seed_input() -> MatrixInput {
@@ -205,6 +296,15 @@ impl JobSpec {
             JobSpec::Reduction { .. } => JobKind::Reduction,
             JobSpec::Gemm { .. } => JobKind::Gemm,
             JobSpec::Kernel { .. } => JobKind::Kernel,
+            JobSpec::TextGeneration { .. } => JobKind::TextGeneration,
+        }
+    }
+
+    /// The model a `text_generation` job runs.
+    pub fn model(&self) -> Option<&ModelName> {
+        match self {
+            JobSpec::TextGeneration { model, .. } => Some(model),
+            _ => None,
         }
     }
 
@@ -283,6 +383,32 @@ impl JobSpec {
                 }
                 Ok(())
             }
+            JobSpec::TextGeneration { prompt, messages, max_tokens, temperature, top_p, stop, .. } => {
+                let prompt_bytes = match (prompt, messages) {
+                    (Some(prompt), None) => prompt.len(),
+                    (None, Some(messages)) => {
+                        if messages.is_empty() || messages.len() > MESSAGES_MAX {
+                            return Err(spec_err("messages", format!("needs 1..={MESSAGES_MAX} messages")));
+                        }
+                        messages.iter().map(|m| m.content.len()).sum()
+                    }
+                    _ => return Err(spec_err("prompt", "give a prompt or messages, not both")),
+                };
+                if prompt_bytes == 0 || prompt_bytes > PROMPT_BYTES_MAX {
+                    return Err(spec_err("prompt", format!("must be 1..={PROMPT_BYTES_MAX} bytes")));
+                }
+                bounded("max_tokens", u64::from(*max_tokens), 1, u64::from(MAX_TOKENS_MAX))?;
+                if !(temperature.is_finite() && (0.0..=TEMPERATURE_MAX).contains(temperature)) {
+                    return Err(spec_err("temperature", format!("must be 0..={TEMPERATURE_MAX}")));
+                }
+                if !(top_p.is_finite() && *top_p > 0.0 && *top_p <= 1.0) {
+                    return Err(spec_err("top_p", "must be in (0, 1]"));
+                }
+                if stop.len() > STOP_MAX || stop.iter().any(|s| s.is_empty() || s.len() > STOP_BYTES_MAX) {
+                    return Err(spec_err("stop", format!("at most {STOP_MAX} strings of 1..={STOP_BYTES_MAX} bytes")));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -302,6 +428,9 @@ impl JobSpec {
                 .iter()
                 .map(|a| if let KernelArg::Buffer { elements, .. } = a { elements.saturating_mul(4) } else { 0 })
                 .fold(0u64, u64::saturating_add),
+            // The model is loaded once and shared by every job; a job adds only its KV cache,
+            // which the engine bounds by its own context limit.
+            JobSpec::TextGeneration { .. } => 0,
         }
     }
 }
@@ -321,18 +450,64 @@ pub struct JobOutput {
     pub device_ms: u64,
     /// Wall time from start to finish on the worker, milliseconds.
     pub wall_ms: u64,
+    /// The answer of a `text_generation` job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextOutput>,
+}
+
+/// What a language model produced, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TextOutput {
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    /// Loading the model (0 when it was already loaded: loading is never billed).
+    pub load_ms: u64,
+    pub prefill_ms: u64,
+    pub decode_ms: u64,
+    /// What ran it, e.g. `cpu` or `upstream:http://127.0.0.1:8000`.
+    pub device: String,
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model ended its answer, or a stop string came.
+    Stop,
+    /// `max_tokens` were generated.
+    Length,
+    /// The job's time ran out.
+    Timeout,
+}
+
+impl FinishReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Timeout => "timeout",
+        }
+    }
+}
+
+/// FNV-1a 64 over bytes (the checksum of a text result: its UTF-8 bytes).
+pub fn checksum_bytes(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
 }
 
 /// FNV-1a 64 over the values' little-endian bytes.
 pub fn checksum_f32(values: &[f32]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for v in values {
-        for byte in v.to_le_bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    format!("{hash:016x}")
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    checksum_bytes(&bytes)
 }
 
 /// Element `index` of input stream `stream` generated from `seed`: SplitMix64 mapped to [-1, 1)

@@ -13,8 +13,12 @@ use crate::values::{Address, JobId, KeyId, ListingId, ModelName, ReceiptId};
 use ed25519_dalek::{Signature as DalekSignature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-/// The receipt format's version; a verifier refuses versions it does not know.
-pub const RECEIPT_VERSION: u32 = 1;
+/// The receipt format's version this build writes; a verifier refuses versions it does not
+/// know. Version 2 added `cpu_seconds` units and the token counts of text generation.
+pub const RECEIPT_VERSION: u32 = 2;
+/// The oldest version this build still verifies: version 1 receipts (GPU-seconds, no token
+/// counts) verify as they were signed.
+pub const RECEIPT_VERSION_MIN: u32 = 1;
 /// Receipts verified in one batch call, at most.
 pub const VERIFY_BATCH_MAX: usize = 4_096;
 /// A job's attempts are numbered from 1 up to this.
@@ -28,7 +32,10 @@ pub const TIMESTAMP_S_MAX: i64 = 7_258_118_400;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UnitType {
+    /// GPU time, timed with CUDA events on the device.
     GpuSeconds,
+    /// CPU time of the threads that ran the job, on a machine without a GPU (version 2).
+    CpuSeconds,
 }
 
 /// Everything a receipt says, without its signatures: the part that is signed.
@@ -36,8 +43,8 @@ pub enum UnitType {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptBody {
-    /// The format's version: [`RECEIPT_VERSION`] (the document's bound says the same).
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1))]
+    /// The format's version, 1 or 2 (`RECEIPT_VERSION_MIN..=RECEIPT_VERSION`; the document's bound says the same).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2))]
     pub version: u32,
     pub receipt_id: ReceiptId,
     pub job_id: JobId,
@@ -59,6 +66,12 @@ pub struct ReceiptBody {
     /// Unix seconds.
     pub started_at: i64,
     pub completed_at: i64,
+    /// Tokens the model read, for a text-generation job (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u32>,
+    /// Tokens the model wrote, for a text-generation job (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u32>,
 }
 
 /// A signed receipt. Parsing refuses members other than the body's and the two signatures, so
@@ -77,8 +90,12 @@ pub struct Receipt {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReceiptError {
-    #[error("receipt version {0} is not supported (this build knows {RECEIPT_VERSION})")]
+    #[error("receipt version {0} is not supported (this build knows {RECEIPT_VERSION_MIN}..={RECEIPT_VERSION})")]
     Version(u32),
+    #[error("a version {version} receipt cannot carry {what}")]
+    NotInVersion { version: u32, what: &'static str },
+    #[error("token counts come in pairs: prompt_tokens and completion_tokens, or neither")]
+    TokenCounts,
     #[error("price {price} is not units x unit_price = {expected}")]
     Price { price: Amount, expected: Amount },
     #[error("completed_at is before started_at")]
@@ -151,12 +168,81 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for Receipt {
     }
 }
 
+impl UnitType {
+    /// What a backend's time is: GPU-seconds on CUDA, CPU-seconds on anything else (the CPU
+    /// backend, and the CPU inference engine).
+    pub fn metered_by(backend: &str) -> UnitType {
+        if backend == "cuda" {
+            UnitType::GpuSeconds
+        } else {
+            UnitType::CpuSeconds
+        }
+    }
+}
+
+/// The job a receipt is for, as the marketplace quoted and assigned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobTerms {
+    pub job_id: JobId,
+    pub gpu_id: ListingId,
+    pub attempt: u32,
+    pub provider: Address,
+    pub client: Address,
+    pub unit_price: Rate,
+    pub model: Option<ModelName>,
+}
+
+/// What a worker measured for a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metered {
+    pub units: GpuMillis,
+    pub unit_type: UnitType,
+    /// `(prompt, completion)` tokens of a text-generation job.
+    pub tokens: Option<(u32, u32)>,
+}
+
 impl ReceiptBody {
+    /// The body of a new receipt in this build's version: `metered` at the job's unit price
+    /// (`money`'s rule 3), between `started_at` and `completed_at` (unix seconds). The one
+    /// builder the worker and the marketplace's tests share.
+    pub fn new(job: JobTerms, metered: Metered, started_at: i64, completed_at: i64) -> Result<ReceiptBody, MoneyError> {
+        Ok(ReceiptBody {
+            version: RECEIPT_VERSION,
+            receipt_id: ReceiptId::generate(),
+            job_id: job.job_id,
+            gpu_id: job.gpu_id,
+            attempt: job.attempt,
+            provider: job.provider,
+            client: job.client,
+            units: metered.units,
+            unit_type: metered.unit_type,
+            unit_price: job.unit_price,
+            price: job.unit_price.price(metered.units)?,
+            model: job.model,
+            started_at,
+            completed_at,
+            prompt_tokens: metered.tokens.map(|t| t.0),
+            completion_tokens: metered.tokens.map(|t| t.1),
+        })
+    }
+
     /// Checks what a receipt must satisfy on its own: version, attempt, timestamps and that the
     /// price is exactly `units x unit_price` by the documented rounding.
     pub fn check(&self) -> Result<(), ReceiptError> {
-        if self.version != RECEIPT_VERSION {
+        if !(RECEIPT_VERSION_MIN..=RECEIPT_VERSION).contains(&self.version) {
             return Err(ReceiptError::Version(self.version));
+        }
+        let has_tokens = self.prompt_tokens.is_some() || self.completion_tokens.is_some();
+        if self.version == 1 {
+            if self.unit_type != UnitType::GpuSeconds {
+                return Err(ReceiptError::NotInVersion { version: 1, what: "units other than gpu_seconds" });
+            }
+            if has_tokens {
+                return Err(ReceiptError::NotInVersion { version: 1, what: "token counts" });
+            }
+        }
+        if self.prompt_tokens.is_some() != self.completion_tokens.is_some() {
+            return Err(ReceiptError::TokenCounts);
         }
         if !(1..=ATTEMPT_MAX).contains(&self.attempt) {
             return Err(ReceiptError::Attempt(self.attempt));
@@ -270,9 +356,10 @@ mod tests {
     use super::*;
     use crate::signing::KeySetDocument;
 
+    /// The seed page's example, a version 1 receipt.
     pub(crate) fn sample_body() -> ReceiptBody {
         ReceiptBody {
-            version: RECEIPT_VERSION,
+            version: RECEIPT_VERSION_MIN,
             receipt_id: ReceiptId::parse("rcpt-20260124-001234").unwrap(),
             job_id: JobId::parse("job-abc123").unwrap(),
             gpu_id: ListingId::parse("gpu-0001").unwrap(),
@@ -286,6 +373,8 @@ mod tests {
             model: Some(ModelName::parse("llama3.2").unwrap()),
             started_at: 1_737_730_800,
             completed_at: 1_737_730_803,
+            prompt_tokens: None,
+            completion_tokens: None,
         }
     }
 
@@ -295,6 +384,35 @@ mod tests {
 
     fn keys_of(key: &NamedSigningKey) -> KeySet {
         KeySet::from_document(&KeySetDocument::of(vec![key.public()])).unwrap()
+    }
+
+    #[test]
+    fn version_2_adds_cpu_seconds_and_token_counts_which_version_1_cannot_carry() {
+        let key = provider_key();
+        let mut v2 = sample_body();
+        v2.version = 2;
+        v2.unit_type = UnitType::CpuSeconds;
+        v2.prompt_tokens = Some(24);
+        v2.completion_tokens = Some(32);
+        assert_eq!(v2.clone().sign(&key).unwrap().verify(&keys_of(&key)), Ok(()));
+
+        let mut v1 = v2.clone();
+        v1.version = 1;
+        assert!(matches!(v1.check(), Err(ReceiptError::NotInVersion { version: 1, .. })));
+        v1.unit_type = UnitType::GpuSeconds;
+        assert!(matches!(v1.check(), Err(ReceiptError::NotInVersion { version: 1, what: "token counts" })));
+        v1.prompt_tokens = None;
+        v1.completion_tokens = None;
+        assert_eq!(v1.check(), Ok(()));
+
+        let mut half = v2.clone();
+        half.completion_tokens = None;
+        assert_eq!(half.check(), Err(ReceiptError::TokenCounts));
+        for version in [0, RECEIPT_VERSION + 1] {
+            let mut other = v2.clone();
+            other.version = version;
+            assert_eq!(other.check(), Err(ReceiptError::Version(version)));
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! receipt_vectors` rewrites the file after a deliberate format change.
 
 use aitbc_core::money::{Amount, GpuMillis, Rate};
-use aitbc_core::receipt::{Receipt, ReceiptBody, UnitType, RECEIPT_VERSION};
+use aitbc_core::receipt::{Receipt, ReceiptBody, UnitType, RECEIPT_VERSION, RECEIPT_VERSION_MIN};
 use aitbc_core::signing::{KeySet, KeySetDocument, NamedSigningKey};
 use aitbc_core::values::{Address, JobId, KeyId, ListingId, ModelName, ReceiptId};
 use serde_json::{json, Value};
@@ -20,7 +20,7 @@ fn body(receipt_id: &str, units: &str, unit_price: &str, model: Option<&str>) ->
     let units = GpuMillis::parse(units).unwrap();
     let unit_price = Rate::parse(unit_price).unwrap();
     ReceiptBody {
-        version: RECEIPT_VERSION,
+        version: RECEIPT_VERSION_MIN,
         receipt_id: ReceiptId::parse(receipt_id).unwrap(),
         job_id: JobId::parse("job-abc123").unwrap(),
         gpu_id: ListingId::parse("gpu-0192f3a4b5c6").unwrap(),
@@ -34,7 +34,19 @@ fn body(receipt_id: &str, units: &str, unit_price: &str, model: Option<&str>) ->
         model: model.map(|m| ModelName::parse(m).unwrap()),
         started_at: 1_737_730_800,
         completed_at: 1_737_730_803,
+        prompt_tokens: None,
+        completion_tokens: None,
     }
+}
+
+/// A version 2 receipt: `unit_type` as metered, token counts for text generation.
+fn body_v2(receipt_id: &str, units: &str, unit_type: UnitType, tokens: Option<(u32, u32)>, model: Option<&str>) -> ReceiptBody {
+    let mut body = body(receipt_id, units, "0.001", model);
+    body.version = RECEIPT_VERSION;
+    body.unit_type = unit_type;
+    body.prompt_tokens = tokens.map(|t| t.0);
+    body.completion_tokens = tokens.map(|t| t.1);
+    body
 }
 
 /// The vectors, built deterministically from fixed seeds.
@@ -49,6 +61,11 @@ fn build() -> Value {
         ("per-hour-rounding", body("rcpt-20260124-001235", "1.234", "0.000013888889", None)),
         // Half a nano rounds up: 1 ms at 0.0000005 per second = 0.5 nano -> 1 nano.
         ("half-up", body("rcpt-20260124-001236", "0.001", "0.0000005", Some("llama3.2:1b"))),
+        // Version 2: text generation on a CPU, 1.873 CPU-seconds, 24 prompt and 32 completion
+        // tokens, at 0.001 per unit = 0.001873.
+        ("v2-text-generation-cpu", body_v2("rcpt-20261203-000001", "1.873", UnitType::CpuSeconds, Some((24, 32)), Some("smollm2:135m"))),
+        // Version 2: a compute job on a GPU, no tokens.
+        ("v2-gpu-seconds", body_v2("rcpt-20261203-000002", "0.25", UnitType::GpuSeconds, None, None)),
     ];
     for (name, body) in bodies {
         let canonical = String::from_utf8(body.canonical_bytes().unwrap()).unwrap();
@@ -57,7 +74,18 @@ fn build() -> Value {
         valid.push(json!({ "name": name, "canonical": canonical, "receipt": receipt }));
     }
     let base: Value = valid[0]["receipt"].clone();
+    let text: Value = valid[3]["receipt"].clone();
     let mut tampered = Vec::new();
+    // Edits of the version 2 text receipt: what it says it metered, and what it says ran.
+    for (name, path, value) in [
+        ("v2-completion-tokens", "completion_tokens", json!(320)),
+        ("v2-unit-type", "unit_type", json!("gpu_seconds")),
+        ("v2-downgraded-to-v1", "version", json!(1)),
+    ] {
+        let mut r = text.clone();
+        r[path] = value;
+        tampered.push(json!({ "name": name, "receipt": r }));
+    }
     let edits: [(&str, &str, Value); 8] = [
         ("price", "price", json!("5.000000001")),
         ("units", "units", json!("2.6")),
@@ -109,6 +137,7 @@ fn this_build_accepts_the_valid_vectors_and_refuses_the_tampered_ones() {
     for v in vectors["valid"].as_array().unwrap() {
         let receipt: Receipt = serde_json::from_value(v["receipt"].clone()).unwrap_or_else(|e| panic!("{}: {e}", v["name"]));
         assert_eq!(receipt.verify_countersigned(&provider, &market), Ok(()), "{}", v["name"]);
+        assert!((RECEIPT_VERSION_MIN..=RECEIPT_VERSION).contains(&receipt.body.version));
         assert_eq!(String::from_utf8(receipt.body.canonical_bytes().unwrap()).unwrap(), v["canonical"].as_str().unwrap());
     }
     for v in vectors["tampered"].as_array().unwrap() {
@@ -141,5 +170,5 @@ fn an_independent_implementation_agrees() {
         .expect("run the Python verifier");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "Python verifier failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("3 valid verified, 8 tampered refused"), "{stdout}");
+    assert!(stdout.contains("5 valid verified, 11 tampered refused"), "{stdout}");
 }

@@ -528,7 +528,7 @@ mod tests {
     fn openapi_receipt_version_bound_is_the_build_s() {
         let value = document_json();
         let version = &value["components"]["schemas"]["Receipt"]["properties"]["version"];
-        assert_eq!(version["minimum"], 1);
+        assert_eq!(version["minimum"], aitbc_core::receipt::RECEIPT_VERSION_MIN);
         assert_eq!(version["maximum"], aitbc_core::receipt::RECEIPT_VERSION);
     }
 

@@ -82,25 +82,23 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
-    /// The receipt body for this job's current attempt: `units` metered at the job's unit
-    /// price (`money`'s rule 3), between `started_at` and `completed_at` (unix seconds).
-    pub fn receipt_body(&self, units: GpuMillis, started_at: i64, completed_at: i64) -> Result<aitbc_core::receipt::ReceiptBody, aitbc_core::money::MoneyError> {
-        Ok(aitbc_core::receipt::ReceiptBody {
-            version: aitbc_core::receipt::RECEIPT_VERSION,
-            receipt_id: aitbc_core::values::ReceiptId::generate(),
+    /// What a receipt for this job's current attempt must say of the job.
+    pub fn receipt_terms(&self) -> aitbc_core::receipt::JobTerms {
+        aitbc_core::receipt::JobTerms {
             job_id: self.job_id.clone(),
             gpu_id: self.gpu_id.clone(),
             attempt: self.status.attempt,
             provider: self.provider.clone(),
             client: self.client.clone(),
-            units,
-            unit_type: aitbc_core::receipt::UnitType::GpuSeconds,
             unit_price: self.unit_price,
-            price: self.unit_price.price(units)?,
             model: self.model.clone(),
-            started_at,
-            completed_at,
-        })
+        }
+    }
+
+    /// The receipt body for this job's current attempt: `metered` at the job's unit price,
+    /// between `started_at` and `completed_at` (unix seconds).
+    pub fn receipt_body(&self, metered: aitbc_core::receipt::Metered, started_at: i64, completed_at: i64) -> Result<aitbc_core::receipt::ReceiptBody, aitbc_core::money::MoneyError> {
+        aitbc_core::receipt::ReceiptBody::new(self.receipt_terms(), metered, started_at, completed_at)
     }
 }
 
@@ -147,8 +145,24 @@ impl Completion {
     /// A completion of `job` by `worker` with a receipt for `units_ms` signed by `key`, and an
     /// output whose metering matches (tests and simulations stand in for a worker with it).
     pub fn signed(job: &JobRecord, key: &aitbc_core::signing::NamedSigningKey, worker: &WorkerId, units_ms: u64, started_s: i64, completed_s: i64) -> Completion {
-        let body = job.receipt_body(GpuMillis::from_millis(units_ms), started_s, completed_s).expect("units within the job's hold");
-        let output = JobOutput { checksum: "00".into(), values: vec![], backend: "cpu".into(), device_ms: units_ms, wall_ms: units_ms };
+        // A text-generation job answers with text and its token counts; the others with values.
+        let text = job.spec.model().map(|_| aitbc_core::jobspec::TextOutput {
+            text: "ok".into(),
+            finish_reason: aitbc_core::jobspec::FinishReason::Stop,
+            prompt_tokens: 3,
+            completion_tokens: 1,
+            load_ms: 0,
+            prefill_ms: 1,
+            decode_ms: 1,
+            device: "cpu".into(),
+        });
+        let metered = aitbc_core::receipt::Metered {
+            units: GpuMillis::from_millis(units_ms),
+            unit_type: aitbc_core::receipt::UnitType::CpuSeconds,
+            tokens: text.as_ref().map(|t| (t.prompt_tokens, t.completion_tokens)),
+        };
+        let body = job.receipt_body(metered, started_s, completed_s).expect("units within the job's hold");
+        let output = JobOutput { checksum: "00".into(), values: vec![], backend: "cpu".into(), device_ms: units_ms, wall_ms: units_ms, text };
         Completion { worker_id: worker.clone(), receipt: body.sign(key).expect("a valid receipt"), output }
     }
 }
@@ -236,6 +250,18 @@ impl Market {
         // absent-conditions in the one transaction below, so no read is spent on it up front.
         let job_id = job_id_for(&caller.address, idempotency_key);
         let kind = submit.spec.kind();
+        // A text-generation job is priced as the model it runs; another model named beside it
+        // (or on its quote) is a contradiction, refused before anything is held.
+        let model = match submit.spec.model() {
+            Some(spec_model) => {
+                let named = submit.model.as_ref().or(submit.quote.as_ref().and_then(|q| q.terms.model.as_ref()));
+                if named.is_some_and(|m| m != spec_model) {
+                    return Err(MarketError::invalid("model", format!("the job runs {spec_model}; price it as that model")));
+                }
+                Some(spec_model.clone())
+            }
+            None => submit.model.clone(),
+        };
         let (quote, view) = match submit.quote {
             Some(quote) => {
                 self.check_quote(&quote)?;
@@ -245,7 +271,7 @@ impl Market {
             None => {
                 let units = submit.units.ok_or_else(|| MarketError::invalid("units", "give units (GPU-seconds) or a quote"))?;
                 let input = QuoteInput {
-                    model: submit.model.clone(),
+                    model: model.clone(),
                     units,
                     region: submit.region.clone(),
                     gpu_id: submit.gpu_id.clone(),
@@ -258,8 +284,11 @@ impl Market {
         };
         let terms = &quote.terms;
         let listing = &view.listing;
-        if !listing.kinds.contains(&kind) {
+        if !view.runs(kind, model.as_ref()) {
             return Err(MarketError::invalid("spec.kind", format!("GPU listing {} does not run {}", listing.gpu_id, kind.name())));
+        }
+        if model.is_some() && terms.model != model {
+            return Err(MarketError::invalid("quote", "the quote prices another model than the job runs"));
         }
         if !self.is_available(&view) {
             return Err(MarketError::NoCapacity(format!("GPU listing {} is not taking jobs now", listing.gpu_id)));
@@ -448,11 +477,8 @@ impl Market {
         let provider_keys = self.provider_key_set(&job.provider).await?;
         receipt.verify(&provider_keys).map_err(|e| MarketError::invalid("receipt", e.to_string()))?;
         receipt.countersign(&self.signing_key).map_err(|e| MarketError::Internal(e.to_string()))?;
-        let mut output = completion.output;
-        if output.values.len() > RESULT_VALUES_MAX {
-            return Err(MarketError::invalid("output.values", format!("at most {RESULT_VALUES_MAX}")));
-        }
-        output.values.truncate(RESULT_VALUES_MAX);
+        let output = completion.output;
+        Self::check_output_against_receipt(&job, &output, &receipt)?;
         next.finished_at_ms = Some(now);
         next.receipt_id = Some(receipt.body.receipt_id.to_string());
         next.output = Some(output);
@@ -500,6 +526,38 @@ impl Market {
             return bad("units", "exceed the wall time between started_at and completed_at".into());
         }
         body.check().map_err(|e| MarketError::invalid("receipt", e.to_string()))
+    }
+
+    /// What the output says ran must be what the receipt bills: CPU time as `cpu_seconds`, GPU
+    /// time as `gpu_seconds`, and a text job's token counts as the receipt's.
+    fn check_output_against_receipt(job: &JobRecord, output: &JobOutput, receipt: &Receipt) -> Result<(), MarketError> {
+        let bad = |field: &str, why: String| Err(MarketError::invalid(field.to_string(), why));
+        if output.values.len() > RESULT_VALUES_MAX {
+            return bad("output.values", format!("at most {RESULT_VALUES_MAX}"));
+        }
+        let metered = aitbc_core::receipt::UnitType::metered_by(&output.backend);
+        if receipt.body.unit_type != metered {
+            return bad("receipt.unit_type", format!("the {} backend's time is {metered:?}, not {:?}", output.backend, receipt.body.unit_type));
+        }
+        let tokens = (receipt.body.prompt_tokens, receipt.body.completion_tokens);
+        match (&job.spec, &output.text) {
+            (aitbc_core::jobspec::JobSpec::TextGeneration { max_tokens, .. }, Some(text)) => {
+                if text.text.len() > aitbc_core::jobspec::TEXT_BYTES_MAX {
+                    return bad("output.text", format!("at most {} bytes", aitbc_core::jobspec::TEXT_BYTES_MAX));
+                }
+                if text.completion_tokens > *max_tokens {
+                    return bad("output.text.completion_tokens", format!("exceeds the job's max_tokens of {max_tokens}"));
+                }
+                if tokens != (Some(text.prompt_tokens), Some(text.completion_tokens)) {
+                    return bad("receipt.completion_tokens", "differ from the output's token counts".into());
+                }
+                Ok(())
+            }
+            (aitbc_core::jobspec::JobSpec::TextGeneration { .. }, None) => bad("output.text", "a text_generation job answers with text".into()),
+            (_, Some(_)) => bad("output.text", "only a text_generation job answers with text".into()),
+            (_, None) if tokens != (None, None) => bad("receipt.prompt_tokens", "only a text_generation job counts tokens".into()),
+            (_, None) => Ok(()),
+        }
     }
 
     /// The holder reports failure: retryable ones go back to the queue while attempts remain,

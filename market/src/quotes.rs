@@ -149,15 +149,18 @@ impl Market {
     }
 
     /// Prices `input` on one listing.
+    ///
+    /// A listing serves a model it registered (rate-card pricing of any job) or one its worker
+    /// has loaded (text generation).
     pub async fn quote_on(&self, view: &ListingView, input: &QuoteInput) -> Result<SignedQuote, MarketError> {
         let listing = &view.listing;
         if let Some(model) = &input.model {
-            if !listing.serves_model(model) {
+            if !serves(view, model) {
                 return Err(MarketError::invalid("model", format!("GPU listing {} does not serve {model}", listing.gpu_id)));
             }
         }
         if let Some(kind) = input.kind {
-            if !listing.kinds.contains(&kind) {
+            if !view.runs(kind, input.model.as_ref()) {
                 return Err(MarketError::invalid("kind", format!("GPU listing {} does not run {}", listing.gpu_id, kind.name())));
             }
         }
@@ -210,11 +213,8 @@ impl Market {
         };
         let (region, _) = self.config.region(region)?;
         let views = self.region_views(&region).await?;
-        let fits = |v: &&ListingView| {
-            self.is_available(v)
-                && input.kind.is_none_or(|k| v.listing.kinds.contains(&k))
-                && input.model.as_ref().is_none_or(|m| v.listing.serves_model(m))
-        };
+        let runs = |v: &ListingView| input.kind.is_none_or(|k| v.runs(k, input.model.as_ref())) && input.model.as_ref().is_none_or(|m| serves(v, m));
+        let fits = |v: &&ListingView| self.is_available(v) && runs(v);
         let mut best: Option<(SignedQuote, u32, &ListingView)> = None;
         for view in views.iter().filter(fits) {
             let q = self.quote_on(view, input).await?;
@@ -224,7 +224,16 @@ impl Market {
                 best = Some((q, busy, view));
             }
         }
-        best.map(|(q, _, v)| (q, v.clone())).ok_or_else(|| MarketError::NoCapacity(format!("no available GPU listing in {region} fits")))
+        match best {
+            Some((q, _, v)) => Ok((q, v.clone())),
+            // A model no listing of the region has loaded is a request nobody can serve, not a
+            // moment without capacity: the client should ask for another model or region.
+            None if input.kind == Some(JobKind::TextGeneration) && !views.iter().any(runs) => {
+                let model = input.model.as_ref().map_or_else(String::new, ModelName::to_string);
+                Err(MarketError::invalid("model", format!("no GPU listing in {region} serves {model}")))
+            }
+            None => Err(MarketError::NoCapacity(format!("no available GPU listing in {region} fits"))),
+        }
     }
 
     /// Checks a quote's signature (the marketplace's own key) and expiry.
@@ -300,4 +309,9 @@ impl Market {
         }
         Ok(out)
     }
+}
+
+/// Whether a listing serves `model`: it registered it, or its worker has loaded it.
+fn serves(view: &ListingView, model: &ModelName) -> bool {
+    view.listing.serves_model(model) || view.loaded_models.contains(model)
 }

@@ -31,6 +31,8 @@ pub const SLA_RESPONSE_S_MAX: u32 = 3_600;
 const ATTR_ACTIVE_JOBS: &str = "active_jobs";
 const ATTR_HEARTBEAT_MS: &str = "last_heartbeat_ms";
 const ATTR_WORKER: &str = "last_worker";
+/// The models the listing's worker reported loaded, comma-separated (model names have no commas).
+const ATTR_LOADED_MODELS: &str = "loaded_models";
 const ATTR_COMPLETED: &str = "completed_jobs";
 const ATTR_GPU_MS: &str = "gpu_ms_total";
 const ATTR_EARNED: &str = "earned_nano";
@@ -147,6 +149,20 @@ pub struct ListingView {
     pub completed_jobs: i64,
     pub gpu_seconds_total: String,
     pub earned: Amount,
+    /// The models its worker has loaded and verified (its last heartbeat's report): what it
+    /// serves `text_generation` jobs of.
+    pub loaded_models: Vec<ModelName>,
+}
+
+impl ListingView {
+    /// Whether the listing runs `kind` jobs; text generation only of a model its worker has
+    /// loaded (a listing advertises no model it cannot run).
+    pub fn runs(&self, kind: JobKind, model: Option<&ModelName>) -> bool {
+        match kind {
+            JobKind::TextGeneration => model.is_some_and(|m| self.loaded_models.contains(m)),
+            other => self.listing.kinds.contains(&other),
+        }
+    }
 }
 
 /// Filters for listing GPUs.
@@ -319,6 +335,14 @@ impl Market {
         let last_heartbeat_ms = item.int(ATTR_HEARTBEAT_MS);
         let online = last_heartbeat_ms.is_some_and(|t| self.now_ms() - t < self.settings.online_window_ms);
         let gpu_ms = item.int(ATTR_GPU_MS).unwrap_or(0).max(0) as u64;
+        let loaded_models = item
+            .str(ATTR_LOADED_MODELS)
+            .unwrap_or("")
+            .split(',')
+            .filter(|m| !m.is_empty())
+            .map(ModelName::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| MarketError::Internal(format!("listing {}: stored loaded models: {e}", listing.gpu_id)))?;
         Ok(ListingView {
             listing,
             active_jobs: int(item, ATTR_ACTIVE_JOBS)?,
@@ -327,6 +351,7 @@ impl Market {
             completed_jobs: item.int(ATTR_COMPLETED).unwrap_or(0),
             gpu_seconds_total: aitbc_core::money::GpuMillis::from_millis(gpu_ms).to_string(),
             earned: Amount::from_raw(item.int(ATTR_EARNED).unwrap_or(0).max(0) as u64),
+            loaded_models,
         })
     }
 
@@ -421,11 +446,18 @@ impl Market {
     }
 
     /// A worker says it is alive and serving the listing.
-    pub async fn heartbeat(&self, caller: &Principal, gpu_id: &ListingId, worker: &WorkerId) -> Result<ListingView, MarketError> {
+    pub async fn heartbeat(&self, caller: &Principal, gpu_id: &ListingId, worker: &WorkerId, loaded_models: Option<&[ModelName]>) -> Result<ListingView, MarketError> {
         caller.require(Role::Provider)?;
         let listing = self.listing(gpu_id).await?;
         Self::own_listing(caller, &listing)?;
-        let update = Update::new().set(ATTR_HEARTBEAT_MS, self.now_ms()).set(ATTR_WORKER, worker.as_str());
+        let mut update = Update::new().set(ATTR_HEARTBEAT_MS, self.now_ms()).set(ATTR_WORKER, worker.as_str());
+        if let Some(models) = loaded_models {
+            if models.len() > LISTING_MODELS_MAX {
+                return Err(invalid("models", format!("at most {LISTING_MODELS_MAX}")));
+            }
+            let names: Vec<&str> = models.iter().map(ModelName::as_str).collect();
+            update = update.set(ATTR_LOADED_MODELS, names.join(","));
+        }
         let item = self.store.update(&keys::listing(gpu_id.as_str()), update, Condition::Present).await?;
         self.forget_listing(gpu_id, &listing.region);
         self.listing_view(&item)

@@ -175,7 +175,7 @@ async fn providers_touch_only_their_own_listings() {
     let patch = serde_json::from_value(serde_json::json!({"strategy": "peak-maximizer"})).unwrap();
     let updated = m.update_listing(&p.who, &p.listing.gpu_id, patch).await.unwrap();
     assert_eq!(updated.strategy.name(), "peak-maximizer");
-    assert!(matches!(m.heartbeat(&q.who, &p.listing.gpu_id, &q.worker).await, Err(MarketError::Forbidden(_))));
+    assert!(matches!(m.heartbeat(&q.who, &p.listing.gpu_id, &q.worker, None).await, Err(MarketError::Forbidden(_))));
     // Bad listings are refused and nothing is stored.
     let bad = NewListing {
         name: GpuName::parse("x").unwrap(),

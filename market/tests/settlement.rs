@@ -23,7 +23,7 @@ use common::{completion, funded_client, provider, submit, world, Provider, World
 /// a second after that with `used_ms` of GPU time.
 async fn run_job(w: &World, p: &Provider, client: &Principal, key: &str, units: &str, claim_after_ms: i64, used_ms: u64) -> JobRecord {
     let m = &w.market;
-    m.heartbeat(&p.who, &p.listing.gpu_id, &p.worker).await.unwrap();
+    m.heartbeat(&p.who, &p.listing.gpu_id, &p.worker, None).await.unwrap();
     let job = m.submit_job(client, submit(units), key).await.unwrap();
     w.clock.advance_ms(claim_after_ms);
     let claimed = m.claim_job(&p.who, &job.job_id, &p.worker, None).await.unwrap();
@@ -256,13 +256,13 @@ async fn unclaimed_jobs_are_rematched_once_then_expire_with_their_hold_voided() 
 
     // Before the deadline nothing happens.
     w.clock.advance_ms(timeout - 1_000);
-    m.heartbeat(&p.who, &p.listing.gpu_id, &p.worker).await.unwrap();
+    m.heartbeat(&p.who, &p.listing.gpu_id, &p.worker, None).await.unwrap();
     let report = m.sweep(&SweepOptions::default(), &NoProgress).await.unwrap();
     assert_eq!((report.rematched, report.expired), (0, 0));
 
     // Past it, with the listing online: re-matched (its message sent again), deadline moved.
     w.clock.advance_ms(2_000);
-    m.heartbeat(&p.who, &p.listing.gpu_id, &p.worker).await.unwrap();
+    m.heartbeat(&p.who, &p.listing.gpu_id, &p.worker, None).await.unwrap();
     let report = m.sweep(&SweepOptions::default(), &NoProgress).await.unwrap();
     assert_eq!((report.rematched, report.expired), (1, 0));
     let (queued, _) = m.job_with_version(&job.job_id).await.unwrap();
@@ -275,7 +275,7 @@ async fn unclaimed_jobs_are_rematched_once_then_expire_with_their_hold_voided() 
 
     // Past the new deadline: it was re-matched once already, so it expires and its hold is voided.
     w.clock.advance_ms(timeout + 1_000);
-    m.heartbeat(&p.who, &p.listing.gpu_id, &p.worker).await.unwrap();
+    m.heartbeat(&p.who, &p.listing.gpu_id, &p.worker, None).await.unwrap();
     let report = m.sweep(&SweepOptions::default(), &NoProgress).await.unwrap();
     assert_eq!((report.rematched, report.expired), (0, 1));
     let (expired, _) = m.job_with_version(&job.job_id).await.unwrap();
@@ -284,7 +284,7 @@ async fn unclaimed_jobs_are_rematched_once_then_expire_with_their_hold_voided() 
     assert_eq!(balance(m, &wallet).await, Balance { available: amt("10"), held: Amount::ZERO });
 
     // A job whose listing went offline expires at its first deadline, without a re-match.
-    m.heartbeat(&p.who, &p.listing.gpu_id, &p.worker).await.unwrap();
+    m.heartbeat(&p.who, &p.listing.gpu_id, &p.worker, None).await.unwrap();
     let offline = m.submit_job(&client, submit("2.5"), "b").await.unwrap();
     w.clock.advance_ms(timeout + 1_000);
     let report = m.sweep(&SweepOptions::default(), &NoProgress).await.unwrap();

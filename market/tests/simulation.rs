@@ -144,7 +144,7 @@ impl Sim {
     async fn heartbeats(&mut self) {
         for p in &self.providers {
             if p.online {
-                self.market.heartbeat(&p.who, &p.gpu_id, &p.workers[0]).await.unwrap();
+                self.market.heartbeat(&p.who, &p.gpu_id, &p.workers[0], None).await.unwrap();
             }
         }
     }

@@ -163,12 +163,14 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
         provider: listings[0].0.clone(),
         client: clients[0].clone(),
         units: max_units,
-        unit_type: UnitType::GpuSeconds,
+        unit_type: UnitType::CpuSeconds,
         unit_price,
         price: max_price,
         model: Some(ModelName::parse("llama3.2").expect("valid")),
         started_at: loader.now_ms() / 1_000,
         completed_at: loader.now_ms() / 1_000 + 1,
+        prompt_tokens: None,
+        completion_tokens: None,
     };
     let signature = template.clone().sign(&key()).map_err(load_error)?.signature;
     let model = template.model.clone();
@@ -200,6 +202,8 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
             price: unit_price.price(units).expect("fits"),
             started_at: claimed / 1_000,
             completed_at: claimed / 1_000 + 2,
+            prompt_tokens: None,
+            completion_tokens: None,
             ..template.clone()
         };
         let job = JobRecord {
@@ -221,7 +225,7 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
             claimed_at_ms: Some(claimed),
             finished_at_ms: Some(claimed + 2_000),
             receipt_id: Some(receipt_id.to_string()),
-            output: Some(JobOutput { checksum: "00".into(), values: vec![], backend: "cpu".into(), device_ms: units.millis(), wall_ms: units.millis() }),
+            output: Some(JobOutput { checksum: "00".into(), values: vec![], backend: "cpu".into(), device_ms: units.millis(), wall_ms: units.millis(), text: None }),
             failure: None,
             price: Some(body.price),
             settlement: None,

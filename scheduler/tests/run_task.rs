@@ -35,7 +35,7 @@ async fn one_completed_job(scheduler: &Scheduler) -> aitbc_core::values::Address
     .unwrap();
     let listing = m.create_listing(&provider, new).await.unwrap();
     let worker = WorkerId::parse("wrk-1").unwrap();
-    m.heartbeat(&provider, &listing.gpu_id, &worker).await.unwrap();
+    m.heartbeat(&provider, &listing.gpu_id, &worker, None).await.unwrap();
     let client = m.authenticate(&m.open_account_with_key(None, Role::Client, None).await.unwrap().api_key).await.unwrap();
     m.deposit(&client, &client.address, Amount::parse("10").unwrap(), TransferId::generate()).await.unwrap();
     let submit = serde_json::from_value(json!({

@@ -906,7 +906,8 @@ fn signed_receipt(job: &Value, signing: &NamedSigningKey, units_ms: u64) -> Valu
     // The job as the API served it; the market's one receipt builder fills the body from it.
     let job: aitbc_market::jobs::JobRecord = serde_json::from_value(job.clone()).unwrap();
     let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let body = job.receipt_body(GpuMillis::from_millis(units_ms), now_s - 1, now_s).unwrap();
+    let metered = aitbc_core::receipt::Metered { units: GpuMillis::from_millis(units_ms), unit_type: aitbc_core::receipt::UnitType::CpuSeconds, tokens: None };
+    let body = job.receipt_body(metered, now_s - 1, now_s).unwrap();
     serde_json::to_value(body.sign(signing).unwrap()).unwrap()
 }
 

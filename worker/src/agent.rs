@@ -12,9 +12,9 @@ use crate::backend::{Backend, RunLimits};
 use aitbc_client::{Client, ClientError};
 use aitbc_core::jobspec::{JobOutput, JobSpec};
 use aitbc_core::money::{GpuMillis, Rate};
-use aitbc_core::receipt::{ReceiptBody, UnitType, RECEIPT_VERSION};
+use aitbc_core::receipt::{JobTerms, Metered, ReceiptBody, UnitType};
 use aitbc_core::signing::NamedSigningKey;
-use aitbc_core::values::{Address, JobId, ListingId, ModelName, ReceiptId, WorkerId};
+use aitbc_core::values::{Address, JobId, ListingId, ModelName, WorkerId};
 use aitbc_store::{Message, Queue};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -324,22 +324,22 @@ async fn complete(s: &Arc<Shared>, job: &Value, output: JobOutput, started_s: i6
     // The hold caps what the client pays: metered time beyond the quoted units is not billed.
     let units = GpuMillis::from_millis(output.device_ms.max(1).min(units_max.millis()));
     let unit_price = Rate::parse(field("unit_price")?).map_err(|e| e.to_string())?;
-    let body = ReceiptBody {
-        version: RECEIPT_VERSION,
-        receipt_id: ReceiptId::generate(),
+    let terms = JobTerms {
         job_id: JobId::parse(field("job_id")?).map_err(parse_err)?,
         gpu_id: ListingId::parse(field("gpu_id")?).map_err(parse_err)?,
-        attempt: job["status"]["attempt"].as_u64().ok_or("job lacks status.attempt")? as u32,
+        attempt: job["status"]["attempt"].as_u64().and_then(|a| u32::try_from(a).ok()).ok_or("job lacks status.attempt")?,
         provider: Address::parse(field("provider")?).map_err(parse_err)?,
         client: Address::parse(field("client")?).map_err(parse_err)?,
-        units,
-        unit_type: UnitType::GpuSeconds,
         unit_price,
-        price: unit_price.price(units).map_err(|e| e.to_string())?,
         model: job["model"].as_str().map(ModelName::parse).transpose().map_err(parse_err)?,
-        started_at: started_s,
-        completed_at: now_s().max(started_s),
     };
+    // The receipt says what was metered: GPU time on CUDA, CPU time on the CPU.
+    let metered = Metered {
+        units,
+        unit_type: UnitType::metered_by(&output.backend),
+        tokens: output.text.as_ref().map(|t| (t.prompt_tokens, t.completion_tokens)),
+    };
+    let body = ReceiptBody::new(terms, metered, started_s, now_s().max(started_s)).map_err(|e| e.to_string())?;
     let receipt = body.sign(&s.key).map_err(|e| e.to_string())?;
     let completion = json!({ "worker_id": s.config.worker_id, "receipt": receipt, "output": output });
     let job_id = field("job_id")?;

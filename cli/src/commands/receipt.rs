@@ -136,9 +136,18 @@ async fn verify(receipt: &str, keys: Option<&Path>, ctx: Ctx) -> Result<(), CliE
         (Ok(()), counter) => {
             if !ctx.json {
                 println!(
-                    "receipt {} verified: signed by {} ({}), {} gpu_seconds x {} = {} AITBC",
-                    body.receipt_id, receipt.signature.key_id, body.provider, body.units, body.unit_price, body.price
+                    "receipt {} verified: signed by {} ({}), {} {} x {} = {} AITBC",
+                    body.receipt_id,
+                    receipt.signature.key_id,
+                    body.provider,
+                    body.units,
+                    serde_json::to_value(body.unit_type).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                    body.unit_price,
+                    body.price
                 );
+                if let (Some(prompt), Some(completion)) = (body.prompt_tokens, body.completion_tokens) {
+                    println!("tokens: {prompt} prompt, {completion} completion");
+                }
                 match counter {
                     Some(true) => println!("countersignature by the marketplace ({}) verified", receipt.countersignature.as_ref().map(|c| c.key_id.to_string()).unwrap_or_default()),
                     _ => println!("countersignature not checked (the keys name no marketplace key, or the receipt has none)"),

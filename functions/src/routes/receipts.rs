@@ -99,8 +99,9 @@ async fn get_one(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<S
 async fn verify(State(s): State<AppState>, ApiJson(receipt): ApiJson<Receipt>) -> ApiResult<Json<Verification>> {
     // A version this build does not know is not a receipt it can judge: the request is
     // refused (as the document's bound on `version` says), not answered "invalid".
-    if !(1..=aitbc_core::receipt::RECEIPT_VERSION).contains(&receipt.body.version) {
-        return Err(ApiError::invalid("version", format!("receipt version {} is not one this marketplace knows (1..={})", receipt.body.version, aitbc_core::receipt::RECEIPT_VERSION)));
+    use aitbc_core::receipt::{RECEIPT_VERSION, RECEIPT_VERSION_MIN};
+    if !(RECEIPT_VERSION_MIN..=RECEIPT_VERSION).contains(&receipt.body.version) {
+        return Err(ApiError::invalid("version", format!("receipt version {} is not one this marketplace knows ({RECEIPT_VERSION_MIN}..={RECEIPT_VERSION})", receipt.body.version)));
     }
     Ok(Json(s.market.verify_receipt(&receipt).await?))
 }

@@ -200,6 +200,10 @@ async fn earnings(State(s): State<AppState>, Auth(caller): Auth, Path(gpu_id): P
 #[serde(deny_unknown_fields)]
 struct HeartbeatBody {
     worker_id: WorkerId,
+    /// The models the worker has loaded and verified, which the listing then serves for
+    /// `text_generation` jobs; absent leaves the last report as it was.
+    #[serde(default)]
+    models: Option<Vec<ModelName>>,
 }
 
 /// What a heartbeat answers: the listing's liveness and the queue its workers poll.
@@ -222,6 +226,6 @@ struct HeartbeatAck {
 )]
 async fn heartbeat(State(s): State<AppState>, Auth(caller): Auth, Path(gpu_id): Path<String>, ApiJson(body): ApiJson<HeartbeatBody>) -> ApiResult<Json<HeartbeatAck>> {
     let gpu_id = parse_path(&gpu_id, ListingId::parse)?;
-    let view = s.market.heartbeat(&caller, &gpu_id, &body.worker_id).await?;
+    let view = s.market.heartbeat(&caller, &gpu_id, &body.worker_id, body.models.as_deref()).await?;
     Ok(Json(HeartbeatAck { gpu_id, online: view.online, active_jobs: view.active_jobs, queue: view.listing.queue }))
 }

@@ -65,7 +65,7 @@ pub async fn provider(m: &Market) -> Provider {
     .unwrap();
     let listing = m.create_listing(&who, new).await.unwrap();
     let worker = WorkerId::parse("wrk-1").unwrap();
-    m.heartbeat(&who, &listing.gpu_id, &worker).await.unwrap();
+    m.heartbeat(&who, &listing.gpu_id, &worker, None).await.unwrap();
     Provider { who, key, listing, worker }
 }
 

@@ -207,6 +207,7 @@ impl Backend for CpuBackend {
                 self.gemm((*m as usize, *n as usize, *k as usize), *dtype, *seed, a, b, deadline, timeout_ms)?
             }
             JobSpec::Kernel { .. } => unreachable!("admit() refuses kernel jobs on the CPU backend"),
+            JobSpec::TextGeneration { .. } => unreachable!("admit() refuses text generation: the inference engine runs it"),
         };
         // The checksum that follows is the worker's own work, not the job's: not metered.
         let cpu_ns = u128::from(thread_cpu_ns() - cpu_start) + u128::from(spawned_cpu_ns);

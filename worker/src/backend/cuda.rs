@@ -112,7 +112,7 @@ pub const MEASURE_TIMEOUT_MS: u64 = 120_000;
 const _: () = assert!(REDUCE_BLOCK_THREADS.is_power_of_two() && REDUCE_BLOCK_THREADS <= 1024);
 const _: () = assert!(VECTOR_BLOCK_THREADS <= 1024);
 
-const KINDS: [JobKind; 4] = JobKind::ALL;
+const KINDS: [JobKind; 4] = JobKind::COMPUTE;
 const VECTOR_ADD_ENTRY: &str = "aitbc_vector_add";
 const REDUCE_SUM_ENTRY: &str = "aitbc_reduce_sum";
 
@@ -979,6 +979,7 @@ impl Backend for CudaBackend {
                 let kernel = KernelJob { source, entry_point, grid: *grid, block: *block, args, seed: *seed };
                 run_kernel(device, &job, &kernel, &compiles, &mut stats)
             }
+            JobSpec::TextGeneration { .. } => unreachable!("admit() refuses text generation: the inference engine runs it"),
         };
         self.stats = stats;
         match outcome {

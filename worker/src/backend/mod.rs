@@ -303,6 +303,7 @@ pub fn leading_values_count(spec: &JobSpec, result_len: usize, limits: &RunLimit
         JobSpec::Reduction { .. } => 1,
         JobSpec::Gemm { return_values, .. } => *return_values as usize,
         JobSpec::Kernel { .. } => result_len,
+        JobSpec::TextGeneration { .. } => 0,
     };
     asked.min(result_len).min(limits.result_values_max)
 }
@@ -321,7 +322,7 @@ pub(crate) fn job_output(
     let values = result[..leading_values_count(spec, result.len(), limits)].to_vec();
     let checksum = checksum_f32(result);
     let wall_ms = ms_ceil(wall_start.elapsed().as_nanos());
-    JobOutput { checksum, values, backend: backend.to_string(), device_ms, wall_ms }
+    JobOutput { checksum, values, backend: backend.to_string(), device_ms, wall_ms, text: None }
 }
 
 /// The checks every backend makes before allocating: the kind, the spec's bounds, the memory
