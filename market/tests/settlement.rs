@@ -354,7 +354,7 @@ async fn straggling_holds_are_voided_and_expired_records_removed() {
     let idem = keys::idempotency("scope-a", "key-1");
     assert!(m.store.get(&idem).await.unwrap().is_some());
 
-    let options = SweepOptions { expired_records: Some(Arc::new(Expiry(w.sqlite.clone()))) };
+    let options = SweepOptions { expired_records: Some(Arc::new(Expiry(w.sqlite.clone()))), ..SweepOptions::default() };
     let report = m.sweep(&options, &NoProgress).await.unwrap();
     assert_eq!((report.holds_voided, report.expired_records), (0, 0), "not yet due");
 
