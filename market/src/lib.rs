@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod quotes;
 pub mod receipts;
+pub mod reconcile;
 mod records;
 pub mod registry;
 pub mod payouts;

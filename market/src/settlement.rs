@@ -68,6 +68,7 @@
 use crate::jobs::JobRecord;
 use crate::ledger::{account_key, LedgerEntry, ATTR_AVAILABLE, ATTR_HELD};
 use crate::records::{from_item, to_item};
+use crate::reconcile::Sketch;
 use crate::registry::Sla;
 use crate::{Market, MarketError};
 use aitbc_core::config::FEE_BPS_MAX;
@@ -115,6 +116,8 @@ pub const SETTLE_GRACE_MS_MAX: i64 = 7 * 24 * 3_600_000;
 
 const ATTR_STATE: &str = "state";
 const ATTR_PLAN: &str = "plan";
+/// The batch a late marker names.
+pub(crate) const ATTR_BATCH_ID: &str = "batch_id";
 const LINE_KIND: &str = "settlement";
 
 const _: () = assert!(SETTLE_CHUNK_ACCOUNTS_MAX * 2 <= TRANSACTION_WRITES_MAX);
@@ -431,7 +434,7 @@ impl SettlementDue {
 
 /// The key of the settlement record of `job_id` completed at `completed_ms`: the job's shard,
 /// then completion time and job.
-fn due_key(job_id: &JobId, completed_ms: i64) -> Key {
+pub(crate) fn due_key(job_id: &JobId, completed_ms: i64) -> Key {
     keys::settlement_due(keys::shard(job_id.as_str()), completed_ms, job_id.as_str())
 }
 
@@ -490,6 +493,16 @@ pub struct BatchRecord {
     /// JSON text: an opaque blob to the store, so that reading and updating the record does not
     /// parse thousands of nested values.
     pub plan_pages: u32,
+    /// A sketch of the sort keys of the records the batch read (`reconcile::Sketch`, base64):
+    /// the reconciler finds the records of the range the batch did not read by subtracting it
+    /// from a sketch of the range read again. None on catch-up batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sketch: Option<String>,
+    /// A catch-up batch's records (their sort keys), all in the range of batch `seq`, which
+    /// did not read them: written after that batch read its range (see `reconcile`). Empty on
+    /// ordinary batches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub late: Vec<String>,
 }
 
 impl BatchRecord {
@@ -501,10 +514,10 @@ impl BatchRecord {
 
 /// One account's aggregated change: account, available delta, held delta, receipts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct PlannedLine(String, i64, i64, u32);
+pub(crate) struct PlannedLine(String, i64, i64, u32);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Plan {
+pub(crate) struct Plan {
     lines: Vec<PlannedLine>,
 }
 
@@ -540,7 +553,7 @@ type DuePage = (Vec<(String, SettlementDue)>, Option<String>);
 
 /// Reads one shard's records of a range, page after page, one page ahead of its reader when
 /// asked to (so that the store's work and the parsing overlap the planner's).
-struct ShardReader {
+pub(crate) struct ShardReader {
     store: Arc<dyn Store>,
     shard: u32,
     after_sk: String,
@@ -554,7 +567,7 @@ struct ShardReader {
 }
 
 impl ShardReader {
-    fn new(store: Arc<dyn Store>, shard: u32, after_sk: &str, through_sk: &str, read_ahead: bool) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>, shard: u32, after_sk: &str, through_sk: &str, read_ahead: bool) -> Self {
         let mut reader = Self {
             store,
             shard,
@@ -592,7 +605,7 @@ impl ShardReader {
     }
 
     /// Reads pages until a record is buffered or the range is read.
-    async fn fill(&mut self) -> Result<(), MarketError> {
+    pub(crate) async fn fill(&mut self) -> Result<(), MarketError> {
         while self.buffer.is_empty() && !self.finished {
             let (records, cursor) = match self.ahead.take() {
                 Some(task) => task.await.map_err(|e| MarketError::Internal(format!("settlement read task: {e}")))??,
@@ -610,11 +623,11 @@ impl ShardReader {
     }
 
     /// The next record's sort key (after `fill`); None when the range is read.
-    fn peek(&self) -> Option<&str> {
+    pub(crate) fn peek(&self) -> Option<&str> {
         self.buffer.front().map(|(sk, _)| sk.as_str())
     }
 
-    fn pop(&mut self) -> (String, SettlementDue) {
+    pub(crate) fn pop(&mut self) -> (String, SettlementDue) {
         self.buffer.pop_front().expect("pop follows a peek that saw a record")
     }
 }
@@ -628,9 +641,79 @@ impl Drop for ShardReader {
 }
 
 /// A plan with its record, before it is written.
-struct Planned {
-    record: BatchRecord,
-    plan: Plan,
+pub(crate) struct Planned {
+    pub(crate) record: BatchRecord,
+    pub(crate) plan: Plan,
+}
+
+/// A batch's records summed as they are read: their postings per account, their totals, and
+/// the sketch of their sort keys.
+#[derive(Default)]
+pub(crate) struct Tally {
+    lines: HashMap<AccountId, (i128, i128, u32)>,
+    pub(crate) receipts: usize,
+    price_total: Amount,
+    fee_total: Amount,
+    penalty_total: Amount,
+    pub(crate) sketch: Sketch,
+}
+
+impl Tally {
+    /// Adds the record with sort key `sk`; false (and nothing added) when its accounts would
+    /// take the batch past SETTLE_BATCH_ACCOUNTS_MAX.
+    pub(crate) fn add(&mut self, sk: &str, due: &SettlementDue, platform: &Address) -> Result<bool, SettleError> {
+        let postings = due.postings(platform)?;
+        let new_accounts = postings.iter().filter(|p| !self.lines.contains_key(&p.account)).count();
+        if self.lines.len() + new_accounts > SETTLE_BATCH_ACCOUNTS_MAX {
+            return Ok(false);
+        }
+        for p in postings {
+            let line = self.lines.entry(p.account).or_insert((0, 0, 0));
+            line.0 += p.available_delta;
+            line.1 += p.held_delta;
+            line.2 += 1;
+        }
+        let add = |a: Amount, b: Amount| a.checked_add(b).map_err(|e| SettleError::Invariant(e.to_string()));
+        self.price_total = add(self.price_total, due.amounts.price)?;
+        self.fee_total = add(self.fee_total, due.amounts.fee)?;
+        self.penalty_total = add(self.penalty_total, due.amounts.penalty)?;
+        self.receipts += 1;
+        self.sketch.insert(sk);
+        Ok(true)
+    }
+
+    /// The open batch `batch_id` (number `seq`, range `(after_sk, through_sk]`) of the records
+    /// added, with its plan: one line per account whose postings do not cancel out.
+    pub(crate) fn finish(self, batch_id: String, seq: u64, after_sk: &str, through_sk: &str, created_at_ms: i64) -> Result<Planned, SettleError> {
+        assert!(self.receipts > 0);
+        let mut plan = Plan::default();
+        let mut sorted: Vec<(String, (i128, i128, u32))> = self.lines.into_iter().map(|(account, line)| (account.to_string(), line)).collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (account, (available, held, count)) in sorted {
+            // An account whose postings cancel out needs no line and no write.
+            if available != 0 || held != 0 {
+                plan.lines.push(PlannedLine(account, to_i64(available, "available delta")?, to_i64(held, "held delta")?, count));
+            }
+        }
+        let record = BatchRecord {
+            batch_id,
+            seq,
+            state: BatchState::Open,
+            created_at_ms,
+            finished_at_ms: None,
+            after_sk: after_sk.to_string(),
+            through_sk: through_sk.to_string(),
+            receipts: u32::try_from(self.receipts).expect("bounded"),
+            accounts: u32::try_from(plan.lines.len()).expect("bounded"),
+            price_total: self.price_total,
+            fee_total: self.fee_total,
+            penalty_total: self.penalty_total,
+            plan_pages: 0,
+            sketch: None,
+            late: Vec::new(),
+        };
+        Ok(Planned { record, plan })
+    }
 }
 
 impl Market {
@@ -661,7 +744,7 @@ impl Market {
                     break; // nothing left to settle
                 };
                 tracing::debug!(seq, receipts = planned.record.receipts, plan_ms = planning.elapsed().as_millis() as u64, "planned");
-                if self.create_batch(&mut planned.record, &planned.plan, &mut steps).await? {
+                if self.create_batch(&mut planned.record, &planned.plan, true, Vec::new(), &mut steps).await? {
                     self.execute_batch(&planned.record, &planned.plan, &mut steps).await?;
                     Self::count(&mut report, &planned.record, progress);
                 } else {
@@ -748,11 +831,8 @@ impl Market {
         }
         let read_ahead = in_flight_max >= INDEX_SHARDS as usize;
         let mut readers: Vec<ShardReader> = (0..INDEX_SHARDS).map(|shard| ShardReader::new(self.store.clone(), shard, after_sk, &horizon_sk, read_ahead)).collect();
-        let mut lines: HashMap<AccountId, (i128, i128, u32)> = HashMap::new();
-        let mut receipts: usize = 0;
-        let (mut price_total, mut fee_total, mut penalty_total) = (Amount::ZERO, Amount::ZERO, Amount::ZERO);
+        let mut tally = Tally::default();
         let mut through_sk: Option<String> = None;
-        let add = |a: Amount, b: Amount| a.checked_add(b).map_err(|e| SettleError::Invariant(e.to_string()));
         for reader in readers.iter_mut() {
             reader.fill().await?;
         }
@@ -771,74 +851,44 @@ impl Market {
                 through_sk = Some(horizon_sk);
                 break;
             };
-            if receipts == receipts_max {
+            if tally.receipts == receipts_max {
                 break; // full: the range ends at the last record taken
             }
             let (sk, due) = readers[i].pop();
             readers[i].fill().await?;
-            let postings = due.postings(&self.platform)?;
-            let new_accounts = postings.iter().filter(|p| !lines.contains_key(&p.account)).count();
-            if lines.len() + new_accounts > SETTLE_BATCH_ACCOUNTS_MAX {
+            if !tally.add(&sk, &due, &self.platform)? {
                 break;
             }
-            for p in postings {
-                let line = lines.entry(p.account).or_insert((0, 0, 0));
-                line.0 += p.available_delta;
-                line.1 += p.held_delta;
-                line.2 += 1;
-            }
-            price_total = add(price_total, due.amounts.price)?;
-            fee_total = add(fee_total, due.amounts.fee)?;
-            penalty_total = add(penalty_total, due.amounts.penalty)?;
-            receipts += 1;
             through_sk = Some(sk);
         }
         drop(readers);
-        let Some(through_sk) = through_sk.filter(|_| receipts > 0) else {
+        let Some(through_sk) = through_sk.filter(|_| tally.receipts > 0) else {
             return Ok(None);
         };
         assert!(after_sk < through_sk.as_str());
-        let mut plan = Plan::default();
-        let mut sorted: Vec<(String, (i128, i128, u32))> = lines.into_iter().map(|(account, line)| (account.to_string(), line)).collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (account, (available, held, count)) in sorted {
-            // An account whose postings cancel out needs no line and no write.
-            if available != 0 || held != 0 {
-                plan.lines.push(PlannedLine(account, to_i64(available, "available delta")?, to_i64(held, "held delta")?, count));
-            }
-        }
-        let record = BatchRecord {
-            batch_id: settlement_batch_id(seq),
-            seq,
-            state: BatchState::Open,
-            created_at_ms: self.now_ms(),
-            finished_at_ms: None,
-            after_sk: after_sk.to_string(),
-            through_sk,
-            receipts: u32::try_from(receipts).expect("bounded"),
-            accounts: u32::try_from(plan.lines.len()).expect("bounded"),
-            price_total,
-            fee_total,
-            penalty_total,
-            plan_pages: 0,
-        };
-        Ok(Some(Planned { record, plan }))
+        let sketch = tally.sketch.encode();
+        let mut planned = tally.finish(settlement_batch_id(seq), seq, after_sk, &through_sk, self.now_ms())?;
+        planned.record.sketch = Some(sketch);
+        Ok(Some(planned))
     }
 
-    /// Step 1: writes the batch record and its plan's pages if its number is new; false when
-    /// another run holds the number.
-    async fn create_batch(&self, record: &mut BatchRecord, plan: &Plan, steps: &mut Steps) -> Result<bool, SettleError> {
+    /// Step 1: writes the batch record (in the index of batches when `indexed`), its plan's
+    /// pages and `extra` writes if its number is new; false when another run holds the number
+    /// (or an `extra` write's condition fails).
+    pub(crate) async fn create_batch(&self, record: &mut BatchRecord, plan: &Plan, indexed: bool, extra: Vec<TxWrite>, steps: &mut Steps) -> Result<bool, SettleError> {
         let json = serde_json::to_string(plan).expect("plans serialize");
         assert!(json.len() <= SETTLE_PLAN_BYTES_MAX, "a plan of {} bytes", json.len());
         let pages = split_pages(&json);
         assert!((1..=SETTLE_PLAN_PAGES_MAX).contains(&pages.len()));
         record.plan_pages = u32::try_from(pages.len()).expect("bounded");
-        let index = keys::settlement_batch_index(&record.through_sk, &record.batch_id);
-        let mut writes = vec![TxWrite::Put { item: to_item(keys::settlement_batch(&record.batch_id), &*record, &[index]), condition: Condition::Absent }];
+        let index: Vec<_> = indexed.then(|| keys::settlement_batch_index(&record.through_sk, &record.batch_id)).into_iter().collect();
+        let mut writes = vec![TxWrite::Put { item: to_item(keys::settlement_batch(&record.batch_id), &*record, &index), condition: Condition::Absent }];
         for (n, text) in pages.into_iter().enumerate() {
             let item = Item::new(keys::settlement_plan_page(&record.batch_id, n as u32)).with(ATTR_PLAN, text);
             writes.push(TxWrite::Put { item, condition: Condition::Absent });
         }
+        writes.extend(extra);
+        assert!(writes.len() <= TRANSACTION_WRITES_MAX);
         let results = self.transact_steps(vec![writes], steps).await?;
         match results.into_iter().next().expect("one step") {
             Ok(()) => Ok(true),
@@ -847,14 +897,14 @@ impl Market {
         }
     }
 
-    async fn resume_batch(&self, record: &BatchRecord, steps: &mut Steps) -> Result<(), SettleError> {
+    pub(crate) async fn resume_batch(&self, record: &BatchRecord, steps: &mut Steps) -> Result<(), SettleError> {
         tracing::info!(batch = %record.batch_id, "resuming an open settlement batch");
         let plan = self.batch_plan(record).await?;
         self.execute_batch(record, &plan, steps).await
     }
 
     /// Steps 2 and 3 of a batch.
-    async fn execute_batch(&self, record: &BatchRecord, plan: &Plan, steps: &mut Steps) -> Result<(), SettleError> {
+    pub(crate) async fn execute_batch(&self, record: &BatchRecord, plan: &Plan, steps: &mut Steps) -> Result<(), SettleError> {
         assert_eq!(record.state, BatchState::Open);
         assert_eq!(plan.lines.len(), record.accounts as usize);
         let started = std::time::Instant::now();
@@ -932,24 +982,33 @@ impl Market {
         SettlementDue::new(job, price, completed_at_ms, sla.as_ref(), self.config.fee_bps)
     }
 
-    /// How a completed job was settled: Some once a done batch covers its settlement record.
-    /// Reads the index of batches (which may lag: a just-finished batch may show a moment
-    /// late), the batch and the record.
+    /// How a completed job was settled: Some once the batch that settles its record is done:
+    /// the catch-up batch its late marker names, if it has one (`reconcile`), else the batch
+    /// whose range covers the record. Reads the marker, the index of batches (which may lag: a
+    /// just-finished batch may show a moment late), the batch and the record.
     pub async fn job_settlement(&self, job: &JobRecord) -> Result<Option<Settlement>, MarketError> {
         let (JobState::Completed, Some(completed_ms), Some(receipt_id)) = (job.status.state, job.finished_at_ms, job.receipt_id.as_ref()) else {
             return Ok(None);
         };
         let due_key = due_key(&job.job_id, completed_ms);
-        // The first entry at or above the record is the batch covering it (entries sort by the
-        // end of their range); it does not cover the record only while the index lags.
-        let page = self.store.query(keys::settlement_batches_covering(&due_key.sk).limit(1)).await?;
-        let Some(item) = page.items.first() else { return Ok(None) };
-        let entry: BatchRecord = from_item(item)?;
-        if !entry.covers(&due_key.sk) {
-            return Ok(None);
-        }
+        let batch_id = match self.store.get(&keys::settlement_late(job.job_id.as_str())).await? {
+            // Late: the batch covering the record did not read it; its catch-up settles it.
+            Some(marker) => marker.str(ATTR_BATCH_ID).ok_or_else(|| MarketError::Internal(format!("late marker of {} without a batch", job.job_id)))?.to_string(),
+            None => {
+                // The first entry at or above the record is the batch covering it (entries sort
+                // by the end of their range); it does not cover the record only while the index
+                // lags.
+                let page = self.store.query(keys::settlement_batches_covering(&due_key.sk).limit(1)).await?;
+                let Some(item) = page.items.first() else { return Ok(None) };
+                let entry: BatchRecord = from_item(item)?;
+                if !entry.covers(&due_key.sk) {
+                    return Ok(None);
+                }
+                entry.batch_id
+            }
+        };
         // The entry's state may lag; the record read by key does not.
-        let Some(batch) = self.settlement_batch(&entry.batch_id).await? else { return Ok(None) };
+        let Some(batch) = self.settlement_batch(&batch_id).await? else { return Ok(None) };
         if batch.state != BatchState::Done {
             return Ok(None);
         }
@@ -977,7 +1036,7 @@ impl Market {
     /// Runs each transaction as one numbered step, up to `steps.in_flight_max` at once, and
     /// answers each one's result in order. The failpoint stops the run before its step starts
     /// or after it commits; steps already in flight finish first, as they would in a crash.
-    async fn transact_steps(&self, transactions: Vec<Vec<TxWrite>>, steps: &mut Steps) -> Result<Vec<Result<(), StoreError>>, SettleError> {
+    pub(crate) async fn transact_steps(&self, transactions: Vec<Vec<TxWrite>>, steps: &mut Steps) -> Result<Vec<Result<(), StoreError>>, SettleError> {
         let count = transactions.len();
         let mut results: Vec<Option<Result<(), StoreError>>> = vec![None; count];
         let mut set = tokio::task::JoinSet::new();

@@ -14,6 +14,10 @@
 //! - **Stragglers.** Failed, cancelled and expired jobs void their hold in the transaction that
 //!   ends them, so none should stay pending; the sweeper still looks at pending holds past
 //!   their review time and voids the hold of a job that ended unpaid (an anomaly is logged).
+//! - **Late settlement records.** A completion that committed after the settlement batch
+//!   covering its record had read its range would leave its hold captured and never posted; the
+//!   sweeper reconciles finished batches once they are old enough and settles such records in
+//!   catch-up batches (`crate::reconcile`).
 //! - **Expired records.** Idempotency records past `expires_at`: DynamoDB's TTL deletes them;
 //!   on SQLite the sweeper does, through [`ExpiredRecords`]. Quotes are stateless signed tokens
 //!   (their signature and expiry travel with them), so there is nothing to sweep for them.
@@ -22,6 +26,7 @@
 //! another sweep loses cleanly (counted as `raced`) and the next sweep looks again.
 
 use crate::jobs::{Failure, JobRecord};
+use crate::reconcile::{ReconcileOptions, ReconcileReport};
 use crate::records::from_item;
 use crate::settlement::Progress;
 use crate::{Market, MarketError};
@@ -56,6 +61,8 @@ pub trait ExpiredRecords: Send + Sync {
 pub struct SweepOptions {
     /// Deletes expired records (None: the backend's TTL does it).
     pub expired_records: Option<Arc<dyn ExpiredRecords>>,
+    /// How to reconcile settlement batches.
+    pub reconcile: ReconcileOptions,
 }
 
 /// What one sweep did.
@@ -79,6 +86,8 @@ pub struct SweepReport {
     pub anomalies: u64,
     /// Expired records deleted.
     pub expired_records: u64,
+    /// Settlement batches reconciled, late records settled.
+    pub reconcile: ReconcileReport,
 }
 
 impl Market {
@@ -125,6 +134,8 @@ impl Market {
         self.sweep_lapsed(&mut report).await?;
         progress.advance("sweep", report.requeued + report.failed - before);
         self.sweep_holds(&mut report).await?;
+        report.reconcile = self.reconcile(&options.reconcile).await?;
+        progress.advance("sweep", report.reconcile.late);
         if let Some(expired) = &options.expired_records {
             let now_s = self.now_ms().div_euclid(1_000);
             for _ in 0..SWEEP_EXPIRED_ROUNDS_MAX {

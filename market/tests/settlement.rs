@@ -10,6 +10,7 @@ use aitbc_market::jobs::JobRecord;
 use aitbc_market::payouts::{PayoutOptions, PayoutStatus};
 use aitbc_market::ledger::HOLD_CAPTURED;
 use aitbc_market::settlement::{Failpoint, NoProgress, SettleError, SettleOptions, SETTLE_GRACE_MS};
+use aitbc_market::reconcile::{catchup_batch_id, ReconcileOptions, ReconcileReport, RECONCILE_DELAY_MS};
 use aitbc_market::sweep::{ExpiredRecords, SweepOptions};
 use aitbc_market::Market;
 use aitbc_store::{keys, StoreError};
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 mod common;
 
-use common::{completion, funded_client, provider, submit, world, Provider, World};
+use common::{aws_world, completion, funded_client, provider, submit, world, Provider, World};
 
 /// Submits a job of `units` GPU-seconds, has it claimed `claim_after_ms` later and completed
 /// a second after that with `used_ms` of GPU time.
@@ -354,7 +355,7 @@ async fn straggling_holds_are_voided_and_expired_records_removed() {
     let idem = keys::idempotency("scope-a", "key-1");
     assert!(m.store.get(&idem).await.unwrap().is_some());
 
-    let options = SweepOptions { expired_records: Some(Arc::new(Expiry(w.sqlite.clone()))) };
+    let options = SweepOptions { expired_records: Some(Arc::new(Expiry(w.sqlite.clone().unwrap()))), ..SweepOptions::default() };
     let report = m.sweep(&options, &NoProgress).await.unwrap();
     assert_eq!((report.holds_voided, report.expired_records), (0, 0), "not yet due");
 
@@ -366,4 +367,136 @@ async fn straggling_holds_are_voided_and_expired_records_removed() {
     assert!(m.store.get(&idem).await.unwrap().is_none());
     let report = m.sweep(&options, &NoProgress).await.unwrap();
     assert_eq!((report.holds_voided, report.anomalies), (0, 0), "a second sweep finds nothing");
+}
+
+/// Reconciliation without the delay for completions in flight: these tests await every one.
+fn reconcile_now() -> ReconcileOptions {
+    ReconcileOptions { delay_ms: 0, ..ReconcileOptions::default() }
+}
+
+/// A settled world with a late completion: job `a` completes and batch 1 settles it; job `b`,
+/// claimed before batch 1 read its range, then completes with a clock 3 s behind (a stalled
+/// process would do the same), so that its settlement record lands in batch 1's range after
+/// batch 1 read it. Answers the world, job `b`, and the accounts (client wallet, provider
+/// earnings, fee).
+async fn late_world(w: World) -> (World, JobRecord, Vec<AccountId>) {
+    let m = &w.market;
+    let p = provider(m).await;
+    let client = funded_client(m, "100").await;
+    run_job(&w, &p, &client, "a", "2.5", 0, 2_000).await;
+    m.heartbeat(&p.who, &p.listing.gpu_id, &p.worker).await.unwrap();
+    let job = m.submit_job(&client, submit("2.5"), "b").await.unwrap();
+    let claimed = m.claim_job(&p.who, &job.job_id, &p.worker, None).await.unwrap();
+    let claimed_ms = m.now_ms();
+    w.clock.advance_ms(5_000);
+    let report = m.settle(&no_grace(), &NoProgress).await.unwrap();
+    assert_eq!((report.batches, report.receipts), (1, 1));
+    w.clock.advance_ms(-3_000);
+    let started_s = claimed_ms / 1_000;
+    let (late, _) = m.complete_job(&p.who, &job.job_id, completion(&claimed, &p, 1_000, started_s, started_s + 1)).await.unwrap();
+    w.clock.advance_ms(3_000);
+    let batch = m.latest_settlement_batch().await.unwrap().unwrap();
+    let due_sk = keys::settlement_due(keys::shard(late.job_id.as_str()), late.finished_at_ms.unwrap(), late.job_id.as_str()).sk;
+    assert!(batch.covers(&due_sk), "the late record lies in the range batch 1 read");
+    let accounts = vec![AccountId::wallet(&client.address), AccountId::earnings(&p.who.address), AccountId::fee(&m.platform)];
+    (w, late, accounts)
+}
+
+/// The late completion strands its hold until the sweeper reconciles batch 1; then it posts
+/// once, in a catch-up batch, and the job shows settled by it. A second run changes nothing.
+async fn late_completion_settles_in_a_catch_up(w: World) {
+    let (w, late, accounts) = late_world(w).await;
+    let m = &w.market;
+    // Stranded: settlement goes on past batch 1, the hold stays held, the provider unpaid.
+    w.clock.advance_ms(SETTLE_GRACE_MS);
+    let report = m.settle(&SettleOptions::default(), &NoProgress).await.unwrap();
+    assert_eq!(report.receipts, 0, "the late record is in a finished batch's range");
+    assert_eq!(balances(m, &accounts).await, vec![
+        Balance { available: amt("92.8"), held: amt("4") },
+        Balance { available: amt("3.12"), held: Amount::ZERO },
+        Balance { available: amt("0.08"), held: Amount::ZERO },
+    ]);
+    let (_, phase) = m.hold_with_phase(late.hold_id.as_str()).await.unwrap().unwrap();
+    assert_eq!(phase, HOLD_CAPTURED);
+
+    // Not yet: batch 1 finished less than the reconciliation delay ago.
+    let sweep = m.sweep(&SweepOptions::default(), &NoProgress).await.unwrap();
+    assert_eq!(sweep.reconcile, ReconcileReport::default());
+    w.clock.advance_ms(RECONCILE_DELAY_MS);
+    let sweep = m.sweep(&SweepOptions::default(), &NoProgress).await.unwrap();
+    let r = &sweep.reconcile;
+    assert_eq!((r.batches, r.records, r.late, r.catchups, r.undecodable), (1, 2, 1, 1, 0), "{r:?}");
+    // 1.6 for 1 s at the listing's rate: fee 0.04, provider 1.56, 2.4 of the hold back.
+    let expected = vec![
+        Balance { available: amt("95.2"), held: Amount::ZERO },
+        Balance { available: amt("4.68"), held: Amount::ZERO },
+        Balance { available: amt("0.12"), held: Amount::ZERO },
+    ];
+    assert_eq!(balances(m, &accounts).await, expected);
+    let shown = m.with_settlement(m.job_with_version(&late.job_id).await.unwrap().0).await.unwrap();
+    assert_eq!(shown.status.state, JobState::Settled);
+    let settlement = shown.settlement.expect("a settled job shows its settlement");
+    assert_eq!(settlement.batch_id, catchup_batch_id(1, 1));
+    assert_eq!(settlement.amounts.price, amt("1.6"));
+
+    // Again: nothing to do, nothing written, no new batch.
+    w.counter.reset();
+    let again = m.sweep(&SweepOptions::default(), &NoProgress).await.unwrap();
+    assert_eq!(again.reconcile, ReconcileReport::default());
+    assert_eq!(w.counter.writes(), 0);
+    assert_eq!(balances(m, &accounts).await, expected);
+    assert_eq!(m.latest_settlement_batch().await.unwrap().unwrap().seq, 1);
+    assert!(m.settlement_batch(&catchup_batch_id(1, 2)).await.unwrap().is_none());
+    assert_eq!(m.settle(&no_grace(), &NoProgress).await.unwrap().receipts, 0);
+}
+
+#[tokio::test]
+async fn a_late_completion_settles_in_a_catch_up_batch_on_sqlite() {
+    late_completion_settles_in_a_catch_up(world().await).await;
+}
+
+#[tokio::test]
+async fn a_late_completion_settles_in_a_catch_up_batch_on_dynamodb() {
+    let Some(w) = aws_world().await else { return };
+    late_completion_settles_in_a_catch_up(w).await;
+}
+
+#[tokio::test]
+async fn a_reconciliation_killed_at_any_step_and_run_again_reaches_the_same_balances() {
+    let (reference, _, accounts) = late_world(world().await).await;
+    let report = reference.market.reconcile(&reconcile_now()).await.unwrap();
+    // Create the catch-up, its three accounts, finish it, move the cursor.
+    assert_eq!((report.late, report.steps), (1, 4), "{report:?}");
+    let expected = balances(&reference.market, &accounts).await;
+    assert!(expected.iter().all(|b| b.held.is_zero()));
+    for step in 1..=report.steps {
+        for after_commit in [false, true] {
+            let (w, late, accounts) = late_world(world().await).await;
+            let crash = ReconcileOptions { failpoint: Some(Failpoint { step, after_commit }), ..reconcile_now() };
+            let stopped = w.market.reconcile(&crash).await;
+            assert_eq!(stopped.unwrap_err(), SettleError::Injected { step }, "step {step}");
+            let resumed = w.market.reconcile(&reconcile_now()).await.unwrap();
+            // The catch-up is open after step 1 committed and until step 3 did.
+            let open = if after_commit { step == 1 || step == 2 } else { step == 2 || step == 3 };
+            assert_eq!(resumed.resumed, u32::from(open), "step {step} after {after_commit}: {resumed:?}");
+            assert_eq!(balances(&w.market, &accounts).await, expected, "killed at step {step} (after commit: {after_commit})");
+            assert!(w.market.settlement_batch(&catchup_batch_id(1, 2)).await.unwrap().is_none(), "settled once");
+            let shown = w.market.with_settlement(w.market.job_with_version(&late.job_id).await.unwrap().0).await.unwrap();
+            assert_eq!(shown.settlement.map(|s| s.batch_id), Some(catchup_batch_id(1, 1)));
+            w.counter.reset();
+            let again = w.market.reconcile(&reconcile_now()).await.unwrap();
+            assert_eq!((again.batches, again.late, w.counter.writes()), (0, 0, 0), "a finished run changes nothing");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_late_job_is_not_settled_while_its_catch_up_is_open() {
+    let (w, late, _) = late_world(world().await).await;
+    let m = &w.market;
+    // Stopped after the catch-up (and its marker) was created, before its accounts moved.
+    let crash = ReconcileOptions { failpoint: Some(Failpoint { step: 1, after_commit: true }), ..reconcile_now() };
+    assert!(m.reconcile(&crash).await.is_err());
+    let shown = m.with_settlement(m.job_with_version(&late.job_id).await.unwrap().0).await.unwrap();
+    assert_eq!((shown.status.state, shown.settlement), (JobState::Completed, None));
 }

@@ -4,7 +4,9 @@
 //! that crashes mid-batch (failpoints) and runs again. When everything has ended and settled:
 //! no balance below zero, balances equal an independent replay on the core's reference ledger,
 //! the sum of all balances equals deposits, exactly one posted transfer per receipt, and every
-//! job resolved with no hold pending.
+//! job resolved with no hold pending. Some completions commit late (with the clock moved back
+//! into the range of a finished, not yet reconciled batch, as a stalled process or clock skew
+//! would): reconciliation, itself killed now and then, settles each of them exactly once.
 //!
 //! On SQLite at full size; on DynamoDB + SQS (moto_server, `AITBC_TEST_AWS_ENDPOINT`) smaller.
 //! `AITBC_SIM_SEED` replays a seed.
@@ -20,6 +22,7 @@ use aitbc_market::jobs::{Completion, JobRecord, SubmitJob};
 use aitbc_market::payouts::{PayoutOptions, PayoutRecord};
 use aitbc_market::ledger::HOLD_CAPTURED;
 use aitbc_market::settlement::{post_transfer_id, settle_amounts, settle_transfer, sla_missed, Failpoint, NoProgress, SettleError, SettleOptions, SettlementDue};
+use aitbc_market::reconcile::{catchup_batch_id, ReconcileOptions};
 use aitbc_market::sweep::SweepOptions;
 use aitbc_market::{ManualClock, Market, MarketError, Settings};
 use aitbc_store::{keys, Queue, Store};
@@ -43,6 +46,8 @@ struct Params {
     drain_rounds_max: usize,
     /// Store requests settlement keeps in flight (moto_server is not safe under concurrency).
     in_flight_max: usize,
+    /// Chance that a completion commits late (when a batch to be late for exists).
+    late_chance: f64,
 }
 
 /// What a job is meant to do when a worker has it.
@@ -85,6 +90,10 @@ struct Stats {
     scheduler_crashes: usize,
     settled: u64,
     payouts: u64,
+    /// Completions committed into the range of a batch that had read it.
+    late: usize,
+    /// Late records settled by catch-up batches.
+    caught_up: u64,
 }
 
 fn receipt_for(job: &JobRecord, key: &NamedSigningKey, worker: &WorkerId, units_ms: u64, now_ms: i64) -> Completion {
@@ -102,6 +111,9 @@ struct Sim {
     deposits: Vec<(AccountId, Amount)>,
     stats: Stats,
     in_flight_max: usize,
+    late_chance: f64,
+    /// Jobs completed late.
+    late: HashSet<JobId>,
 }
 
 impl Sim {
@@ -138,7 +150,7 @@ impl Sim {
             deposits.push((AccountId::wallet(&client.address), amount));
             clients.push(client);
         }
-        Sim { market, clock, rng, providers, clients, jobs: Vec::new(), deposits, stats: Stats::default(), in_flight_max: params.in_flight_max }
+        Sim { market, clock, rng, providers, clients, jobs: Vec::new(), deposits, stats: Stats::default(), in_flight_max: params.in_flight_max, late_chance: params.late_chance, late: HashSet::new() }
     }
 
     async fn heartbeats(&mut self) {
@@ -245,8 +257,28 @@ impl Sim {
                         }
                         _ => {
                             let used = self.rng.gen_range(1..=job.units_max.millis());
-                            let completion = receipt_for(&job, key, &holder, used, now);
+                            // Now and then the completion commits late: stamped inside the range
+                            // of the newest batch, which read it already and is not reconciled yet.
+                            let mut back_ms = 0;
+                            if self.rng.gen_bool(self.late_chance) {
+                                if let Some(batch) = self.market.latest_settlement_batch().await.unwrap() {
+                                    let through_ms: i64 = batch.through_sk[..keys::TIME_DIGITS].parse().unwrap();
+                                    let at_ms = through_ms - self.rng.gen_range(0..2_000);
+                                    let lease_ok = job.status.lease.as_ref().is_some_and(|l| at_ms < l.expires_at_ms);
+                                    let unreconciled = self.market.reconcile_cursor().await.unwrap() < batch.seq;
+                                    if unreconciled && lease_ok && at_ms >= job.claimed_at_ms.unwrap() + 1_000 && at_ms < now {
+                                        back_ms = now - at_ms;
+                                    }
+                                }
+                            }
+                            self.clock.advance_ms(-back_ms);
+                            let completion = receipt_for(&job, key, &holder, used, now - back_ms);
                             self.market.complete_job(&p.who, &job.job_id, completion.clone()).await.unwrap();
+                            self.clock.advance_ms(back_ms);
+                            if back_ms > 0 {
+                                self.late.insert(job.job_id.clone());
+                                self.stats.late += 1;
+                            }
                             self.stats.completed += 1;
                             if self.rng.gen_bool(0.2) {
                                 // The completion is delivered twice: the second is refused.
@@ -263,7 +295,17 @@ impl Sim {
 
     /// The scheduler's runs, sometimes killed at a random step.
     async fn schedule(&mut self, crash_chance: f64) {
-        self.market.sweep(&SweepOptions::default(), &NoProgress).await.unwrap();
+        let sweep = self.market.sweep(&SweepOptions::default(), &NoProgress).await.unwrap();
+        self.stats.caught_up += sweep.reconcile.late;
+        if self.rng.gen_bool(0.3) {
+            // Reconciliation without its delay, sometimes killed at a random step.
+            let failpoint = self.rng.gen_bool(crash_chance).then(|| Failpoint { step: self.rng.gen_range(1..=4), after_commit: self.rng.gen_bool(0.5) });
+            match self.market.reconcile(&ReconcileOptions { delay_ms: 0, failpoint, in_flight_max: self.in_flight_max }).await {
+                Ok(report) => self.stats.caught_up += report.late,
+                Err(SettleError::Injected { .. }) => self.stats.scheduler_crashes += 1,
+                Err(e) => panic!("reconcile: {e}"),
+            }
+        }
         let failpoint = self.rng.gen_bool(crash_chance).then(|| Failpoint { step: self.rng.gen_range(1..=8), after_commit: self.rng.gen_bool(0.5) });
         // The simulation awaits each completion, so any grace is safe; a random one leaves the
         // newest receipts to a later run now and then.
@@ -329,6 +371,14 @@ async fn simulate(store: Arc<dyn Store>, queue: Arc<dyn Queue>, params: Params) 
     let last = SettleOptions { in_flight_max: sim.in_flight_max, ..SettleOptions::default() };
     let report = sim.market.settle(&last, &NoProgress).await.unwrap();
     sim.stats.settled += report.receipts;
+    let reconcile = ReconcileOptions { delay_ms: 0, in_flight_max: sim.in_flight_max, ..ReconcileOptions::default() };
+    for _ in 0..1_000 {
+        let report = sim.market.reconcile(&reconcile).await.unwrap();
+        sim.stats.caught_up += report.late;
+        if report.batches == 0 {
+            break;
+        }
+    }
     let payouts = sim.market.run_payouts(&PayoutOptions { threshold: Amount::from_aitbc(1) }, &NoProgress).await.unwrap();
     sim.stats.payouts += payouts.paid;
     println!("simulated {} jobs in {round} rounds, {:.1} s: {:?}", sim.jobs.len(), started.elapsed().as_secs_f64(), sim.stats);
@@ -386,6 +436,8 @@ async fn check(sim: &Sim) {
             assert!(due_jobs.remove(job.job_id.as_str()), "job {} has its settlement record", job.job_id);
             assert_eq!(settlement.receipt_id, receipt_id, "the posted transfer names its receipt");
             assert_eq!(settlement.transfer_id, post_transfer_id(&job.job_id));
+            // A late record is settled by a catch-up of the batch whose range it lies in.
+            assert_eq!(settlement.batch_id.contains("-late-"), sim.late.contains(&job.job_id), "job {}: {}", job.job_id, settlement.batch_id);
             assert!(posted_receipts.insert(receipt_id.clone()), "one posted transfer per receipt");
             *receipts_by_client.entry(job.client.to_string()).or_default() += 1;
             // The hold was captured for this receipt at completion, and never voided.
@@ -456,13 +508,30 @@ async fn check(sim: &Sim) {
     // A finished settlement run again changes nothing.
     let again = m.settle(&SettleOptions { in_flight_max: sim.in_flight_max, ..SettleOptions::default() }, &NoProgress).await.unwrap();
     assert_eq!((again.receipts, again.steps), (0, 0));
+    // So does reconciliation; every late completion was caught up exactly once.
+    let again = m.reconcile(&ReconcileOptions { delay_ms: 0, in_flight_max: sim.in_flight_max, ..ReconcileOptions::default() }).await.unwrap();
+    assert_eq!((again.batches, again.late, again.steps), (0, 0, 0));
+    // Each late record is listed by exactly one catch-up batch (a killed run's catch-ups count).
+    let latest = m.latest_settlement_batch().await.unwrap().map_or(0, |b| b.seq);
+    let mut listed = Vec::new();
+    for seq in 1..=latest {
+        for k in 1.. {
+            let Some(catchup) = m.settlement_batch(&catchup_batch_id(seq, k)).await.unwrap() else { break };
+            listed.extend(catchup.late.iter().map(|sk| sk[keys::TIME_DIGITS + 1..].to_string()));
+        }
+    }
+    listed.sort_unstable();
+    let mut late: Vec<String> = sim.late.iter().map(|j| j.to_string()).collect();
+    late.sort_unstable();
+    assert_eq!(listed, late, "each late record caught up once");
+    assert!(!sim.late.is_empty(), "the simulation completed some jobs late");
 }
 
 #[tokio::test]
 async fn simulation_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let (store, queue) = aitbc_store::provision::sqlite(dir.path().join("sim.db"), &[], aitbc_store::queue_spec()).await.unwrap();
-    let params = Params { jobs: 2_000, clients: 40, providers: 3, submit_per_round: 24, drain_rounds_max: 12, in_flight_max: aitbc_market::settlement::SETTLE_IN_FLIGHT_MAX };
+    let params = Params { jobs: 2_000, clients: 40, providers: 3, submit_per_round: 24, drain_rounds_max: 12, in_flight_max: aitbc_market::settlement::SETTLE_IN_FLIGHT_MAX, late_chance: 0.05 };
     simulate(Arc::new(store), Arc::new(queue), params).await;
 }
 
@@ -472,6 +541,6 @@ async fn simulation_on_dynamodb_and_sqs() {
     let Some(backends) = aitbc_store::conformance::aws().await else { return };
     let store = backends.store().await;
     let queue = backends.queue(aitbc_store::queue_spec()).await;
-    let params = Params { jobs: 100, clients: 8, providers: 2, submit_per_round: 10, drain_rounds_max: 8, in_flight_max: 1 };
+    let params = Params { jobs: 100, clients: 8, providers: 2, submit_per_round: 10, drain_rounds_max: 8, in_flight_max: 1, late_chance: 0.5 };
     simulate(store, queue, params).await;
 }

@@ -270,7 +270,7 @@ pub async fn run_task(scheduler: &Scheduler, task: Task, progress: &dyn Progress
             TaskReport::Payout { report, files }
         }
         Task::Sweep => {
-            let options = SweepOptions { expired_records: scheduler.expired_records.clone() };
+            let options = SweepOptions { expired_records: scheduler.expired_records.clone(), ..SweepOptions::default() };
             TaskReport::Sweep(market.sweep(&options, progress).await?)
         }
     };

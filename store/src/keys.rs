@@ -357,6 +357,20 @@ pub fn settlement_batches_covering(due_sk: &str) -> Query {
     settlement_batches().sort(SortCondition::AtLeast(due_sk.to_string()))
 }
 
+/// The reconciler's checkpoint: the sequence number of the last settlement batch whose range
+/// it has re-read and caught up (`SETTLEMENT#reconcile`; batch ids start `batch-`, so no batch
+/// shares it).
+pub fn settlement_reconcile_cursor() -> Key {
+    settlement_batch("reconcile")
+}
+
+/// The marker of a job whose settlement record a batch's range covers but the batch did not
+/// read (a late completion): it names the catch-up batch that settles it. Written only by a
+/// catch-up batch, only if absent; a job has one at most.
+pub fn settlement_late(job_id: &str) -> Key {
+    main_key("SETTLELATE", job_id)
+}
+
 /// A completed job's settlement record (written once, with the receipt): in a table partition
 /// per shard, in completion time order, so that settlement reads receipts as dense, ordered
 /// runs of small items rather than one job item each.

@@ -1281,7 +1281,7 @@ async fn scheduler_runs(store: Arc<dyn Store>, queue: Arc<dyn Queue>, aws: &AwsC
     let threshold = aitbc_core::money::Amount::parse("0.000000001").unwrap();
     market.run_payouts(&PayoutOptions { threshold }, &NoProgress).await.expect("payouts");
     mark("payouts", &mut out);
-    market.sweep(&SweepOptions { expired_records: None }, &NoProgress).await.expect("sweep");
+    market.sweep(&SweepOptions::default(), &NoProgress).await.expect("sweep");
     mark("sweep", &mut out);
     out
 }

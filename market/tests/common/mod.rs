@@ -23,20 +23,35 @@ pub struct World {
     pub clock: Arc<ManualClock>,
     /// Counts what the market writes (settlement's write amplification).
     pub counter: Arc<CountingStore>,
-    /// The store under the counter, to write past the market.
-    pub sqlite: aitbc_store::SqliteStore,
-    _dir: tempfile::TempDir,
+    /// The store under the counter, to write past the market (SQLite worlds).
+    pub sqlite: Option<aitbc_store::SqliteStore>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 pub async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let (store, queue) = aitbc_store::provision::sqlite(dir.path().join("market.db"), &[], aitbc_store::queue_spec()).await.unwrap();
-    let counter = Arc::new(CountingStore::new(Arc::new(store.clone())));
+    let mut w = world_on(Arc::new(store.clone()), Arc::new(queue)).await;
+    w.sqlite = Some(store);
+    w._dir = Some(dir);
+    w
+}
+
+/// The world on DynamoDB and SQS (moto_server at `AITBC_TEST_AWS_ENDPOINT`); None (the test
+/// is skipped, as the conformance tests report) without one.
+pub async fn aws_world() -> Option<World> {
+    use aitbc_store::conformance::Backends;
+    let backends = aitbc_store::conformance::aws().await?;
+    Some(world_on(backends.store().await, backends.queue(aitbc_store::queue_spec()).await).await)
+}
+
+async fn world_on(store: Arc<dyn aitbc_store::Store>, queue: Arc<dyn aitbc_store::Queue>) -> World {
+    let counter = Arc::new(CountingStore::new(store));
     let clock = Arc::new(ManualClock::new(START_MS));
     let key = NamedSigningKey::from_seed(KeyId::parse("aitbc-market-test").unwrap(), [3; 32]);
-    let market = Market::new(counter.clone(), Arc::new(queue), MarketConfig::default(), Settings::default(), key, clock.clone());
+    let market = Market::new(counter.clone(), queue, MarketConfig::default(), Settings::default(), key, clock.clone());
     market.bootstrap().await.unwrap();
-    World { market, clock, counter, sqlite: store, _dir: dir }
+    World { market, clock, counter, sqlite: None, _dir: None }
 }
 
 pub async fn principal(m: &Market, role: Role) -> Principal {
