@@ -51,7 +51,7 @@ fn group_document(group: Group) -> Document {
         Group::Registry => ("registry", routes::registry::Paths::openapi()),
         Group::Pricing => ("pricing", routes::pricing::Paths::openapi()),
         Group::Jobs => ("jobs", routes::jobs::Paths::openapi()),
-        Group::Receipts => ("receipts", routes::receipts::Paths::openapi()),
+        Group::Receipts => ("receipts", routes::receipts::Paths::openapi().merge_from(routes::explorer::Paths::openapi())),
         Group::Accounts => ("accounts", routes::accounts::Paths::openapi()),
     };
     for (_, operation) in operations(&mut document) {
@@ -188,7 +188,7 @@ fn problem_description(status: u16) -> String {
         413 => format!("`payload_too_large`: the body exceeds {BODY_BYTES_MAX} bytes"),
         415 => "`unsupported_media_type`: the body is not Content-Type application/json".into(),
         422 => "`idempotency_key_reused`: this Idempotency-Key was used with a different request".into(),
-        429 => "`rate_limited`: over the key's request rate; retry after `Retry-After` seconds".into(),
+        429 => "`rate_limited`: over the key's request rate (without a key: the caller's network address's); retry after `Retry-After` seconds".into(),
         500 => "`internal`: an internal error (logged; no detail is sent)".into(),
         503 => "`unavailable`: the store or queue is unavailable, retry after `Retry-After` seconds; `no_capacity`: no listing can take the job now".into(),
         other => unreachable!("no problem response for {other}"),
@@ -238,6 +238,8 @@ problem_sets! {
     BodyErrors => [400, 413, 415];
     /// A path or query parameter that does not parse, or a rule the request breaks.
     BadRequest => [400];
+    /// A public read over its caller's rate limit (`extract::Public`).
+    RateLimited => [429];
     /// Funds or the spending limit fall short.
     PaymentRequired => [402];
     /// The caller's role or account may not do this.
