@@ -318,9 +318,12 @@ mod tests {
             ("pricing", include_str!("routes/pricing.rs")),
             ("jobs", include_str!("routes/jobs.rs")),
             ("receipts", include_str!("routes/receipts.rs")),
+            // The explorer's routes are merged into the receipts group.
+            ("receipts", include_str!("routes/explorer.rs")),
             ("accounts", include_str!("routes/accounts.rs")),
         ];
-        assert_eq!(sources.len(), crate::FUNCTION_GROUPS.len(), "a router's source is missing here");
+        let groups: BTreeSet<&str> = sources.iter().map(|(g, _)| *g).collect();
+        assert_eq!(groups.len(), crate::FUNCTION_GROUPS.len(), "a router's source is missing here");
         let mut document = document();
         let mut documented = BTreeSet::new();
         for (path, item) in &document.paths.paths {

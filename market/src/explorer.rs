@@ -217,7 +217,7 @@ impl Interval {
 /// The window of a history: `buckets` buckets of `interval`, the last one holding now.
 #[derive(Debug, Clone, Copy, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Window {
+pub struct HistoryWindow {
     pub interval: Interval,
     pub interval_ms: i64,
     /// Start of the first bucket, unix ms.
@@ -227,14 +227,14 @@ pub struct Window {
     pub buckets: u32,
 }
 
-impl Window {
-    fn new(interval: Interval, buckets: u32, now_ms: i64) -> Result<Window, MarketError> {
+impl HistoryWindow {
+    fn new(interval: Interval, buckets: u32, now_ms: i64) -> Result<HistoryWindow, MarketError> {
         if !(1..=HISTORY_BUCKETS_MAX).contains(&buckets) {
             return Err(MarketError::invalid("buckets", format!("must be 1..={HISTORY_BUCKETS_MAX}")));
         }
         let width = interval.ms();
         let to_ms = (now_ms / width + 1) * width;
-        Ok(Window { interval, interval_ms: width, from_ms: to_ms - width * i64::from(buckets), to_ms, buckets })
+        Ok(HistoryWindow { interval, interval_ms: width, from_ms: to_ms - width * i64::from(buckets), to_ms, buckets })
     }
 
     fn empty(&self) -> Vec<Bucket> {
@@ -267,7 +267,7 @@ pub struct Series {
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MarketHistory {
-    pub window: Window,
+    pub window: HistoryWindow,
     pub series: Vec<Series>,
     /// True when the window held more than the receipts one history reads (the newest count).
     pub truncated: bool,
@@ -290,7 +290,7 @@ pub struct AccountSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_completed_at: Option<i64>,
     pub truncated: bool,
-    pub window: Window,
+    pub window: HistoryWindow,
     pub points: Vec<Bucket>,
 }
 
@@ -499,7 +499,7 @@ impl Market {
 
     /// Receipts per region and model in time buckets: volume, price and utilization.
     pub async fn market_history(&self, region: Option<&str>, model: Option<&ModelName>, interval: Interval, buckets: u32) -> Result<MarketHistory, MarketError> {
-        let window = Window::new(interval, buckets, self.now_ms())?;
+        let window = HistoryWindow::new(interval, buckets, self.now_ms())?;
         let only_region = region.map(|r| self.config.region(r).map(|(r, _)| r)).transpose()?;
         // Each listing's region and each region's GPUs, from the listings there now.
         let mut region_of: BTreeMap<ListingId, Region> = BTreeMap::new();
@@ -538,7 +538,7 @@ impl Market {
 
     /// An account's receipts in total (the newest SUMMARY_RECEIPTS_MAX) and per time bucket.
     pub async fn account_summary(&self, address: &Address, interval: Interval, buckets: u32) -> Result<AccountSummary, MarketError> {
-        let window = Window::new(interval, buckets, self.now_ms())?;
+        let window = HistoryWindow::new(interval, buckets, self.now_ms())?;
         let provider = self.is_provider(address).await?;
         let filter = if provider {
             ReceiptFilter { provider: Some(address.clone()), ..Default::default() }

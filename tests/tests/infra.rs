@@ -301,8 +301,15 @@ fn template_routes(t: &Value) -> Vec<Route> {
 fn source_routes() -> Vec<Route> {
     let mut routes = Vec::new();
     for group in aitbc_functions::FUNCTION_GROUPS {
-        let file = repo().join(format!("functions/src/routes/{group}.rs"));
-        let src = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        // The explorer's routes are merged into the receipts group (`app::Group::routes`).
+        let files: &[&str] = if group == "receipts" { &["receipts", "explorer"] } else { &[group] };
+        let src: String = files
+            .iter()
+            .map(|name| {
+                let file = repo().join(format!("functions/src/routes/{name}.rs"));
+                std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            })
+            .collect();
         let mut rest = src.as_str();
         while let Some(at) = rest.find(".route(\"") {
             rest = &rest[at + ".route(\"".len()..];
