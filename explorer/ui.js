@@ -25,16 +25,7 @@ function append(el, children) {
 /** A value with a button that copies it exactly (addresses, amounts, ids).
  * @param {string} text @param {string} label what is copied, for screen readers */
 export function copyable(text, label) {
-  const button = h('button', { type: 'button', class: 'copy', 'aria-label': 'Copy ' + label, title: 'Copy ' + label }, 'Copy');
-  button.addEventListener('click', async () => {
-    try {
-      await navigator.clipboard.writeText(text);
-      button.textContent = 'Copied';
-    } catch {
-      button.textContent = 'Copy failed';
-    }
-    setTimeout(() => { button.textContent = 'Copy'; }, 1500);
-  });
+  const button = h('button', { type: 'button', class: 'copy', 'aria-label': 'Copy ' + label, title: 'Copy ' + label, onclick: () => copyText(button, text) }, 'Copy');
   return h('span', { class: 'copyable' }, h('code', {}, text), button);
 }
 
