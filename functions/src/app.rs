@@ -40,7 +40,7 @@ impl Group {
             Group::Registry => routes::registry::router(),
             Group::Pricing => routes::pricing::router(),
             Group::Jobs => routes::jobs::router(),
-            Group::Receipts => routes::receipts::router(),
+            Group::Receipts => routes::receipts::router().merge(routes::explorer::router()),
             Group::Accounts => routes::accounts::router(),
         }
     }

@@ -45,6 +45,29 @@ impl FromRequestParts<AppState> for MaybeAuth {
     }
 }
 
+/// A public read (the explorer's): anonymous callers are rate limited per network address (the
+/// last `X-Forwarded-For` hop, which API Gateway appends; one shared bucket without it), callers
+/// that send a key per key.
+pub struct Public;
+
+impl FromRequestParts<AppState> for Public {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if authenticate(parts, state).await?.is_some() {
+            return Ok(Public);
+        }
+        let source = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map_or("direct", str::trim);
+        state.market.rate_limit_anonymous(source)?;
+        Ok(Public)
+    }
+}
+
 /// The Bearer key's principal, rate limited; None when no Authorization header is present.
 pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<Principal>, ApiError> {
     let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) else {

@@ -51,7 +51,7 @@ fn group_document(group: Group) -> Document {
         Group::Registry => ("registry", routes::registry::Paths::openapi()),
         Group::Pricing => ("pricing", routes::pricing::Paths::openapi()),
         Group::Jobs => ("jobs", routes::jobs::Paths::openapi()),
-        Group::Receipts => ("receipts", routes::receipts::Paths::openapi()),
+        Group::Receipts => ("receipts", routes::receipts::Paths::openapi().merge_from(routes::explorer::Paths::openapi())),
         Group::Accounts => ("accounts", routes::accounts::Paths::openapi()),
     };
     for (_, operation) in operations(&mut document) {
@@ -328,7 +328,7 @@ fn problem_description(status: u16) -> String {
         413 => format!("`payload_too_large`: the body exceeds {BODY_BYTES_MAX} bytes"),
         415 => "`unsupported_media_type`: the body is not Content-Type application/json".into(),
         422 => "`idempotency_key_reused`: this Idempotency-Key was used with a different request".into(),
-        429 => "`rate_limited`: over the key's request rate; retry after `Retry-After` seconds".into(),
+        429 => "`rate_limited`: over the key's request rate (without a key: the caller's network address's); retry after `Retry-After` seconds".into(),
         500 => "`internal`: an internal error (logged; no detail is sent)".into(),
         503 => "`unavailable`: the store or queue is unavailable, retry after `Retry-After` seconds; `no_capacity`: no listing can take the job now".into(),
         other => unreachable!("no problem response for {other}"),
@@ -378,6 +378,8 @@ problem_sets! {
     BodyErrors => [400, 413, 415];
     /// A path or query parameter that does not parse, or a rule the request breaks.
     BadRequest => [400];
+    /// A public read over its caller's rate limit (`extract::Public`).
+    RateLimited => [429];
     /// Funds or the spending limit fall short.
     PaymentRequired => [402];
     /// The caller's role or account may not do this.
@@ -456,9 +458,12 @@ mod tests {
             ("pricing", include_str!("routes/pricing.rs")),
             ("jobs", include_str!("routes/jobs.rs")),
             ("receipts", include_str!("routes/receipts.rs")),
+            // The explorer's routes are merged into the receipts group.
+            ("receipts", include_str!("routes/explorer.rs")),
             ("accounts", include_str!("routes/accounts.rs")),
         ];
-        assert_eq!(sources.len(), crate::FUNCTION_GROUPS.len(), "a router's source is missing here");
+        let groups: BTreeSet<&str> = sources.iter().map(|(g, _)| *g).collect();
+        assert_eq!(groups.len(), crate::FUNCTION_GROUPS.len(), "a router's source is missing here");
         let mut document = document();
         let mut documented = BTreeSet::new();
         for (path, item) in &document.paths.paths {

@@ -547,6 +547,96 @@ async fn futures_join<F: std::future::Future<Output = Reply>>(calls: impl Iterat
     out
 }
 
+/// Submits, claims and completes one job of `c` on `s`'s listing; answers the receipt.
+async fn completed_job(app: &App, s: &Seller, c: &Actor, idem: &str) -> Value {
+    let job = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(job_body()), Some(idem)).await;
+    assert_eq!(job.status, StatusCode::CREATED, "{:?}", job.body);
+    let job_id = job.body["job_id"].as_str().unwrap().to_string();
+    let claimed = app.post(&format!("/v1/jobs/{job_id}/claim"), Some(&s.who.key), json!({"worker_id": "wrk-1"})).await;
+    assert_eq!(claimed.status, StatusCode::OK, "{:?}", claimed.body);
+    let done = app.post(&format!("/v1/jobs/{job_id}/complete"), Some(&s.who.key), completion(&claimed.body, s, "wrk-1")).await;
+    assert_eq!(done.status, StatusCode::OK, "{:?}", done.body);
+    done.body["receipt"].clone()
+}
+
+/// The explorer's public reads: every receipt without a key, newest first, paged with opaque
+/// cursors and bounded pages, filtered; a receipt's job without its spec or result; GPUs,
+/// accounts and the market's history; and the pages with their content types and CSP.
+pub async fn the_explorer_reads_are_public_paged_and_filtered(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    let s = seller(&app, 3).await;
+    let (c1, c2) = (buyer(&app, "100").await, buyer(&app, "100").await);
+    let mut made = Vec::new();
+    for (i, c) in [&c1, &c2, &c1].into_iter().enumerate() {
+        made.push(completed_job(&app, &s, c, &format!("explorer-{i}")).await["receipt_id"].as_str().unwrap().to_string());
+    }
+
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..5 {
+        let r = app.get(&format!("/v1/explorer/receipts?limit=2{cursor}"), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        let items = r.body["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|i| i["receipt_id"].as_str().unwrap().to_string()));
+        match r.body["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    let mut expected = made.clone();
+    expected.sort();
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected, "every receipt once, across pages");
+
+    let only = app.get(&format!("/v1/explorer/receipts?client={}", c2.address), None).await;
+    let items = only.body["items"].as_array().unwrap();
+    assert_eq!((items.len(), items[0]["receipt_id"].as_str().unwrap()), (1, made[1].as_str()));
+    let by_provider = app.get(&format!("/v1/explorer/receipts?provider={}&model=llama3.2", s.who.address), None).await;
+    assert_eq!(by_provider.body["items"].as_array().unwrap().len(), 3, "{:?}", by_provider.body);
+    let other_model = app.get("/v1/explorer/receipts?model=codellama", None).await;
+    assert_eq!(other_model.body["items"].as_array().unwrap().len(), 0);
+    let future = app.get("/v1/explorer/receipts?since=4000000000", None).await;
+    assert_eq!(future.body["items"].as_array().unwrap().len(), 0);
+    assert_problem(&app.get("/v1/explorer/receipts?cursor=bm90LWEta2V5", None).await, 400, "invalid_request");
+    assert_problem(&app.get("/v1/explorer/receipts?client=nope", None).await, 400, "invalid_request");
+    let big = app.get("/v1/explorer/receipts?limit=100000", None).await;
+    assert_eq!(big.status, StatusCode::OK, "a page size above the maximum is clamped");
+
+    let detail = app.get(&format!("/v1/explorer/receipts/{}", made[0]), None).await;
+    assert_eq!(detail.status, StatusCode::OK, "{:?}", detail.body);
+    assert_eq!(detail.body["receipt"]["receipt_id"], made[0].as_str());
+    assert_eq!(detail.body["job"]["state"], "completed");
+    assert!(detail.body["job"].get("spec").is_none() && detail.body["job"].get("output").is_none(), "job specs and results stay private");
+    assert_eq!(detail.body["due"]["price"], detail.body["receipt"]["price"]);
+    assert_problem(&app.get("/v1/explorer/receipts/rcpt-0000", None).await, 404, "not_found");
+
+    let gpus = app.get("/v1/explorer/gpus?region=us-west", None).await;
+    let row = gpus.body.as_array().unwrap().iter().find(|g| g["gpu_id"] == s.gpu_id.as_str()).expect("the listing");
+    assert_eq!((row["online"].clone(), row["completed_jobs"].clone()), (json!(true), json!(3)));
+    assert!(row["prices"]["llama3.2"].is_string(), "{row:?}");
+
+    let account = app.get(&format!("/v1/explorer/accounts/{}?interval=minute&buckets=10", s.who.address), None).await;
+    assert_eq!((account.body["role"].clone(), account.body["receipts"].clone()), (json!("provider"), json!(3)), "{:?}", account.body);
+    assert_eq!(account.body["points"].as_array().unwrap().len(), 10);
+    let spent = app.get(&format!("/v1/explorer/accounts/{}", c2.address), None).await;
+    assert_eq!((spent.body["role"].clone(), spent.body["receipts"].clone()), (json!("client"), json!(1)));
+    assert_problem(&app.get(&format!("/v1/explorer/accounts/{}?buckets=1000", c2.address), None).await, 400, "invalid_request");
+
+    let history = app.get("/v1/market/history?interval=minute&buckets=5", None).await;
+    assert_eq!(history.status, StatusCode::OK, "{:?}", history.body);
+    let series = history.body["series"].as_array().unwrap();
+    let counted: u64 = series.iter().flat_map(|s| s["points"].as_array().unwrap()).map(|p| p["receipts"].as_u64().unwrap()).sum();
+    assert_eq!((series[0]["region"].clone(), counted), (json!("us-west"), 3));
+
+    let page = app.raw(Method::GET, "/explorer/", None, "", "text/plain").await;
+    assert_eq!((page.status, page.content_type.as_str()), (StatusCode::OK, "text/html; charset=utf-8"));
+    let script = app.raw(Method::GET, "/explorer/verify.js", None, "", "text/plain").await;
+    assert_eq!(script.content_type, "text/javascript; charset=utf-8");
+    assert_eq!(app.raw(Method::GET, "/explorer/missing.js", None, "", "text/plain").await.status, StatusCode::NOT_FOUND);
+}
+
 macro_rules! api_suite {
     ($backend:ident, $factory:expr) => {
         mod $backend {
@@ -565,6 +655,7 @@ macro_rules! api_suite {
             case!(idempotency_replays_refuses_and_serializes);
             case!(the_openapi_document_is_served);
             case!(the_outside_audit_s_findings_stay_fixed);
+            case!(the_explorer_reads_are_public_paged_and_filtered);
         }
     };
 }

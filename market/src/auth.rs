@@ -137,15 +137,25 @@ impl Market {
 
     /// Takes one request from the caller's bucket, or says how long to wait.
     pub fn rate_limit(&self, principal: &Principal) -> Result<(), MarketError> {
+        self.rate_limit_bucket(&principal.key_hash)
+    }
+
+    /// Takes one request from an anonymous caller's bucket (named by its network address), or
+    /// says how long to wait: public reads are limited like keyed ones.
+    pub fn rate_limit_anonymous(&self, source: &str) -> Result<(), MarketError> {
+        self.rate_limit_bucket(&format!("anonymous:{source}"))
+    }
+
+    fn rate_limit_bucket(&self, bucket_key: &str) -> Result<(), MarketError> {
         let per_s = u64::from(self.settings.rate_limit_per_s.max(1));
         let capacity_milli = 2 * per_s * 1_000;
         let now = self.now_ms();
         let mut buckets = self.caches.buckets.lock().expect("rate buckets");
-        if buckets.len() >= KEY_CACHE_ENTRIES_MAX && !buckets.contains_key(&principal.key_hash) {
+        if buckets.len() >= KEY_CACHE_ENTRIES_MAX && !buckets.contains_key(bucket_key) {
             buckets.clear();
         }
         let bucket = buckets
-            .entry(principal.key_hash.clone())
+            .entry(bucket_key.to_string())
             .or_insert(Bucket { tokens_milli: capacity_milli, refilled_at_ms: now });
         let elapsed_ms = u64::try_from(now - bucket.refilled_at_ms).unwrap_or(0);
         // per_s requests per second = per_s milli-requests per millisecond.

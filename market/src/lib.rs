@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod error;
+pub mod explorer;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;

@@ -45,6 +45,14 @@ pub struct QuoteInput {
     pub kind: Option<JobKind>,
 }
 
+impl QuoteInput {
+    /// One GPU-second of `model` at the basic tier on any listing: a listing's current unit
+    /// price (the market view, the explorer).
+    pub fn one_second(model: ModelName) -> Self {
+        QuoteInput { model: Some(model), units: GpuMillis::from_seconds(1), region: None, gpu_id: None, tier: Tier::Basic, duration_hours: 0, kind: None }
+    }
+}
+
 /// The priced terms a quote promises.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -290,15 +298,7 @@ impl Market {
             };
             for view in views.iter().filter(|v| v.online) {
                 for model in &view.listing.models {
-                    let input = QuoteInput {
-                        model: Some(model.clone()),
-                        units: GpuMillis::from_seconds(1),
-                        region: None,
-                        gpu_id: None,
-                        tier: Tier::Basic,
-                        duration_hours: 0,
-                        kind: None,
-                    };
+                    let input = QuoteInput::one_second(model.clone());
                     let price = self.quote_on(view, &input).await?.terms.unit_price;
                     let entry = stats.models.entry(model.to_string()).or_insert((price, price));
                     entry.0 = entry.0.min(price);

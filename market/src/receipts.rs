@@ -40,7 +40,7 @@ fn receipt_key(id: &str) -> Key {
 }
 
 /// The guard that allows one receipt per job, whatever its attempt or id.
-fn job_receipt_guard(job_id: &str) -> Key {
+pub(crate) fn job_receipt_guard(job_id: &str) -> Key {
     Key::new(keys::job(job_id).pk, "RECEIPT")
 }
 

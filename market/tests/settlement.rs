@@ -384,7 +384,7 @@ async fn late_world(w: World) -> (World, JobRecord, Vec<AccountId>) {
     let p = provider(m).await;
     let client = funded_client(m, "100").await;
     run_job(&w, &p, &client, "a", "2.5", 0, 2_000).await;
-    m.heartbeat(&p.who, &p.listing.gpu_id, &p.worker).await.unwrap();
+    m.heartbeat(&p.who, &p.listing.gpu_id, &p.worker, None).await.unwrap();
     let job = m.submit_job(&client, submit("2.5"), "b").await.unwrap();
     let claimed = m.claim_job(&p.who, &job.job_id, &p.worker, None).await.unwrap();
     let claimed_ms = m.now_ms();

@@ -1,6 +1,7 @@
 //! One module per function group.
 
 pub mod accounts;
+pub mod explorer;
 pub mod jobs;
 pub mod pricing;
 pub mod receipts;

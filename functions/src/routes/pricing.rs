@@ -2,9 +2,10 @@
 //! and the API's OpenAPI document.
 
 use crate::app::AppState;
-use crate::error::ApiResult;
-use crate::extract::{ApiJson, ApiQuery};
-use crate::openapi::{BadRequest, BodyErrors, NotFound, StoreErrors};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiQuery, Public};
+use crate::openapi::{BadRequest, BodyErrors, NotFound, RateLimited, StoreErrors};
+use aitbc_market::explorer::{Interval, MarketHistory, HISTORY_BUCKETS_DEFAULT};
 use aitbc_core::money::Rate;
 use aitbc_core::receipt::UnitType;
 use aitbc_core::values::{ModelName, Region};
@@ -22,12 +23,13 @@ pub fn router() -> Router<AppState> {
         .route("/v1/rate-card", get(rate_card))
         .route("/v1/quotes", post(quote))
         .route("/v1/market", get(market))
+        .route("/v1/market/history", get(market_history))
         .route("/v1/openapi.json", get(openapi))
 }
 
 /// The group's operations in the OpenAPI document (`crate::openapi`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(rate_card, quote, market, openapi))]
+#[openapi(paths(rate_card, quote, market, market_history, openapi))]
 pub(crate) struct Paths;
 
 /// The rate card: the floor price per model.
@@ -86,6 +88,40 @@ struct MarketQuery {
 )]
 async fn market(State(s): State<AppState>, ApiQuery(q): ApiQuery<MarketQuery>) -> ApiResult<Json<Vec<RegionStats>>> {
     Ok(Json(s.market.market_stats(q.region.as_deref()).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    /// One region; every region when absent.
+    region: Option<String>,
+    /// One model; every model when absent.
+    model: Option<String>,
+    /// Width of a bucket.
+    #[param(default = "hour", inline)]
+    interval: Option<Interval>,
+    /// Buckets, the last one holding now: 1..=168.
+    #[param(default = json!(HISTORY_BUCKETS_DEFAULT))]
+    buckets: Option<u32>,
+}
+
+/// The market over time: per region and model, receipts, GPU-seconds, revenue, the mean unit
+/// price and utilization in time buckets (public).
+///
+/// Computed from the receipts completed in the window (at most the newest 5,000: `truncated`
+/// says when there were more); utilization is metered GPU time over the GPUs listed in the
+/// region now.
+#[utoipa::path(
+    get,
+    path = "/v1/market/history",
+    params(HistoryQuery),
+    responses((status = 200, description = "Series of time buckets", body = MarketHistory), BadRequest, RateLimited, StoreErrors)
+)]
+async fn market_history(State(s): State<AppState>, _: Public, ApiQuery(q): ApiQuery<HistoryQuery>) -> ApiResult<Json<MarketHistory>> {
+    let model = q.model.as_deref().map(ModelName::parse).transpose().map_err(|e| ApiError::invalid("model", e.reason))?;
+    let history = s.market.market_history(q.region.as_deref(), model.as_ref(), q.interval.unwrap_or(Interval::Hour), q.buckets.unwrap_or(HISTORY_BUCKETS_DEFAULT)).await?;
+    Ok(Json(history))
 }
 
 /// This API's OpenAPI 3.1 document.
