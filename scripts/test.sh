@@ -5,7 +5,9 @@
 #     PyNaCl (the independent Ed25519 implementation that checks our receipt test vectors);
 #  2. moto_server on a free loopback port, stopped again on exit;
 #  3. cargo test over the whole workspace, built once;
-#  4. the API fuzz run (scripts/fuzz.sh): schemathesis against `aitbc up`, as three callers.
+#  4. the API fuzz run (scripts/fuzz.sh): schemathesis against `aitbc up`, as three callers;
+#  5. the explorer's pages in headless Chromium (scripts/explorer-test.sh), which installs
+#     Debian's chromium and the pinned playwright-core itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -50,3 +52,4 @@ unset AWS_PROFILE AWS_SESSION_TOKEN
 
 cargo test --workspace --locked "$@"
 bash scripts/fuzz.sh
+AITBC_BIN="$root/target/debug/aitbc" bash scripts/explorer-test.sh

@@ -69,15 +69,22 @@ impl ReceiptFilter {
     }
 
     /// The sort key range `[low, high]` of the time filter (both key shapes are `<t>#<id>`).
+    ///
+    /// Bounds outside the times a receipt can carry are clamped to them: they select the same
+    /// receipts, and key times have a fixed width (`keys::time` refuses wider ones).
     fn range(&self) -> (String, String) {
-        let low = keys::time(self.since_ms.unwrap_or(0).max(0));
+        let clamp = |ms: i64| ms.clamp(0, RECEIPT_TIME_MS_MAX);
+        let low = keys::time(clamp(self.since_ms.unwrap_or(0)));
         let high = match self.until_ms {
-            Some(ms) => keys::settlement_due_end(ms.max(0)),
+            Some(ms) => keys::settlement_due_end(clamp(ms)),
             None => format!("{}\u{10FFFF}", "9".repeat(keys::TIME_DIGITS)),
         };
         (low, high)
     }
 }
+
+/// The latest time a receipt can carry, in unix milliseconds.
+const RECEIPT_TIME_MS_MAX: i64 = aitbc_core::receipt::TIMESTAMP_S_MAX * 1_000 + 999;
 
 /// A receipt's job as the public sees it: its state and terms, never its spec or result.
 #[derive(Debug, Clone, Serialize)]

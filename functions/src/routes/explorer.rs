@@ -13,7 +13,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_path, ApiQuery, Public};
 use crate::openapi::{BadRequest, NotFound, RateLimited, StoreErrors};
 use aitbc_core::receipt::Receipt;
-use aitbc_core::values::{Address, ModelName, ReceiptId};
+use aitbc_core::values::{Address, ModelName, ReceiptId, Region};
 use aitbc_market::explorer::{AccountSummary, GpuRow, Interval, ReceiptDetail, ReceiptFilter, EXPLORER_PAGE_DEFAULT, HISTORY_BUCKETS_DEFAULT};
 use axum::extract::{Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
@@ -65,10 +65,13 @@ fn asset(name: &str) -> Option<(&'static str, &'static str)> {
 #[serde(deny_unknown_fields)]
 struct ReceiptsQuery {
     /// Only this client's receipts.
+    #[param(value_type = Option<Address>)]
     client: Option<String>,
     /// Only this provider's receipts.
+    #[param(value_type = Option<Address>)]
     provider: Option<String>,
     /// Only receipts of this model.
+    #[param(value_type = Option<ModelName>)]
     model: Option<String>,
     /// Completed at or after (unix seconds).
     since: Option<i64>,
@@ -129,8 +132,10 @@ async fn receipt(State(s): State<AppState>, _: Public, Path(id): Path<String>) -
 #[serde(deny_unknown_fields)]
 struct GpusQuery {
     /// One region; every configured region when absent.
+    #[param(value_type = Option<Region>)]
     region: Option<String>,
     /// Only listings serving this model.
+    #[param(value_type = Option<ModelName>)]
     model: Option<String>,
 }
 
@@ -154,7 +159,7 @@ struct WindowQuery {
     #[param(default = "hour", inline)]
     interval: Option<Interval>,
     /// Buckets, the last one holding now: 1..=168.
-    #[param(default = json!(HISTORY_BUCKETS_DEFAULT))]
+    #[param(default = json!(HISTORY_BUCKETS_DEFAULT), minimum = 1, maximum = 168)]
     buckets: Option<u32>,
 }
 

@@ -95,14 +95,16 @@ async fn market(State(s): State<AppState>, ApiQuery(q): ApiQuery<MarketQuery>) -
 #[serde(deny_unknown_fields)]
 struct HistoryQuery {
     /// One region; every region when absent.
+    #[param(value_type = Option<Region>)]
     region: Option<String>,
     /// One model; every model when absent.
+    #[param(value_type = Option<ModelName>)]
     model: Option<String>,
     /// Width of a bucket.
     #[param(default = "hour", inline)]
     interval: Option<Interval>,
     /// Buckets, the last one holding now: 1..=168.
-    #[param(default = json!(HISTORY_BUCKETS_DEFAULT))]
+    #[param(default = json!(HISTORY_BUCKETS_DEFAULT), minimum = 1, maximum = 168)]
     buckets: Option<u32>,
 }
 
