@@ -550,3 +550,42 @@ mod tests {
         assert!((out[0] - 3.0 / rms).abs() < 1e-6 && (out[1] - 4.0 / rms).abs() < 1e-6);
     }
 }
+
+#[cfg(test)]
+mod matmul_tests {
+    use super::*;
+    use candle_core::quantized::QTensor;
+    use candle_core::Tensor;
+
+    /// candle's quantized product against the dequantized weights in f32, for each type we
+    /// ship, at decode (m = 1) and prefill (m = 5) shapes.
+    #[test]
+    fn quantized_products_match_dequantized() {
+        for dtype in [GgmlDType::F32, GgmlDType::F16, GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
+            for (n, k) in [(64, 576), (96, 1536)] {
+                let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+                let q = QTensor::quantize(&w, dtype).unwrap();
+                let deq: Vec<f32> = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                let data = q.data().unwrap();
+                let QStorage::Cpu(weights) = QStorage::from_data(data, &Device::Cpu, dtype).unwrap() else { panic!() };
+                let lin = Linear { weights, dtype, n_out: n, n_in: k };
+                for m in [1, 5, 16, 37] {
+                    let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+                    let mut out = Vec::new();
+                    lin.forward(&x, m, &mut out).unwrap();
+                    let mut num = 0f64;
+                    let mut den = 0f64;
+                    for r in 0..m {
+                        for c in 0..n {
+                            let e: f64 = (0..k).map(|i| x[r * k + i] as f64 * deq[c * k + i] as f64).sum();
+                            num += (out[r * n + c] as f64 - e).powi(2);
+                            den += e * e;
+                        }
+                    }
+                    let err = (num / den).sqrt();
+                    assert!(err < 0.02, "{dtype:?} {n}x{k} m={m}: relative error {err}");
+                }
+            }
+        }
+    }
+}
