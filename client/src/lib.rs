@@ -141,8 +141,14 @@ impl Client {
     pub async fn listing(&self, gpu_id: &str) -> Result<Value, ClientError> {
         self.get(&format!("/v1/listings/{gpu_id}")).await
     }
-    pub async fn listing_heartbeat(&self, gpu_id: &str, worker_id: &str) -> Result<Value, ClientError> {
-        self.post(&format!("/v1/listings/{gpu_id}/heartbeat"), &json!({ "worker_id": worker_id })).await
+    /// A listing's liveness and, from a worker, the models it has loaded (what the listing then
+    /// serves text generation of); `None` leaves the last report as it was.
+    pub async fn listing_heartbeat(&self, gpu_id: &str, worker_id: &str, models: Option<&[String]>) -> Result<Value, ClientError> {
+        let mut body = json!({ "worker_id": worker_id });
+        if let Some(models) = models {
+            body["models"] = json!(models);
+        }
+        self.post(&format!("/v1/listings/{gpu_id}/heartbeat"), &body).await
     }
     pub async fn quote(&self, input: &Value) -> Result<Value, ClientError> {
         self.post("/v1/quotes", input).await

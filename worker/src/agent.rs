@@ -9,8 +9,9 @@
 //! one refused claim and nothing else.
 
 use crate::backend::{Backend, RunLimits};
+use crate::models::Models;
 use aitbc_client::{Client, ClientError};
-use aitbc_core::jobspec::{JobOutput, JobSpec};
+use aitbc_core::jobspec::{JobKind, JobOutput, JobSpec};
 use aitbc_core::money::{GpuMillis, Rate};
 use aitbc_core::receipt::{JobTerms, Metered, ReceiptBody, UnitType};
 use aitbc_core::signing::NamedSigningKey;
@@ -92,6 +93,8 @@ struct Shared {
     key: NamedSigningKey,
     config: AgentConfig,
     backends: Mutex<Vec<Box<dyn Backend>>>,
+    /// The language models this worker serves (`text_generation` jobs).
+    models: Arc<Models>,
     in_flight: Mutex<HashMap<JobId, InFlight>>,
     stats: Mutex<Stats>,
 }
@@ -122,10 +125,17 @@ impl Agent {
             key,
             config,
             backends: Mutex::new(backends),
+            models: Arc::new(Models::default()),
             in_flight: Mutex::new(HashMap::new()),
             stats: Mutex::new(Stats::default()),
         };
         Ok(Self { shared: Arc::new(shared) })
+    }
+
+    /// Serves `models` too: text generation on the models loaded, which heartbeats report.
+    pub fn with_models(mut self, models: Arc<Models>) -> Self {
+        Arc::get_mut(&mut self.shared).expect("not yet running").models = models;
+        self
     }
 
     /// Runs until `shutdown` turns true, then drains within the grace period.
@@ -140,8 +150,9 @@ impl Agent {
         tracing::info!(worker = %s.config.worker_id, listings = queues.len(), slots = s.config.max_concurrent_jobs, "worker started");
         while !*shutdown.borrow() {
             if Instant::now() >= next_listing_heartbeat {
+                let models: Vec<String> = s.models.names().iter().map(ToString::to_string).collect();
                 for (gpu_id, _) in &queues {
-                    if let Err(e) = s.client.listing_heartbeat(gpu_id.as_str(), s.config.worker_id.as_str()).await {
+                    if let Err(e) = s.client.listing_heartbeat(gpu_id.as_str(), s.config.worker_id.as_str(), Some(&models)).await {
                         tracing::warn!(error = %e, gpu_id = %gpu_id, "listing heartbeat failed");
                     }
                 }
@@ -303,6 +314,17 @@ fn now_s() -> i64 {
 async fn run_job(s: &Arc<Shared>, job: &Value) -> Result<(JobOutput, i64), (String, bool)> {
     let spec: JobSpec = serde_json::from_value(job["spec"].clone()).map_err(|e| (format!("unreadable spec: {e}"), false))?;
     let timeout_ms = job["timeout_ms"].as_u64().unwrap_or(aitbc_core::jobspec::JOB_TIMEOUT_MS_DEFAULT);
+    if spec.kind() == JobKind::TextGeneration {
+        let models = s.models.clone();
+        let started_s = now_s();
+        let result = tokio::task::spawn_blocking(move || {
+            let limits = RunLimits { timeout_ms, ..RunLimits::default() };
+            models.run(&spec, &limits, &mut |_| std::ops::ControlFlow::Continue(()))
+        })
+        .await
+        .map_err(|e| (format!("inference task panicked: {e}"), true))?;
+        return result.map(|output| (output, started_s)).map_err(|e| (format!("{e} ({})", e.code()), e.retryable()));
+    }
     let mut backend = s.backends.lock().expect("backends").pop().expect("a backend per slot");
     let started_s = now_s();
     let (backend, result) = tokio::task::spawn_blocking(move || {

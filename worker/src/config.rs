@@ -53,6 +53,9 @@ pub struct FileConfig {
     pub grace_ms: Option<u64>,
     pub poll_wait_ms: Option<u64>,
     pub worker_id: Option<String>,
+    /// Language models to serve: `[[models]]` with `name`, `path` (a GGUF file) and `sha256`.
+    #[serde(default)]
+    pub models: Vec<crate::models::ModelConfig>,
 }
 
 /// Flags of `aitbc-worker run`; each also reads its environment variable.
@@ -105,6 +108,7 @@ pub struct WorkerSettings {
     pub backend: BackendChoice,
     pub gpu_index: usize,
     pub agent: AgentConfig,
+    pub models: Vec<crate::models::ModelConfig>,
 }
 
 fn read_bounded(path: &Path, what: &str) -> Result<String, String> {
@@ -149,6 +153,9 @@ impl RunArgs {
             grace_ms: self.grace_ms.or(file.grace_ms).unwrap_or(GRACE_MS_DEFAULT),
         };
         agent.validate()?;
+        if file.models.len() > crate::models::MODELS_MAX {
+            return Err(format!("at most {} models", crate::models::MODELS_MAX));
+        }
         Ok(WorkerSettings {
             api_url,
             api_key,
@@ -157,6 +164,7 @@ impl RunArgs {
             backend,
             gpu_index: self.gpu_index.or(file.gpu_index).unwrap_or(0),
             agent,
+            models: file.models,
         })
     }
 }

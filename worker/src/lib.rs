@@ -25,6 +25,7 @@ pub mod agent;
 pub mod assess;
 pub mod backend;
 pub mod config;
+pub mod models;
 
 pub use backend::{
     auto_picks_cuda, probe_cuda, select, Backend, BackendChoice, CpuBackend, CudaAvailability, CudaBackend, RunError, RunLimits,
@@ -50,6 +51,8 @@ pub async fn run(settings: config::WorkerSettings, shutdown: tokio::sync::watch:
         .map(|_| select(settings.backend, settings.gpu_index).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
     let client = aitbc_client::Client::new(&settings.api_url, Some(settings.api_key.clone()));
-    let agent = agent::Agent::new(client, queue, settings.key, settings.agent, backends)?;
+    // Loading a model takes seconds and is never billed: it happens once, before any claim.
+    let models = std::sync::Arc::new(tokio::task::spawn_blocking(move || models::Models::load(&settings.models)).await.map_err(|e| e.to_string())?);
+    let agent = agent::Agent::new(client, queue, settings.key, settings.agent, backends)?.with_models(models);
     agent.run(shutdown).await
 }

@@ -61,7 +61,7 @@ async fn provider(m: &Market_) -> Provider {
     let key_file = m._dir.path().join("provider-key.json");
     std::fs::write(&key_file, serde_json::to_string(&key.to_file()).unwrap()).unwrap();
     let gpu_id = ListingId::parse(listing["gpu_id"].as_str().unwrap()).unwrap();
-    client.listing_heartbeat(gpu_id.as_str(), "wrk-setup").await.unwrap();
+    client.listing_heartbeat(gpu_id.as_str(), "wrk-setup", None).await.unwrap();
     Provider { client, key, key_file, gpu_id, queue: listing["queue"].as_str().unwrap().to_string() }
 }
 

@@ -61,7 +61,8 @@ pub async fn run(args: DemoArgs, ctx: Ctx) -> Result<(), CliError> {
     settings.sweep_interval_s = 1;
 
     let provider_key = NamedSigningKey::generate(KeyId::parse("demo-provider-ed25519-1").expect("valid"));
-    let (local, provider) = start_with_provider(&settings, dir.path(), "127.0.0.1:0", &provider_key).await?;
+    let models = crate::local::local_models(&ctx.home).await?;
+    let (local, provider) = start_with_provider(&settings, dir.path(), "127.0.0.1:0", &provider_key, models).await?;
     let result = demo(&args, &ctx, &local, &provider).await;
     local.shutdown().await;
     if args.keep {
@@ -72,8 +73,8 @@ pub async fn run(args: DemoArgs, ctx: Ctx) -> Result<(), CliError> {
 
 /// Starts the marketplace, opens the provider's account, and restarts it with the local worker
 /// serving that provider (the restart also shows the data surviving one).
-async fn start_with_provider(settings: &LocalSettings, dir: &std::path::Path, listen: &str, key: &NamedSigningKey) -> Result<(LocalMarket, ProviderCreds), CliError> {
-    let first = LocalMarket::start(settings, dir, listen, WorkerSource::Home(dir.join("no-home"))).await?;
+async fn start_with_provider(settings: &LocalSettings, dir: &std::path::Path, listen: &str, key: &NamedSigningKey, models: std::sync::Arc<aitbc_worker::models::Models>) -> Result<(LocalMarket, ProviderCreds), CliError> {
+    let first = LocalMarket::start(settings, dir, listen, WorkerSource::Home(dir.join("no-home")), models.clone()).await?;
     let anon = Client::new(&first.url, None);
     let opened = anon.open_account("provider").await?;
     let creds = ProviderCreds {
@@ -83,7 +84,7 @@ async fn start_with_provider(settings: &LocalSettings, dir: &std::path::Path, li
     };
     anon.with_key(&creds.api_key).register_key(&key.public()).await?;
     first.shutdown().await;
-    let local = LocalMarket::start(settings, dir, listen, WorkerSource::Fixed(creds.clone())).await?;
+    let local = LocalMarket::start(settings, dir, listen, WorkerSource::Fixed(creds.clone()), models).await?;
     Ok((local, creds))
 }
 
@@ -106,7 +107,7 @@ async fn demo(args: &DemoArgs, ctx: &Ctx, local: &LocalMarket, creds: &ProviderC
             .await?;
         say(format!("provider {provider_address} listed {} ({name}, {strategy}, {price} AITBC/GPU-hour)", l["gpu_id"].as_str().unwrap_or("?")));
         gpus.push(l["gpu_id"].as_str().unwrap_or_default().to_string());
-        provider.listing_heartbeat(&gpus[gpus.len() - 1], "wrk-demo-setup").await?;
+        provider.listing_heartbeat(&gpus[gpus.len() - 1], "wrk-demo-setup", None).await?;
     }
 
     // A funded client.

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  aitbc job submit --spec samples/jobs/vector_add.json --units 5 --region us-west\n  aitbc job status job-0192...\n  aitbc job result job-0192...")]
+#[command(after_help = "Examples:\n  aitbc job submit --model smollm2:135m --prompt \"What is the capital of France?\"\n  aitbc job submit --model smollm2:135m --messages chat.json --max-tokens 64\n  aitbc job submit --spec samples/jobs/vector_add.json --units 5 --region us-west\n  aitbc job status job-0192...\n  aitbc job result job-0192...")]
 pub struct JobArgs {
     #[command(subcommand)]
     command: JobCommand,
@@ -16,17 +16,39 @@ pub struct JobArgs {
 
 #[derive(Subcommand)]
 enum JobCommand {
-    /// Submit a job spec (samples/jobs/ has one per kind); its maximum price is held.
+    /// Submit a job: a prompt for a model (the answer is printed when it is done), or a job spec
+    /// (samples/jobs/ has one per kind). Its maximum price is held.
     Submit {
         /// The job spec, a JSON file.
+        #[arg(long, conflicts_with_all = ["prompt", "messages"], required_unless_present_any = ["prompt", "messages"])]
+        spec: Option<PathBuf>,
+        /// Text generation: the prompt (with --model).
+        #[arg(long, requires = "model", conflicts_with = "messages")]
+        prompt: Option<String>,
+        /// Text generation: chat messages, a JSON file `[{"role": "user", "content": "..."}]`
+        /// rendered with the model's own chat template (with --model).
+        #[arg(long, requires = "model")]
+        messages: Option<PathBuf>,
+        /// Text generation: tokens to generate, at most.
+        #[arg(long, default_value_t = aitbc_core::jobspec::MAX_TOKENS_DEFAULT)]
+        max_tokens: u32,
+        /// Text generation: 0 is greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Text generation: the sampler's seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Submit and return without waiting for a text answer.
         #[arg(long)]
-        spec: PathBuf,
+        no_wait: bool,
         /// A signed quote saved by `aitbc quote --save`.
         #[arg(long)]
         quote_file: Option<PathBuf>,
-        /// Without a quote: the most GPU-seconds the job may use.
+        /// Without a quote: the most GPU-seconds the job may use [text generation: the job's
+        /// time limit, 60].
         #[arg(long)]
         units: Option<String>,
+        /// The model: the rate card's price, and what a prompt runs on.
         #[arg(long)]
         model: Option<String>,
         #[arg(long)]
@@ -70,8 +92,24 @@ fn print_job(ctx: &Ctx, j: &Value) {
 pub async fn run(args: JobArgs, ctx: Ctx) -> Result<(), CliError> {
     let client = ctx.authed()?;
     match args.command {
-        JobCommand::Submit { spec, quote_file, units, model, region, gpu_id, idempotency_key } => {
-            let spec: Value = serde_json::from_str(&read_bounded(&spec, "spec file")?).map_err(|e| CliError::Usage(format!("{}: {e}", spec.display())))?;
+        JobCommand::Submit { spec, prompt, messages, max_tokens, temperature, seed, no_wait, quote_file, units, model, region, gpu_id, idempotency_key } => {
+            let text_job = spec.is_none();
+            let spec: Value = match (spec, prompt, messages) {
+                (Some(spec), _, _) => serde_json::from_str(&read_bounded(&spec, "spec file")?).map_err(|e| CliError::Usage(format!("{}: {e}", spec.display())))?,
+                (None, prompt, messages) => {
+                    let mut spec = json!({ "kind": "text_generation", "model": model, "max_tokens": max_tokens, "temperature": temperature, "seed": seed });
+                    match (prompt, messages) {
+                        (Some(prompt), _) => spec["prompt"] = json!(prompt),
+                        (None, Some(path)) => {
+                            spec["messages"] = serde_json::from_str(&read_bounded(&path, "messages file")?).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?
+                        }
+                        (None, None) => return Err(CliError::Usage("give --spec, --prompt or --messages".into())),
+                    }
+                    spec
+                }
+            };
+            // A text job's hold bounds its price by its time limit (the default 60 s).
+            let units = units.or_else(|| text_job.then(|| (aitbc_core::jobspec::JOB_TIMEOUT_MS_DEFAULT / 1_000).to_string()));
             let mut body = json!({ "spec": spec });
             match quote_file {
                 Some(path) => body["quote"] = serde_json::from_str(&read_bounded(&path, "quote file")?).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?,
@@ -89,10 +127,32 @@ pub async fn run(args: JobArgs, ctx: Ctx) -> Result<(), CliError> {
             }
             let key = idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
             let job = client.submit_job(&body, &key).await?;
-            if !ctx.json {
-                println!("Submitted job {} (Idempotency-Key {key})", cell(&job["job_id"]));
+            if !text_job || no_wait {
+                if !ctx.json {
+                    println!("Submitted job {} (Idempotency-Key {key})", cell(&job["job_id"]));
+                }
+                print_job(&ctx, &job);
+                return Ok(());
             }
-            print_job(&ctx, &job);
+            let job_id = cell(&job["job_id"]);
+            let r = wait_for_result(&client, &job_id).await?;
+            if ctx.json {
+                crate::output::json(&r);
+                return Ok(());
+            }
+            match r["output"]["text"].as_object() {
+                Some(t) => {
+                    println!("{}", t.get("text").and_then(Value::as_str).unwrap_or_default());
+                    eprintln!(
+                        "[{job_id}: {} prompt + {} completion tokens, {}, receipt {}]",
+                        cell(&t["prompt_tokens"].clone()),
+                        cell(&t["completion_tokens"].clone()),
+                        cell(&t["finish_reason"].clone()),
+                        cell(&r["receipt_id"])
+                    );
+                }
+                None => return Err(CliError::Failed(format!("job {job_id} {}: {}", cell(&r["state"]), cell(&r["failure"]["reason"])))),
+            }
         }
         JobCommand::Status { job_id } => print_job(&ctx, &client.job(&job_id).await?),
         JobCommand::Result { job_id } => {
@@ -136,4 +196,26 @@ pub async fn run(args: JobArgs, ctx: Ctx) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// How long `job submit` waits for a text answer, at most: the job's own time limit and the time
+/// to be claimed.
+const RESULT_WAIT_MS_MAX: u64 = aitbc_core::jobspec::JOB_TIMEOUT_MS_DEFAULT * 2;
+/// Between two looks at the job.
+const RESULT_POLL_MS: u64 = 250;
+
+/// The job's result once it has one (completed, settled or failed), polling within the bound.
+pub(crate) async fn wait_for_result(client: &aitbc_client::Client, job_id: &str) -> Result<Value, CliError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(RESULT_WAIT_MS_MAX);
+    loop {
+        let job = client.job(job_id).await?;
+        let state = job["status"]["state"].as_str().unwrap_or_default();
+        if matches!(state, "completed" | "settled" | "failed" | "cancelled" | "expired") {
+            return Ok(client.get(&format!("/v1/jobs/{job_id}/result")).await?);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(CliError::Failed(format!("job {job_id} is still {state} after {} s; follow it with `aitbc job status {job_id}`", RESULT_WAIT_MS_MAX / 1_000)));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(RESULT_POLL_MS)).await;
+    }
 }

@@ -4,6 +4,7 @@ pub mod demo;
 pub mod init;
 pub mod job;
 pub mod marketplace;
+pub mod models;
 pub mod quote;
 pub mod receipt;
 pub mod up;
@@ -22,5 +23,6 @@ pub async fn run(command: Command, ctx: Ctx) -> Result<(), CliError> {
         Command::Job(a) => job::run(a, ctx).await,
         Command::Up(a) => up::run(a, ctx).await,
         Command::Demo(a) => demo::run(a, ctx).await,
+        Command::Models(a) => models::run(a, ctx).await,
     }
 }

@@ -25,7 +25,8 @@ pub async fn run(args: UpArgs, ctx: Ctx) -> Result<(), CliError> {
     let settings = LocalSettings::load()?;
     let dir = data_dir(args.data_dir.as_deref(), &settings);
     let listen = args.listen.unwrap_or_else(|| settings.listen.clone());
-    let local = LocalMarket::start(&settings, &dir, &listen, WorkerSource::Home(ctx.home.clone())).await?;
+    let models = crate::local::local_models(&ctx.home).await?;
+    let local = LocalMarket::start(&settings, &dir, &listen, WorkerSource::Home(ctx.home.clone()), models).await?;
     println!("aitbc marketplace running at {}", local.url);
     println!("data: {}", local.data_dir.display());
     if local.url != "http://127.0.0.1:8080" {
