@@ -125,6 +125,8 @@ impl WorkerSource {
 /// A running local marketplace.
 pub struct LocalMarket {
     pub url: String,
+    /// Whether the local worker holds any language model.
+    pub serves_models: bool,
     pub market: Market,
     pub data_dir: PathBuf,
     stop: watch::Sender<bool>,
@@ -183,8 +185,9 @@ impl LocalMarket {
         scheduler.payout.threshold = settings.payout_threshold()?;
         scheduler.settle.grace_ms = settings.settle_grace_s as i64 * 1_000;
         tasks.push(tokio::spawn(scheduler_loop(scheduler, settings.clone(), stopped.clone())));
+        let serves_models = !models.names().is_empty();
         tasks.push(tokio::spawn(worker_supervisor(url.clone(), Arc::new(queue), workers, settings.clone(), models, stopped)));
-        Ok(LocalMarket { url, market, data_dir: data_dir.to_path_buf(), stop, tasks })
+        Ok(LocalMarket { url, serves_models, market, data_dir: data_dir.to_path_buf(), stop, tasks })
     }
 
     /// Stops everything: the worker finishes or releases its jobs, the API drains.

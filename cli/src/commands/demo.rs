@@ -26,6 +26,11 @@ pub const DEMO_JOBS_MAX: usize = 1_000;
 pub const DEMO_WAIT_S_MAX: u64 = 300;
 /// What the client deposits.
 const DEPOSIT: &str = "1000";
+/// The language model the demo asks, and what it asks.
+const DEMO_MODEL: &str = crate::commands::models::DEFAULT_MODEL;
+/// How long the demo waits for the worker to report its model, at most.
+const DEMO_MODEL_WAIT_S_MAX: u64 = 30;
+const DEMO_PROMPTS: [&str; 3] = ["What is the capital of France?", "Write a haiku about GPUs.", "What is 12 times 12?"];
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -139,6 +144,32 @@ async fn demo(args: &DemoArgs, ctx: &Ctx, local: &LocalMarket, creds: &ProviderC
         job_ids.push(job["job_id"].as_str().unwrap_or_default().to_string());
         submit_bar.inc(1);
     }
+    // A few questions for the language model the local worker serves (when it has one: the
+    // heartbeats say; `AITBC_MODELS=none` runs the demo without).
+    // The worker reports its models in its first heartbeat, seconds after the listings appear.
+    let serves = |l: &Value| l["loaded_models"].as_array().is_some_and(|m| m.iter().any(|m| m == DEMO_MODEL));
+    let model_deadline = Instant::now() + Duration::from_secs(DEMO_MODEL_WAIT_S_MAX);
+    let mut serves_model = false;
+    while local.serves_models && !serves_model && Instant::now() < model_deadline {
+        serves_model = serves(&provider.listing(&gpus[0]).await?);
+        if !serves_model {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut prompts = Vec::new();
+    if serves_model {
+        for (i, question) in DEMO_PROMPTS.iter().enumerate() {
+            let spec = json!({"kind": "text_generation", "model": DEMO_MODEL, "messages": [{"role": "user", "content": question}], "max_tokens": 48});
+            let body = json!({ "units": (aitbc_core::jobspec::JOB_TIMEOUT_MS_DEFAULT / 1_000).to_string(), "region": "us-west", "spec": spec });
+            let job = client.submit_job(&body, &format!("demo-prompt-{i}")).await?;
+            held_total = held_total.checked_add(Amount::parse(job["max_price"].as_str().unwrap_or("0")).map_err(fail)?).map_err(fail)?;
+            let id = job["job_id"].as_str().unwrap_or_default().to_string();
+            prompts.push((*question, id.clone()));
+            job_ids.push(id);
+        }
+    } else {
+        say(format!("no listing serves {DEMO_MODEL}: the demo runs compute jobs only"));
+    }
     submit_bar.finish();
 
     // Let the worker run them.
@@ -163,6 +194,11 @@ async fn demo(args: &DemoArgs, ctx: &Ctx, local: &LocalMarket, creds: &ProviderC
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     run_bar.finish();
+    for (question, id) in &prompts {
+        let result: Value = client.get(&format!("/v1/jobs/{id}/result")).await?;
+        let answer = result["output"]["text"]["text"].as_str().map(str::trim).unwrap_or("(no answer)");
+        say(format!("asked {DEMO_MODEL} {question:?}: {}", answer.replace('\n', " ")));
+    }
 
     // Verify every receipt against the registry's keys.
     let keys = anon.keys().await?;
