@@ -47,7 +47,7 @@ provider_home="$work/provider" client_home="$work/client"
 mkdir -p "$provider_home" "$client_home"
 
 # `aitbc up` runs the worker of its home's provider; receipts settle at once (no grace).
-AITBC_HOME="$provider_home" AITBC_LISTEN="127.0.0.1:$port" AITBC_DATA_DIR="$work/data" \
+AITBC_MODELS=none AITBC_HOME="$provider_home" AITBC_LISTEN="127.0.0.1:$port" AITBC_DATA_DIR="$work/data" \
     AITBC_SETTLE_GRACE_S=0 AITBC_SETTLE_INTERVAL_S=1 "$bin" up >"$work/up.log" 2>&1 &
 up_pid=$!
 for _ in $(seq 1 100); do  # at most 100 x 0.1 s for the API to answer

@@ -34,7 +34,7 @@ port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); prin
 api="http://127.0.0.1:$port"
 server_log="$root/target/fuzz/server.log"
 mkdir -p "$root/target/fuzz"
-AITBC_HOME="$work/operator" "$bin" up --data-dir "$work/data" --listen "127.0.0.1:$port" >"$server_log" 2>&1 &
+AITBC_MODELS=none AITBC_HOME="$work/operator" "$bin" up --data-dir "$work/data" --listen "127.0.0.1:$port" >"$server_log" 2>&1 &
 server_pid=$!
 trap 'kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 

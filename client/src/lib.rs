@@ -167,6 +167,10 @@ impl Client {
         }
         self.post(&format!("/v1/jobs/{job_id}/{action}"), &body).await
     }
+    /// Appends chunk `seq` of a running job's output (for clients' streams).
+    pub async fn append_chunk(&self, job_id: &str, worker_id: &str, seq: u32, text: &str) -> Result<(), ClientError> {
+        self.post::<Value, _>(&format!("/v1/jobs/{job_id}/chunks"), &json!({ "worker_id": worker_id, "seq": seq, "text": text })).await.map(|_| ())
+    }
     pub async fn complete_job(&self, job_id: &str, completion: &Value) -> Result<Value, ClientError> {
         self.post(&format!("/v1/jobs/{job_id}/complete"), completion).await
     }

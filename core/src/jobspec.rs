@@ -62,6 +62,10 @@ pub const TEMPERATURE_MAX: f32 = 2.0;
 /// Generated text returned with a result, at most, in bytes (a bound on the message, not on
 /// the model: 2,048 tokens of text stay well below it).
 pub const TEXT_BYTES_MAX: usize = 64 * 1024;
+/// A running text job's output goes out in chunks (for clients' streams): bytes of text in one
+/// chunk, at most, and chunks of one job, at most (numbered 0..STREAM_CHUNKS_MAX).
+pub const STREAM_CHUNK_BYTES_MAX: usize = 4 * 1024;
+pub const STREAM_CHUNKS_MAX: u32 = 4_096;
 
 /// Element types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

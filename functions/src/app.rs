@@ -39,7 +39,7 @@ impl Group {
         match self {
             Group::Registry => routes::registry::router(),
             Group::Pricing => routes::pricing::router(),
-            Group::Jobs => routes::jobs::router(),
+            Group::Jobs => routes::jobs::router().merge(routes::openai::router()),
             Group::Receipts => routes::receipts::router().merge(routes::explorer::router()),
             Group::Accounts => routes::accounts::router(),
         }

@@ -20,6 +20,7 @@ mod records;
 pub mod registry;
 pub mod payouts;
 pub mod settlement;
+pub mod stream;
 pub mod sweep;
 
 use aitbc_core::config::MarketConfig;

@@ -156,6 +156,21 @@ impl Market {
         Ok(if capacity == 0 { 0 } else { (active * i64::from(BPS_ONE) / capacity) as u32 })
     }
 
+    /// The models that available listings have loaded, across every region, with how many
+    /// listings serve each (the OpenAI API's model list). Reads the per-region listing cache.
+    pub async fn served_models(&self) -> Result<Vec<(ModelName, usize)>, MarketError> {
+        let mut served: std::collections::BTreeMap<ModelName, usize> = std::collections::BTreeMap::new();
+        let regions: Vec<Region> = self.config.regions.keys().cloned().collect();
+        for region in regions {
+            for view in self.region_views(&region).await?.iter().filter(|v| self.is_available(v)) {
+                for model in &view.loaded_models {
+                    *served.entry(model.clone()).or_default() += 1;
+                }
+            }
+        }
+        Ok(served.into_iter().collect())
+    }
+
     /// Prices `input` on one listing.
     ///
     /// A listing serves a model it registered (rate-card pricing of any job) or one its worker

@@ -244,6 +244,29 @@ pub fn job(job_id: &str) -> Key {
     main_key("JOB", job_id)
 }
 
+/// Sort keys of a job's output chunks: `CHUNK#` and the chunk's number in fixed width, so they
+/// sort in order.
+const CHUNK_PREFIX: &str = "CHUNK#";
+const CHUNK_SEQ_DIGITS: usize = 6;
+
+/// Chunk `seq` of a running job's output (beside the job's own item, expiring).
+pub fn job_chunk(job_id: &str, seq: u32) -> Key {
+    assert!(seq < 10u32.pow(CHUNK_SEQ_DIGITS as u32), "a chunk number fits its width");
+    Key::new(format!("JOB#{}", id(job_id)), format!("{CHUNK_PREFIX}{seq:0width$}", width = CHUNK_SEQ_DIGITS))
+}
+
+/// The chunks of a job from number `first` on, in order.
+pub fn job_chunks_from(job_id: &str, first: u32) -> Query {
+    let low = format!("{CHUNK_PREFIX}{first:0width$}", width = CHUNK_SEQ_DIGITS);
+    let high = format!("{CHUNK_PREFIX}{}", "9".repeat(CHUNK_SEQ_DIGITS));
+    Query::table(format!("JOB#{}", id(job_id))).sort(SortCondition::Between(low, high))
+}
+
+/// The number of a chunk from its sort key.
+pub fn job_chunk_seq(sort_key: &str) -> Option<u32> {
+    sort_key.strip_prefix(CHUNK_PREFIX)?.parse().ok()
+}
+
 /// Index key of a job under its client (gsi1).
 pub fn job_client_index(client_id: &str, created_ms: i64, job_id: &str) -> IndexKey {
     IndexKey { index: Index::Gsi1, pk: format!("CLIENT#{}#JOBS", id(client_id)), sk: timed(created_ms, job_id) }

@@ -302,7 +302,12 @@ fn source_routes() -> Vec<Route> {
     let mut routes = Vec::new();
     for group in aitbc_functions::FUNCTION_GROUPS {
         // The explorer's routes are merged into the receipts group (`app::Group::routes`).
-        let files: &[&str] = if group == "receipts" { &["receipts", "explorer"] } else { &[group] };
+        // The OpenAI-compatible routes are merged into the jobs group.
+        let files: &[&str] = match group {
+            "receipts" => &["receipts", "explorer"],
+            "jobs" => &["jobs", "openai"],
+            _ => &[group],
+        };
         let src: String = files
             .iter()
             .map(|name| {

@@ -317,12 +317,21 @@ async fn run_job(s: &Arc<Shared>, job: &Value) -> Result<(JobOutput, i64), (Stri
     if spec.kind() == JobKind::TextGeneration {
         let models = s.models.clone();
         let started_s = now_s();
+        // The text goes out as it is produced, in chunks, for clients' streams.
+        let (pieces, received) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let job_id = job["job_id"].as_str().unwrap_or_default().to_string();
+        let streamer = tokio::spawn(stream_chunks(s.clone(), job_id, received));
         let result = tokio::task::spawn_blocking(move || {
             let limits = RunLimits { timeout_ms, ..RunLimits::default() };
-            models.run(&spec, &limits, &mut |_| std::ops::ControlFlow::Continue(()))
+            models.run(&spec, &limits, &mut |piece| {
+                let _ = pieces.send(piece.to_string());
+                std::ops::ControlFlow::Continue(())
+            })
         })
         .await
         .map_err(|e| (format!("inference task panicked: {e}"), true))?;
+        // Every chunk is out before the completion, so a stream never sees the end first.
+        let _ = streamer.await;
         return result.map(|output| (output, started_s)).map_err(|e| (format!("{e} ({})", e.code()), e.retryable()));
     }
     let mut backend = s.backends.lock().expect("backends").pop().expect("a backend per slot");
@@ -336,6 +345,43 @@ async fn run_job(s: &Arc<Shared>, job: &Value) -> Result<(JobOutput, i64), (Stri
     .map_err(|e| (format!("backend task panicked: {e}"), true))?;
     s.backends.lock().expect("backends").push(backend);
     result.map(|output| (output, started_s)).map_err(|e| (format!("{e} ({})", e.code()), e.retryable()))
+}
+
+/// Chunks of a job's streamed output are sent at most this often: a token is a few bytes, and a
+/// request per token would cost more than the token.
+const CHUNK_FLUSH_MS: u64 = 100;
+
+/// Sends the text a model produces as numbered chunks (`POST /v1/jobs/{id}/chunks`), gathered
+/// for [`CHUNK_FLUSH_MS`] at a time, until the generation ends. Best effort: a chunk that cannot
+/// be sent is skipped, since the completion carries the whole text anyway.
+async fn stream_chunks(s: Arc<Shared>, job_id: String, mut pieces: tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let mut seq: u32 = 0;
+    let mut pending = String::new();
+    let mut open = true;
+    while open {
+        let flush_at = tokio::time::Instant::now() + Duration::from_millis(CHUNK_FLUSH_MS);
+        loop {
+            tokio::select! {
+                piece = pieces.recv() => match piece {
+                    Some(piece) => pending.push_str(&piece),
+                    None => { open = false; break; }
+                },
+                _ = tokio::time::sleep_until(flush_at) => break,
+            }
+        }
+        while !pending.is_empty() && seq < aitbc_core::jobspec::STREAM_CHUNKS_MAX {
+            let mut end = pending.len().min(aitbc_core::jobspec::STREAM_CHUNK_BYTES_MAX);
+            while !pending.is_char_boundary(end) {
+                end -= 1;
+            }
+            let text: String = pending.drain(..end).collect();
+            if let Err(e) = s.client.append_chunk(&job_id, s.config.worker_id.as_str(), seq, &text).await {
+                tracing::debug!(job_id = %job_id, seq, error = %e, "chunk not sent");
+            }
+            seq += 1;
+        }
+        pending.clear();
+    }
 }
 
 /// Signs the receipt for `output` and completes the job, retrying transient API errors.

@@ -29,11 +29,12 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs/{job_id}/complete", post(complete))
         .route("/v1/jobs/{job_id}/fail", post(fail))
         .route("/v1/jobs/{job_id}/release", post(release))
+        .route("/v1/jobs/{job_id}/chunks", post(chunk))
 }
 
 /// The group's operations in the OpenAPI document (`crate::openapi`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(submit, list, get_one, result, cancel, claim, start, heartbeat, complete, fail, release))]
+#[openapi(paths(submit, list, get_one, result, cancel, claim, start, heartbeat, complete, fail, release, chunk))]
 pub(crate) struct Paths;
 
 /// Submit a job (client): holds its maximum price in escrow and queues it on a listing.
@@ -168,6 +169,35 @@ async fn start(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<Str
 )]
 async fn heartbeat(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>, ApiJson(body): ApiJson<LeaseBody>) -> ApiResult<Json<JobRecord>> {
     Ok(Json(s.market.heartbeat_job(&caller, &job_id(&id)?, &body.worker_id, body.lease_ms).await?))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ChunkBody {
+    /// The worker that holds the job's lease.
+    worker_id: WorkerId,
+    /// The chunk's number, from 0, one after another.
+    #[schema(maximum = 4095)]
+    seq: u32,
+    /// Text the model produced, in order (1..=4096 bytes).
+    #[schema(min_length = 1, max_length = 4096)]
+    text: String,
+}
+
+/// Append a piece of a running job's output (the lease's holder), which a client's stream
+/// relays as it arrives; chunks are bounded and expire. The final output and the receipt stay
+/// the record.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{job_id}/chunks",
+    params(("job_id" = JobId, Path, description = "The job")),
+    request_body = ChunkBody,
+    responses((status = 204, description = "Appended (or the same chunk again)"), AuthErrors, BodyErrors, Forbidden, NotFound, Conflict, StoreErrors),
+    security(("bearer" = []))
+)]
+async fn chunk(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>, ApiJson(body): ApiJson<ChunkBody>) -> ApiResult<StatusCode> {
+    s.market.append_chunk(&caller, &job_id(&id)?, &body.worker_id, body.seq, &body.text).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A completed job and its receipt, countersigned by the marketplace.

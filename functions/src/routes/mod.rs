@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod explorer;
+pub mod openai;
 pub mod jobs;
 pub mod pricing;
 pub mod receipts;
