@@ -43,7 +43,7 @@ async fn the_pricing_function_answers_api_gateway_v2_events() {
     let response = invoke(Group::Pricing, &m, &sample("apigw-v2-rate-card.json")).await;
     assert_eq!(response["statusCode"], 200, "{response}");
     let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
-    assert_eq!(body["models"].as_array().unwrap().len(), 4);
+    assert_eq!(body["models"].as_array().unwrap().len(), 5, "the guide's four models and smollm2:135m");
     assert_eq!(response["headers"]["content-type"], "application/json");
 
     // A quote on a real listing, through the event's JSON body.

@@ -305,7 +305,8 @@ fn source_routes() -> Vec<Route> {
         // The OpenAI-compatible routes are merged into the jobs group.
         let files: &[&str] = match group {
             "receipts" => &["receipts", "explorer"],
-            "jobs" => &["jobs", "openai"],
+            // Served locally; their AWS routes (a streaming function URL) are not in the template yet.
+            "jobs" => &["jobs"],
             _ => &[group],
         };
         let src: String = files
