@@ -364,7 +364,7 @@ fn final_answer(job: &JobRecord, model: &ModelName, id: &str, kind: Kind, text: 
 fn stream_answer(s: AppState, caller: Principal, job_id: JobId, model: ModelName, id: String, kind: Kind, usage: bool) -> Sse<impl futures_core::Stream<Item = Result<Event, Infallible>>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(async move {
-        let created = chrono_now_s();
+        let created = unix_now_s();
         let chunk = |delta: Value, finish: Option<&str>| {
             let choice = match kind {
                 Kind::Chat => json!({ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null }),
@@ -429,7 +429,7 @@ fn stream_answer(s: AppState, caller: Principal, job_id: JobId, model: ModelName
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-fn chrono_now_s() -> i64 {
+fn unix_now_s() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
