@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, Auth, IdempotencyKey};
-use crate::openapi::{AuthErrors, BodyErrors, NotFound, PaymentRequired, StoreErrors};
+use crate::openapi::{AuthErrors, BodyErrors, Forbidden, NotFound, PaymentRequired, StoreErrors};
 use aitbc_core::jobspec::{ChatMessage, FinishReason, JobSpec, TextOutput, JOB_TIMEOUT_MS_DEFAULT, MAX_TOKENS_DEFAULT, STOP_MAX};
 use aitbc_core::money::{Amount, GpuMillis};
 use aitbc_core::pricing::Tier;
@@ -242,7 +242,7 @@ impl Common {
     responses(
         (status = 200, description = "The answer (or, with stream: true, server-sent events of chunks ending with [DONE])", body = Value),
         (status = 202, description = "The wait ended first: the job to poll", body = Value),
-        AuthErrors, BodyErrors, NotFound, PaymentRequired, StoreErrors
+        AuthErrors, BodyErrors, Forbidden, NotFound, PaymentRequired, StoreErrors
     ),
     security(("bearer" = []))
 )]
@@ -260,7 +260,7 @@ async fn chat_completions(State(s): State<AppState>, Auth(caller): Auth, Idempot
     responses(
         (status = 200, description = "The completion (or, with stream: true, server-sent events ending with [DONE])", body = Value),
         (status = 202, description = "The wait ended first: the job to poll", body = Value),
-        AuthErrors, BodyErrors, NotFound, PaymentRequired, StoreErrors
+        AuthErrors, BodyErrors, Forbidden, NotFound, PaymentRequired, StoreErrors
     ),
     security(("bearer" = []))
 )]
