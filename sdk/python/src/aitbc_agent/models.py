@@ -1,0 +1,295 @@
+"""What the SDK returns: the API's objects with exact decimals as `Decimal` and fractions as
+`float`. Each model names the OpenAPI schema it reads (`SCHEMA`); its fields are that schema's
+properties, except those marked derived, and a test checks both directions against the served
+document, so a model cannot drift from the server. `raw` keeps the object as it came."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from decimal import Decimal
+from typing import Any, Callable, ClassVar, TypeVar
+
+T = TypeVar("T", bound="WireModel")
+
+
+def derived(default: Any = None) -> Any:
+    """A field the SDK computes, not a property of the schema."""
+    return field(default=default, metadata={"derived": True})
+
+
+def _dec(v: Any) -> Decimal:
+    return Decimal(str(v))
+
+
+@dataclass
+class WireModel:
+    SCHEMA: ClassVar[str]
+    # Converters of wire values, by field name (decimal strings to Decimal, ...).
+    CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {}
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, metadata={"derived": True})
+
+    @classmethod
+    def wire_fields(cls) -> list[str]:
+        return [f.name for f in fields(cls) if not f.metadata.get("derived")]
+
+    @classmethod
+    def from_wire(cls: type[T], data: dict[str, Any]) -> T:
+        values: dict[str, Any] = {"raw": data}
+        for f in fields(cls):
+            if f.metadata.get("derived") or f.name not in data:
+                continue
+            value = data[f.name]
+            convert = cls.CONVERT.get(f.name)
+            values[f.name] = convert(value) if (convert and value is not None) else value
+        obj = cls(**values)
+        obj._derive()
+        return obj
+
+    def _derive(self) -> None:
+        """Fills the derived fields."""
+
+
+@dataclass
+class Listing(WireModel):
+    """A GPU listing with its live counters (`ListingView`). `base_price` is AITBC per GPU-hour."""
+
+    SCHEMA: ClassVar[str] = "ListingView"
+    CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {"base_price": _dec, "earned": _dec, "gpu_seconds_total": _dec}
+    gpu_id: str = ""
+    provider: str = ""
+    name: str = ""
+    memory_gib: int = 0
+    cuda_version: str = ""
+    base_price: Decimal = Decimal(0)
+    region: str = ""
+    count: int = 1
+    models: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    strategy: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    availability: dict[str, Any] | None = None
+    max_concurrent_jobs: int = 1
+    sla: dict[str, Any] = field(default_factory=dict)
+    status: str = ""
+    queue: str = ""
+    created_at_ms: int = 0
+    active_jobs: int = 0
+    online: bool = False
+    last_heartbeat_ms: int | None = None
+    completed_jobs: int = 0
+    gpu_seconds_total: Decimal = Decimal(0)
+    earned: Decimal = Decimal(0)
+    loaded_models: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ListingStatus(WireModel):
+    """A listing's live status (`ListingStatusView`); `utilization` is a float in [0, 1]."""
+
+    SCHEMA: ClassVar[str] = "ListingStatusView"
+    CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "base_price": _dec, "earned": _dec, "gpu_seconds_total": _dec,
+        "realized_rate_per_hour": _dec, "utilization": lambda v: float(Decimal(str(v))),
+    }
+    gpu_id: str = ""
+    name: str = ""
+    region: str = ""
+    status: str = ""
+    online: bool = False
+    last_heartbeat_ms: int | None = None
+    strategy: str = ""
+    base_price: Decimal = Decimal(0)
+    active_jobs: int = 0
+    capacity: int = 0
+    utilization: float = 0.0
+    queued_jobs: int = 0
+    completed_jobs: int = 0
+    gpu_seconds_total: Decimal = Decimal(0)
+    earned: Decimal = Decimal(0)
+    realized_rate_per_hour: Decimal = Decimal(0)
+
+
+def _amounts(v: dict[str, Any]) -> dict[str, Decimal]:
+    return {k: Decimal(str(x)) for k, x in v.items()}
+
+
+@dataclass
+class Earnings(WireModel):
+    """A listing's earnings over a period (`Earnings`), in AITBC. `total` is the gross (the
+    guide's "Total Revenue"); `breakdown` holds the breakdowns asked for, by the guide's names."""
+
+    SCHEMA: ClassVar[str] = "Earnings"
+    CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "gross": _dec, "fees": _dec, "net": _dec, "daily_average": _dec,
+        "by_client": _amounts, "by_model": _amounts, "by_hour_of_day": _amounts,
+    }
+    gpu_id: str = ""
+    period: str = ""
+    jobs: int = 0
+    gross: Decimal = Decimal(0)
+    fees: Decimal = Decimal(0)
+    net: Decimal = Decimal(0)
+    daily_average: Decimal = Decimal(0)
+    by_client: dict[str, Decimal] = field(default_factory=dict)
+    by_model: dict[str, Decimal] = field(default_factory=dict)
+    by_hour_of_day: dict[str, Decimal] = field(default_factory=dict)
+    top_client: str | None = None
+    truncated: bool = False
+    total: Decimal = derived(Decimal(0))
+    breakdown: dict[str, dict[str, Decimal]] = derived()
+
+    def _derive(self) -> None:
+        self.total = self.gross
+        if self.breakdown is None:
+            self.breakdown = {}
+
+
+@dataclass
+class Receipt(WireModel):
+    """A signed usage receipt. `raw` is exactly what the server sent: verify that
+    (`aitbc_crypto.verify_receipt(receipt)` does), never a re-serialization."""
+
+    SCHEMA: ClassVar[str] = "Receipt"
+    CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {"units": _dec, "unit_price": _dec, "price": _dec}
+    version: int = 0
+    receipt_id: str = ""
+    job_id: str = ""
+    gpu_id: str = ""
+    attempt: int = 0
+    provider: str = ""
+    client: str = ""
+    units: Decimal = Decimal(0)
+    unit_type: str = ""
+    unit_price: Decimal = Decimal(0)
+    price: Decimal = Decimal(0)
+    model: str | None = None
+    started_at: int = 0
+    completed_at: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    signature: dict[str, str] = field(default_factory=dict)
+    countersignature: dict[str, str] | None = None
+
+
+@dataclass
+class Job(WireModel):
+    """A job (`JobRecord`). `state` is `status.state`: queued, claimed, running, completed,
+    settled, failed, cancelled or expired. `unit_price` is AITBC per GPU-second."""
+
+    SCHEMA: ClassVar[str] = "JobRecord"
+    CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {"max_price": _dec, "price": _dec, "unit_price": _dec, "units_max": _dec}
+    job_id: str = ""
+    client: str = ""
+    provider: str = ""
+    gpu_id: str = ""
+    queue: str = ""
+    spec: dict[str, Any] = field(default_factory=dict)
+    tier: str = ""
+    units_max: Decimal = Decimal(0)
+    unit_price: Decimal = Decimal(0)
+    max_price: Decimal = Decimal(0)
+    hold_id: str = ""
+    timeout_ms: int = 0
+    status: dict[str, Any] = field(default_factory=dict)
+    created_at_ms: int = 0
+    claimed_at_ms: int | None = None
+    finished_at_ms: int | None = None
+    model: str | None = None
+    output: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+    price: Decimal | None = None
+    receipt_id: str | None = None
+    settlement: dict[str, Any] | None = None
+    state: str = derived("")
+
+    TERMINAL: ClassVar[frozenset[str]] = frozenset({"completed", "settled", "failed", "cancelled", "expired"})
+
+    def _derive(self) -> None:
+        self.state = str(self.status.get("state", ""))
+
+    @property
+    def done(self) -> bool:
+        return self.state in self.TERMINAL
+
+
+@dataclass
+class Quote(WireModel):
+    """A signed quote (`SignedQuote`); pass it to `Client.submit_job(quote=...)` to hold its
+    price. `unit_price` is AITBC per GPU-second, `max_price` what the job would hold."""
+
+    SCHEMA: ClassVar[str] = "SignedQuote"
+    terms: dict[str, Any] = field(default_factory=dict)
+    signature: dict[str, str] = field(default_factory=dict)
+    quote_id: str = derived("")
+    gpu_id: str = derived("")
+    unit_price: Decimal = derived(Decimal(0))
+    max_price: Decimal = derived(Decimal(0))
+
+    def _derive(self) -> None:
+        self.quote_id = self.terms.get("quote_id", "")
+        self.gpu_id = self.terms.get("gpu_id", "")
+        self.unit_price = Decimal(str(self.terms.get("unit_price", "0")))
+        self.max_price = Decimal(str(self.terms.get("max_price", "0")))
+
+
+@dataclass
+class Balance(WireModel):
+    SCHEMA: ClassVar[str] = "Balance"
+    CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {"available": _dec, "held": _dec}
+    available: Decimal = Decimal(0)
+    held: Decimal = Decimal(0)
+
+
+@dataclass
+class Balances(WireModel):
+    """An account's wallet and, for providers, its earnings awaiting payout (AITBC)."""
+
+    SCHEMA: ClassVar[str] = "Balances"
+    CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {"wallet": Balance.from_wire, "earnings": Balance.from_wire}
+    address: str = ""
+    wallet: Balance = field(default_factory=Balance)
+    earnings: Balance | None = None
+
+
+@dataclass
+class Capabilities:
+    """What this machine offers (`ComputeProvider.assess_capabilities()`): the figures
+    `aitbc-worker assess` measures, or, without the worker binary, what nvidia-smi or the OS
+    report (then `performance_score` is None: nothing was measured)."""
+
+    gpu_memory: int
+    supported_models: list[str]
+    performance_score: float | None
+    max_concurrent_jobs: int
+    backend: str
+    gpu_name: str | None = None
+    cuda_version: str | None = None
+    cpu_cores: int | None = None
+    kinds: list[str] = field(default_factory=list)
+    source: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The form `ComputeProvider.register(capabilities=...)` takes."""
+        out: dict[str, Any] = {
+            "gpu_memory": self.gpu_memory,
+            "supported_models": list(self.supported_models),
+            "max_concurrent_jobs": self.max_concurrent_jobs,
+            "kinds": list(self.kinds),
+        }
+        if self.cuda_version:
+            out["cuda_version"] = self.cuda_version
+        return out
+
+
+@dataclass
+class Analytics:
+    """Performance analytics derived from the listing's status and 30 days of earnings:
+    `utilization_rate` (float in [0, 1], now), `peak_hours` (local hours of the listing's region,
+    best first) and `profitable_models` (by gross earnings, best first)."""
+
+    utilization_rate: float
+    peak_hours: list[int]
+    profitable_models: list[str]
+    status: ListingStatus
+    earnings: Earnings

@@ -1,0 +1,462 @@
+"""ComputeProvider: the Compute Provider Agent Guide over the marketplace's API.
+
+One ComputeProvider is one provider account (its address is `id`) and one GPU listing
+(`gpu_id`). `assess_capabilities()` and `register(...)` are synchronous, as the guide calls
+them; every other call is a coroutine. Calls whose server support does not exist yet raise
+NotSupportedYet and change nothing; arguments that have no place on a listing yet are named in
+a NotAppliedWarning while the rest is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import time
+import warnings
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import _units
+from ._http import Transport
+from .capabilities import WORKER_CUDA_VERSION, assess, worker_binary
+from .errors import ConfigError, NotAppliedWarning, NotSupportedYet, ValidationError, WorkerNotRunning
+from .home import KEY_FILE, HomeConfig, SigningKey, discover_api, home_dir, write_private
+from .models import Analytics, Capabilities, Earnings, Listing, ListingStatus
+from .worker import WorkerConfig, spawn_worker, worker_command
+
+DEFAULT_REGION = "us-west"
+JOB_KINDS = ("vector_add", "reduction", "gemm", "kernel", "text_generation")
+STRATEGIES = ("market-balance", "peak-maximizer", "utilization-guard", "dynamic")
+# The server's earnings periods: <N>h up to 8784 or <N>d up to 366 (its EARNINGS_PERIOD_PATTERN).
+PERIOD = re.compile(r"^(([1-9]|[1-9][0-9]|[1-9][0-9][0-9]|[1-7][0-9]{3}|8[0-6][0-9]{2}|87[0-7][0-9]|878[0-4])h|([1-9]|[1-9][0-9]|[12][0-9]{2}|3[0-5][0-9]|36[0-6])d)$")
+# The guide's breakdown names, and the API's field for each.
+BREAKDOWNS = {"client": "by_client", "model_type": "by_model", "model": "by_model", "time_of_day": "by_hour_of_day", "hour_of_day": "by_hour_of_day"}
+FREQUENCY = re.compile(r"^[1-9][0-9]{0,4}(s|min|h)$")
+# start_offering waits this long for a worker's heartbeat; the local worker of `aitbc up` finds
+# a new listing within 2 s and heartbeats every 3 s.
+ONLINE_WAIT_S = 30.0
+POLL_S = 0.25
+
+_CAPABILITY_KEYS = {"gpu_memory", "supported_models", "max_concurrent_jobs", "kinds", "cuda_version", "count", "specialization"}
+_PRICING_KEYS = {"base_rate_per_hour", "peak_multiplier", "bulk_discount", "bulk_hours_min", "strategy"}
+
+
+def _not_applied(call: str, what: list[str], why: str) -> None:
+    if what:
+        warnings.warn(NotAppliedWarning(f"{call}: not applied: {', '.join(what)} ({why})"), stacklevel=3)
+
+
+def _whole(value: Any, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ValidationError(f"{field} must be a whole number, not {value!r}", field=field)
+    if not low <= int(value) <= high:
+        raise ValidationError(f"{field} must be {low}..={high}, not {value!r}", field=field)
+    return int(value)
+
+
+def _open_provider_account(http: Transport, home: Path, api: str) -> HomeConfig:
+    """What `aitbc init` does: an account, an Ed25519 key pair (file 0600), the public key
+    registered for receipts, and the config saved in the home."""
+    opened = http.request("POST", "/v1/accounts", json={"role": "provider"})
+    address = opened["address"]
+    key = SigningKey.generate(f"{address[4:16]}-ed25519-1")
+    home.mkdir(parents=True, exist_ok=True)
+    key_path = home / KEY_FILE
+    import json
+
+    write_private(key_path, json.dumps(key.to_file(), indent=2))
+    config = HomeConfig(api=api, address=address, role="provider", api_key=opened["api_key"], key_file=str(key_path))
+    # Saved before the key is registered: a failure after this point leaves an account this
+    # home knows, and the next register() registers the key (see _ensure_key_registered).
+    config.save(home)
+    http.with_key(config.api_key or "").request("POST", "/v1/providers/keys", json=key.public_entry())
+    return config
+
+
+def _ensure_key_registered(http: Transport, config: HomeConfig) -> None:
+    if not config.key_file:
+        raise ConfigError("the home's provider account has no key_file; run `aitbc init --force` or use another AITBC_HOME")
+    key = SigningKey.load(Path(config.key_file))
+    registered = http.request("GET", "/v1/providers/keys")["keys"]
+    if key.public_entry() not in registered:
+        http.request("POST", "/v1/providers/keys", json=key.public_entry())
+
+
+class ComputeProvider:
+    """A provider agent's account and GPU listing."""
+
+    def __init__(self, http: Transport, home: Path, config: HomeConfig, listing: Listing, capabilities: dict[str, Any] | None = None) -> None:
+        self._http = http
+        self.home = home
+        self.config = config
+        self.listing = listing
+        self.capabilities = capabilities or {}
+        self.worker_process: Any = None
+
+    # --- identity -------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The provider's address (its earnings, keys and explorer page are under it)."""
+        return self.listing.provider
+
+    @property
+    def gpu_id(self) -> str:
+        return self.listing.gpu_id
+
+    @property
+    def api(self) -> str:
+        return self._http.api
+
+    @property
+    def marketplace_url(self) -> str:
+        """The provider's page in the marketplace's explorer."""
+        return f"{self.api}/explorer/#/account/{self.id}"
+
+    def __repr__(self) -> str:
+        return f"ComputeProvider(id={self.id!r}, gpu_id={self.gpu_id!r}, api={self.api!r})"
+
+    # --- synchronous steps of the guide ---------------------------------------------------
+
+    @staticmethod
+    def assess_capabilities(home: str | os.PathLike[str] | None = None) -> Capabilities:
+        """This machine's GPU (or CPU), measured as the worker measures it."""
+        return assess(home)
+
+    @classmethod
+    def register(
+        cls,
+        name: str,
+        capabilities: Mapping[str, Any] | Capabilities | None = None,
+        pricing_model: Mapping[str, Any] | None = None,
+        *,
+        region: str = DEFAULT_REGION,
+        sla: Mapping[str, Any] | None = None,
+        api: str | None = None,
+        home: str | os.PathLike[str] | None = None,
+    ) -> "ComputeProvider":
+        """Lists a GPU named `name`, opening a provider account and key pair first when the
+        home has none (as `aitbc init`). The listing starts paused; `start_offering()` puts it
+        on the market. `capabilities` defaults to `assess_capabilities()`; `pricing_model` needs
+        `base_rate_per_hour` (AITBC per GPU-hour)."""
+        home_path = home_dir(home)
+        config = HomeConfig.load(home_path)
+        base = discover_api(api, home_path)
+        http = Transport(base)
+        if not isinstance(name, str) or not name.strip():
+            raise ValidationError("name must be a non-empty string", field="name")
+        caps = cls._capabilities(capabilities, home_path)
+        card = http.request("GET", "/v1/rate-card")
+        body = cls._new_listing(name, caps, dict(pricing_model or {}), region, sla, card)
+        if config.api_key is None:
+            config = _open_provider_account(http, home_path, base)
+        elif config.role != "provider":
+            raise ConfigError(f"the home {home_path} holds a {config.role} account; a provider needs its own home (AITBC_HOME)")
+        http = http.with_key(config.api_key or "")
+        _ensure_key_registered(http, config)
+        listing = Listing.from_wire(http.request("POST", "/v1/listings", json=body))
+        # Registered is not yet offered: the guide sets the schedule first, then starts offering.
+        listing = Listing.from_wire(http.request("PATCH", f"/v1/listings/{listing.gpu_id}", json={"status": "paused"}))
+        return cls(http, home_path, config, listing, dict(caps))
+
+    @classmethod
+    def attach(cls, gpu_id: str, *, api: str | None = None, home: str | os.PathLike[str] | None = None) -> "ComputeProvider":
+        """The ComputeProvider of an existing listing of this home's provider account."""
+        home_path = home_dir(home)
+        config = HomeConfig.load(home_path)
+        if config.api_key is None or config.role != "provider":
+            raise ConfigError(f"no provider account in {home_path}: run register() or `aitbc init`")
+        http = Transport(discover_api(api, home_path), config.api_key)
+        return cls(http, home_path, config, Listing.from_wire(http.request("GET", f"/v1/listings/{gpu_id}")))
+
+    @staticmethod
+    def _capabilities(capabilities: Mapping[str, Any] | Capabilities | None, home: Path) -> dict[str, Any]:
+        if capabilities is None:
+            capabilities = assess(home)
+        if isinstance(capabilities, Capabilities):
+            return capabilities.as_dict()
+        if not isinstance(capabilities, Mapping):
+            raise ValidationError("capabilities must be a dict or a Capabilities", field="capabilities")
+        return dict(capabilities)
+
+    @staticmethod
+    def _new_listing(name: str, caps: dict[str, Any], pricing: dict[str, Any], region: str, sla: Mapping[str, Any] | None, card: dict[str, Any]) -> dict[str, Any]:
+        ignored = [f"capabilities.{k}" for k in sorted(caps) if k not in _CAPABILITY_KEYS]
+        body: dict[str, Any] = {"name": name.strip(), "region": region}
+        memory = caps.get("gpu_memory")
+        if memory is None or memory == 0:
+            raise ValidationError("capabilities.gpu_memory: a listing needs the GPU's memory in GiB (this machine reported none)", field="gpu_memory")
+        body["memory_gib"] = _whole(memory, "gpu_memory", 1, 4096)
+        cuda = caps.get("cuda_version") or WORKER_CUDA_VERSION
+        if not isinstance(cuda, str) or not re.match(r"^[1-9][0-9]?\.[0-9]{1,2}$", cuda):
+            raise ValidationError(f"cuda_version {cuda!r} is not MAJOR.MINOR", field="cuda_version")
+        body["cuda_version"] = cuda
+        if "count" in caps:
+            body["count"] = _whole(caps["count"], "count", 1, 1024)
+        if "max_concurrent_jobs" in caps:
+            body["max_concurrent_jobs"] = _whole(caps["max_concurrent_jobs"], "max_concurrent_jobs", 1, 4096)
+        models = caps.get("supported_models", [])
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            raise ValidationError("supported_models must be a list of model names", field="supported_models")
+        # A listing may name only models the marketplace prices (the rate card); the others
+        # cannot be sold, so they are left out, and said so.
+        on_card = set(card.get("models", {}))
+        body["models"] = [m for m in models if m in on_card]
+        off_card = [f"supported_models {m!r}" for m in models if m not in on_card]
+        kinds = list(caps.get("kinds") or ["vector_add", "reduction", "gemm"])
+        specialization = caps.get("specialization")
+        if specialization is not None:
+            if specialization in JOB_KINDS:
+                # A specialization that is a job kind is one the listing serves.
+                if specialization not in kinds:
+                    kinds.append(specialization)
+            else:
+                ignored.append("capabilities.specialization")
+        bad = [k for k in kinds if k not in JOB_KINDS]
+        if bad:
+            raise ValidationError(f"kinds {bad} are not job kinds ({', '.join(JOB_KINDS)})", field="kinds")
+        body["kinds"] = kinds
+
+        if "base_rate_per_hour" not in pricing:
+            raise ValidationError("pricing_model.base_rate_per_hour (AITBC per GPU-hour) is required", field="base_rate_per_hour")
+        body["base_price"] = _units.amount(pricing["base_rate_per_hour"], "base_rate_per_hour")
+        params: dict[str, Any] = {}
+        if "peak_multiplier" in pricing:
+            params["peak_multiplier_bps"] = _units.bps(pricing["peak_multiplier"], "peak_multiplier")
+        if "bulk_discount" in pricing:
+            params["bulk_discount_bps"] = _units.bps(pricing["bulk_discount"], "bulk_discount")
+        if "bulk_hours_min" in pricing:
+            params["bulk_hours_min"] = _whole(pricing["bulk_hours_min"], "bulk_hours_min", 1, 8760)
+        if params:
+            body["params"] = params
+        if "strategy" in pricing:
+            if pricing["strategy"] not in STRATEGIES:
+                raise ValidationError(f"strategy must be one of {', '.join(STRATEGIES)}", field="strategy")
+            body["strategy"] = pricing["strategy"]
+        ignored += [f"pricing_model.{k}" for k in sorted(pricing) if k not in _PRICING_KEYS]
+        if sla is not None:
+            body["sla"] = _sla(sla)
+        _not_applied("register", ignored, "a listing has no such field; the marketplace measures performance itself")
+        _not_applied("register", off_card, "not on the marketplace's rate card, so no listing can sell it")
+        return body
+
+    # --- the listing ----------------------------------------------------------------------
+
+    async def refresh(self) -> Listing:
+        self.listing = Listing.from_wire(await self._http.arequest("GET", f"/v1/listings/{self.gpu_id}"))
+        return self.listing
+
+    async def _patch(self, body: dict[str, Any]) -> Listing:
+        self.listing = Listing.from_wire(await self._http.arequest("PATCH", f"/v1/listings/{self.gpu_id}", json=body))
+        return self.listing
+
+    async def _patch_params(self, changes: dict[str, Any], extra: dict[str, Any]) -> Listing:
+        # A patch's `params` replaces them all: merge into the current ones.
+        await self.refresh()
+        return await self._patch({**extra, "params": {**self.listing.params, **changes}})
+
+    async def set_availability(self, schedule: Mapping[str, Any]) -> Listing:
+        """The weekly schedule (time zone, windows, maintenance windows) within which the
+        listing takes jobs; the server checks it and matches jobs only inside it."""
+        if not isinstance(schedule, Mapping):
+            raise ValidationError("schedule must be a dict", field="schedule")
+        return await self._patch({"availability": dict(schedule)})
+
+    async def start_offering(self, *, wait_s: float = ONLINE_WAIT_S, queue: str | None = None) -> Listing:
+        """Puts the listing on the market (active) and makes sure a worker serves it.
+
+        A worker already running for this provider (`aitbc up` on this home runs one) is
+        found by its heartbeat. Else, with a queue (`queue=`, or AITBC_WORKER_QUEUE: `sqs` or
+        `sqlite:<data-dir>/aitbc.db`) and the `aitbc-worker` binary, one is started here
+        (`worker_process`). Else WorkerNotRunning says the command to run; the listing stays
+        active."""
+        await self._patch({"status": "active"})
+        if await self._wait_online(wait_s if queue is None and not os.environ.get("AITBC_WORKER_QUEUE") else min(wait_s, 8.0)):
+            return self.listing
+        queue = queue or os.environ.get("AITBC_WORKER_QUEUE")
+        binary = worker_binary()
+        config = WorkerConfig.load(self.home).path
+        cmd = worker_command(binary or "aitbc-worker", api=self.api, key_file=self.config.key_file or str(self.home / KEY_FILE), gpu_id=self.gpu_id, queue=queue or "<sqs|sqlite:DATA_DIR/aitbc.db>", config=config)
+        if queue and binary:
+            self.worker_process = spawn_worker(cmd, self.config.api_key or "", self.home / f"worker-{self.gpu_id}.log")
+            if await self._wait_online(wait_s):
+                return self.listing
+            raise WorkerNotRunning(f"started `{' '.join(cmd)}` but listing {self.gpu_id} did not come online within {wait_s:.0f} s; see {self.home / f'worker-{self.gpu_id}.log'}")
+        raise WorkerNotRunning(
+            f"listing {self.gpu_id} is active but no worker serves it (no heartbeat within {wait_s:.0f} s). "
+            f"Run `aitbc up` with AITBC_HOME={self.home}, or: AITBC_API_KEY=<api_key from {self.home / 'config.toml'}> {' '.join(cmd)}"
+        )
+
+    async def _wait_online(self, wait_s: float) -> bool:
+        deadline = time.monotonic() + wait_s
+        while True:
+            if (await self.refresh()).online:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(POLL_S)
+
+    async def stop_offering(self) -> Listing:
+        """Takes the listing off the market (paused); a started worker is stopped."""
+        listing = await self._patch({"status": "paused"})
+        if self.worker_process is not None:
+            self.worker_process.terminate()
+            self.worker_process.wait(timeout=30)
+            self.worker_process = None
+        return listing
+
+    async def get_status(self) -> ListingStatus:
+        return ListingStatus.from_wire(await self._http.arequest("GET", f"/v1/listings/{self.gpu_id}/status"))
+
+    # --- pricing --------------------------------------------------------------------------
+
+    async def enable_dynamic_pricing(self, base_rate: Any = None, demand_threshold: float = 0.8, max_multiplier: float = 2.0, adjustment_frequency: str | None = None) -> Listing:
+        """The `dynamic` strategy: the base rate (AITBC per GPU-hour) up to `demand_threshold`
+        utilization, then rising linearly to `max_multiplier` times it at 100%. The server
+        prices every quote from the utilization measured then, so prices follow demand at
+        least as often as any `adjustment_frequency` ("15min", "30s", "1h")."""
+        if adjustment_frequency is not None and (not isinstance(adjustment_frequency, str) or not FREQUENCY.match(adjustment_frequency)):
+            raise ValidationError("adjustment_frequency is like '15min', '30s' or '1h'", field="adjustment_frequency")
+        changes = {"demand_threshold_bps": _units.bps(demand_threshold, "demand_threshold"), "max_multiplier_bps": _units.bps(max_multiplier, "max_multiplier")}
+        extra: dict[str, Any] = {"strategy": "dynamic"}
+        if base_rate is not None:
+            extra["base_price"] = _units.amount(base_rate, "base_rate")
+        return await self._patch_params(changes, extra)
+
+    async def set_pricing_strategy(self, strategy: str) -> Listing:
+        if strategy not in STRATEGIES:
+            raise ValidationError(f"strategy must be one of {', '.join(STRATEGIES)}", field="strategy")
+        return await self._patch({"strategy": strategy})
+
+    async def set_service_tiers(self, tiers: Mapping[str, Mapping[str, Any]]) -> Listing:
+        """Per-tier rates (AITBC per GPU-hour) for basic, premium and enterprise: the basic
+        rate becomes the base price, the others its multipliers (to the basis point)."""
+        names = ("basic", "premium", "enterprise")
+        unknown = sorted(set(tiers) - set(names))
+        if unknown or "basic" not in tiers:
+            raise ValidationError(f"tiers are {', '.join(names)} (basic is required); not {unknown}", field="tiers")
+        rates = {}
+        for n in names:
+            if n in tiers:
+                if "rate_per_hour" not in tiers[n]:
+                    raise ValidationError(f"tiers.{n}.rate_per_hour is required", field="rate_per_hour")
+                rates[n] = _units.to_decimal(tiers[n]["rate_per_hour"], f"tiers.{n}.rate_per_hour")
+        base = rates["basic"]
+        if base <= 0:
+            raise ValidationError("tiers.basic.rate_per_hour must be above 0", field="rate_per_hour")
+        await self.refresh()
+        current = list(self.listing.params.get("tier_bps", [10000, 30000, 50000]))
+        tier_bps = [10000] + [int((rates[n] / base * 10000).quantize(Decimal(1), rounding=ROUND_HALF_UP)) if n in rates else current[i + 1] for i, n in enumerate(names[1:])]
+        _not_applied("set_service_tiers", sorted({f"{n}.{k}" for n in tiers for k in tiers[n] if k != "rate_per_hour"}), "per-tier job limits, priority and support are not on listings yet")
+        return await self._patch({"base_price": _units.amount(base, "tiers.basic.rate_per_hour"), "params": {**self.listing.params, "tier_bps": tier_bps}})
+
+    # --- earnings and analytics -----------------------------------------------------------
+
+    async def get_earnings(self, period: str = "30d", breakdown_by: list[str] | None = None) -> Earnings:
+        """Gross, fees, net and daily average over `period` ("24h", "30d", up to 366 days),
+        broken down by "client", "model_type" and "time_of_day" (local hours of the region)."""
+        if not isinstance(period, str) or not PERIOD.match(period):
+            raise ValidationError(f"period {period!r}: write <N>h or <N>d, from 1h to 366d", field="period")
+        wanted = list(breakdown_by or [])
+        bad = [b for b in wanted if b not in BREAKDOWNS]
+        if bad:
+            raise ValidationError(f"breakdown_by {bad}: choose from {', '.join(BREAKDOWNS)}", field="breakdown_by")
+        earnings = Earnings.from_wire(await self._http.arequest("GET", f"/v1/listings/{self.gpu_id}/earnings", params={"period": period}))
+        earnings.breakdown = {b: getattr(earnings, BREAKDOWNS[b]) for b in wanted}
+        return earnings
+
+    async def get_analytics(self) -> Analytics:
+        """Utilization now, and the peak hours and most profitable models of the last 30 days,
+        computed from the listing's status and earnings."""
+        status = await self.get_status()
+        earnings = await self.get_earnings("30d")
+        hours = sorted((h for h, v in earnings.by_hour_of_day.items() if v > 0), key=lambda h: (-earnings.by_hour_of_day[h], int(h)))
+        models = sorted((m for m, v in earnings.by_model.items() if v > 0), key=lambda m: (-earnings.by_model[m], m))
+        return Analytics(status.utilization, [int(h) for h in hours], models, status, earnings)
+
+    # --- models ---------------------------------------------------------------------------
+
+    async def host_specialized_model(self, model_name: str, model_path: str | os.PathLike[str], requirements: Mapping[str, Any] | None = None, premium_rate: Any = None) -> dict[str, str]:
+        """Adds a GGUF model (llama architecture) to this machine's worker config
+        (`<home>/worker.toml` `[[models]]`, with its sha256, which the worker checks before
+        loading it). The worker started by start_offering() loads it and reports it in its
+        heartbeats; the listing then serves `text_generation` jobs of it."""
+        if premium_rate is not None:
+            raise NotSupportedYet("host_specialized_model(premium_rate=...)", "per-model rates on a listing (a model job pays max(rate card, the listing's base price))")
+        card = await self._http.arequest("GET", "/v1/rate-card")
+        if model_name not in card.get("models", {}):
+            raise ValidationError(f"model {model_name!r} is not on the marketplace's rate card, so no job can pay for it", field="model_name")
+        path = Path(model_path)
+        if path.suffix != ".gguf" or not path.is_file():
+            raise ValidationError(f"model_path {path}: the worker loads GGUF files (*.gguf) that exist", field="model_path")
+        if requirements:
+            need = requirements.get("gpu_memory")
+            if need is not None and need > self.listing.memory_gib:
+                raise ValidationError(f"the model needs {need} GiB; listing {self.gpu_id} has {self.listing.memory_gib}", field="requirements")
+            _not_applied("host_specialized_model", sorted(k for k in requirements if k != "gpu_memory"), "the marketplace does not record model requirements")
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        config = WorkerConfig.load(self.home)
+        config.upsert_model(model_name, str(path.resolve()), digest.hexdigest())
+        config.save()
+        return {"name": model_name, "path": str(path.resolve()), "sha256": digest.hexdigest(), "config": str(config.path)}
+
+    # --- the guide's calls without server support yet ---------------------------------------
+
+    async def define_sla(self, **_: Any) -> None:
+        raise NotSupportedYet("define_sla", "way to change a listing's SLA after it is listed (pass sla={'response_time_s': 30, 'penalty_rate_bps': 5000} to register)")
+
+    async def create_contract(self, **_: Any) -> None:
+        raise NotSupportedYet("create_contract", "fixed-rate contract endpoint")
+
+    async def configure_queue(self, **_: Any) -> None:
+        raise NotSupportedYet("configure_queue", "per-listing queue configuration")
+
+    async def enable_load_balancing(self, **_: Any) -> None:
+        raise NotSupportedYet("enable_load_balancing", "provider-side load balancing settings")
+
+    async def configure_monitoring(self, **_: Any) -> None:
+        raise NotSupportedYet("configure_monitoring", "health checks and alerts")
+
+    async def get_reputation(self) -> None:
+        raise NotSupportedYet("get_reputation", "reputation scores")
+
+    async def set_quality_checker(self, _checker: Any = None) -> None:
+        raise NotSupportedYet("set_quality_checker", "hook for provider-side quality checks")
+
+    async def join_swarm(self, **_: Any) -> None:
+        raise NotSupportedYet("join_swarm", "swarms")
+
+    async def share_market_data(self, _data: Any = None) -> None:
+        raise NotSupportedYet("share_market_data", "market-intelligence sharing")
+
+    async def participate_in_pricing(self, _proposal: Any = None) -> None:
+        raise NotSupportedYet("participate_in_pricing", "collective pricing decisions")
+
+    async def enable_batch_processing(self, **_: Any) -> None:
+        raise NotSupportedYet("enable_batch_processing", "batch-processing discounts")
+
+    async def reserve_capacity(self, **_: Any) -> None:
+        raise NotSupportedYet("reserve_capacity", "capacity reservations")
+
+    async def get_optimization_suggestions(self) -> None:
+        raise NotSupportedYet("get_optimization_suggestions", "optimization suggestions")
+
+
+def _sla(sla: Mapping[str, Any]) -> dict[str, int]:
+    unknown = set(sla) - {"response_time_s", "penalty_rate_bps", "response_time_target", "penalty_rate"}
+    if unknown:
+        raise ValidationError(f"sla: unknown key(s) {sorted(unknown)}", field="sla")
+    out: dict[str, int] = {}
+    if "response_time_s" in sla or "response_time_target" in sla:
+        out["response_time_s"] = _whole(sla.get("response_time_s", sla.get("response_time_target")), "response_time_s", 1, 3600)
+    if "penalty_rate_bps" in sla:
+        out["penalty_rate_bps"] = _whole(sla["penalty_rate_bps"], "penalty_rate_bps", 0, 10000)
+    elif "penalty_rate" in sla:
+        out["penalty_rate_bps"] = _units.bps(sla["penalty_rate"], "penalty_rate")
+    return out
