@@ -203,7 +203,7 @@ class ComputeProvider:
             raise ValidationError("supported_models must be a list of model names", field="supported_models")
         # A listing may name only models the marketplace prices (the rate card); the others
         # cannot be sold, so they are left out, and said so.
-        on_card = set(card.get("models", {}))
+        on_card = _card_models(card)
         body["models"] = [m for m in models if m in on_card]
         off_card = [f"supported_models {m!r}" for m in models if m not in on_card]
         kinds = list(caps.get("kinds") or ["vector_add", "reduction", "gemm"])
@@ -387,7 +387,7 @@ class ComputeProvider:
         if premium_rate is not None:
             raise NotSupportedYet("host_specialized_model(premium_rate=...)", "per-model rates on a listing (a model job pays max(rate card, the listing's base price))")
         card = await self._http.arequest("GET", "/v1/rate-card")
-        if model_name not in card.get("models", {}):
+        if model_name not in _card_models(card):
             raise ValidationError(f"model {model_name!r} is not on the marketplace's rate card, so no job can pay for it", field="model_name")
         path = Path(model_path)
         if path.suffix != ".gguf" or not path.is_file():
@@ -446,6 +446,11 @@ class ComputeProvider:
 
     async def get_optimization_suggestions(self) -> None:
         raise NotSupportedYet("get_optimization_suggestions", "optimization suggestions")
+
+
+def _card_models(card: Mapping[str, Any]) -> set[str]:
+    """The model names of a `GET /v1/rate-card` answer (`RateCardOut`)."""
+    return {entry["model"] for entry in card.get("models", [])}
 
 
 def _sla(sla: Mapping[str, Any]) -> dict[str, int]:
