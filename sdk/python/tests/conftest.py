@@ -134,3 +134,9 @@ def check_request_bodies(request: pytest.FixtureRequest) -> Iterator[None]:
         validator = jsonschema.Draft202012Validator({**schema, "components": doc["components"]})
         errors = [e.message for e in validator.iter_errors(json.loads(json.dumps(body)))]
         assert not errors, f"{method} {path} body {body} breaks the served schema: {errors}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The guide runs first: it starts, as a new provider does, from a home without an account
+    (the session's provider home, whose provider `aitbc up`'s worker serves)."""
+    items.sort(key=lambda item: 0 if item.module.__name__.endswith("test_guide") else 1)

@@ -160,10 +160,15 @@ class Client:
     async def list_receipts(self, *, client: str | None = None, provider: str | None = None, limit: int = 50) -> list[Receipt]:
         """Receipts newest first: the caller's own, or a client's or provider's."""
         params = {k: v for k, v in (("client", client), ("provider", provider)) if v}
-        return [Receipt.from_wire(r) async for r in self._pages("/v1/receipts", params, limit)]
+        return [self._receipt(r) async for r in self._pages("/v1/receipts", params, limit)]
+
+    def _receipt(self, data: dict[str, Any]) -> Receipt:
+        receipt = Receipt.from_wire(data)
+        receipt.source_api = self.api
+        return receipt
 
     async def get_receipt(self, receipt_id: str) -> Receipt:
-        return Receipt.from_wire(await self._http.arequest("GET", f"/v1/receipts/{receipt_id}"))
+        return self._receipt(await self._http.arequest("GET", f"/v1/receipts/{receipt_id}"))
 
     async def _pages(self, path: str, params: dict[str, Any], limit: int) -> AsyncIterator[dict[str, Any]]:
         if not isinstance(limit, int) or limit < 1:
@@ -183,4 +188,4 @@ class Client:
 def get_receipt(receipt_id: str, *, api: str | None = None, home: str | os.PathLike[str] | None = None) -> Receipt:
     """One receipt, with the home's credentials (its client or its provider)."""
     c = Client(api=api, home=home)
-    return Receipt.from_wire(c._http.request("GET", f"/v1/receipts/{receipt_id}"))
+    return c._receipt(c._http.request("GET", f"/v1/receipts/{receipt_id}"))

@@ -169,6 +169,9 @@ class Receipt(WireModel):
     completion_tokens: int | None = None
     signature: dict[str, str] = field(default_factory=dict)
     countersignature: dict[str, str] | None = None
+    # The API it was read from: verify_receipt reads that marketplace's published keys when
+    # given no keys and no api.
+    source_api: str | None = derived()
 
 
 @dataclass

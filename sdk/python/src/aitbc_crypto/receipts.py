@@ -286,10 +286,12 @@ def verify_receipt_detailed(receipt: Any, keys: KeySet | Mapping[str, Any] | str
     """Verifies `receipt` (a dict, JSON text, a Path, or an SDK Receipt) and says what held.
 
     `keys`: a KeySet, a key document, or the path of a pinned key file; without it, the
-    marketplace's published keys at `api` (else the API the CLI would use), cached, and fetched
+    marketplace's published keys at `api` (else the API an SDK Receipt was read from, else the
+    API the CLI would use), cached, and fetched
     again once if the receipt names a key id they lack (a provider registered since).
     """
     body = _as_dict(receipt)
+    api = api or getattr(receipt, "source_api", None)
     if keys is None:
         published = published_keys(api)
         result = _verify_with(body, published)
