@@ -9,7 +9,8 @@
 #  3. cargo test over the whole workspace, built once;
 #  4. the API fuzz run (scripts/fuzz.sh): schemathesis against `aitbc up`, as three callers;
 #  5. the explorer's pages in headless Chromium (scripts/explorer-test.sh), which installs
-#     Debian's chromium and the pinned playwright-core itself.
+#     Debian's chromium and the pinned playwright-core itself;
+#  6. the Python SDK's tests (scripts/sdk-test.sh) against `aitbc up`, in .venv-sdk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -58,3 +59,4 @@ unset AWS_PROFILE AWS_SESSION_TOKEN
 cargo test --workspace --locked "$@"
 bash scripts/fuzz.sh
 AITBC_BIN="$root/target/debug/aitbc" bash scripts/explorer-test.sh
+AITBC_BIN="$root/target/debug/aitbc" bash scripts/sdk-test.sh

@@ -144,3 +144,22 @@ async def test_a_client_home_is_not_a_provider(market: Any, offered: dict[str, A
 
     with pytest.raises(ConfigError, match="client account"):
         ComputeProvider.register("wrong-home", {"gpu_memory": 8}, {"base_rate_per_hour": 1}, api=market.api, home=offered["client"].home)
+
+
+async def test_host_specialized_model_writes_the_workers_models_config(market: Any, offered: dict[str, Any], tmp_path: Path) -> None:
+    import hashlib
+    import tomllib
+
+    from aitbc_agent.capabilities import local_models
+
+    provider: ComputeProvider = offered["provider"]
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF test bytes")
+    done = await provider.host_specialized_model("codellama", gguf, requirements={"gpu_memory": 16})
+    config = tomllib.loads(Path(done["config"]).read_text())
+    assert config["models"] == [{"name": "codellama", "path": str(gguf.resolve()), "sha256": hashlib.sha256(b"GGUF test bytes").hexdigest()}]
+    assert "codellama" in local_models(provider.home)
+    with pytest.raises(ValidationError, match="GGUF"):
+        await provider.host_specialized_model("codellama", tmp_path / "model.pt")
+    with pytest.raises(ValidationError, match="rate card"):
+        await provider.host_specialized_model("custom-medical-llm", gguf)

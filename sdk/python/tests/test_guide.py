@@ -338,3 +338,17 @@ async def test_the_guide_runs_as_written_and_each_step_has_its_effect(provider_e
         assert isinstance(raised.value, aitbc_agent.AitbcError)
     after = {k: v for k, v in listing(market, provider.gpu_id).items() if k not in LIVE}
     assert after == before, "a call that is not supported yet changed the listing"
+
+
+def test_the_example_runs_against_the_market(provider_env: Any) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "provider_agent.py"
+    done = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    gpu_id = next(line.split()[-1] for line in done.stdout.splitlines() if line.startswith("Registered listing"))
+    got = listing(provider_env, gpu_id)
+    assert got["status"] == "active" and got["online"] and got["strategy"] == "dynamic"
+    assert "Not yet: get_reputation" in done.stdout and "Total Revenue: " in done.stdout
