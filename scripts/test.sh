@@ -57,6 +57,9 @@ export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-eas
 unset AWS_PROFILE AWS_SESSION_TOKEN
 
 cargo test --workspace --locked "$@"
-bash scripts/fuzz.sh
+# The binary `cargo test` just built (building `-p aitbc` alone would rebuild its dependencies
+# with other features).
+bash scripts/fuzz.sh --bin "$root/target/debug/aitbc"
 AITBC_BIN="$root/target/debug/aitbc" bash scripts/explorer-test.sh
 AITBC_BIN="$root/target/debug/aitbc" bash scripts/sdk-test.sh
+AITBC_BIN="$root/target/debug/aitbc" bash scripts/openai-test.sh
