@@ -6,7 +6,23 @@ import { signedBytes } from './jcs.js';
 
 /** Members a receipt may have; any other makes it invalid (nothing unsigned rides along). */
 export const RECEIPT_MEMBERS = ['version', 'receipt_id', 'job_id', 'gpu_id', 'attempt', 'provider', 'client', 'units',
-  'unit_type', 'unit_price', 'price', 'model', 'started_at', 'completed_at', 'signature', 'countersignature'];
+  'unit_type', 'unit_price', 'price', 'model', 'started_at', 'completed_at', 'prompt_tokens', 'completion_tokens',
+  'signature', 'countersignature'];
+
+/** Receipt versions this page verifies (core's RECEIPT_VERSION_MIN..=RECEIPT_VERSION). */
+export const RECEIPT_VERSIONS = [1, 2];
+
+/** The rules a receipt's version sets (core's `ReceiptBody::check`): version 1 meters only
+ * GPU-seconds and carries no token counts; token counts come in pairs.
+ * @param {Record<string, any>} r @returns {string | null} what breaks them */
+export function versionProblem(r) {
+  if (!RECEIPT_VERSIONS.includes(r.version)) return 'receipt version ' + r.version + ' is not supported';
+  const hasTokens = r.prompt_tokens != null || r.completion_tokens != null;
+  if (r.version === 1 && r.unit_type !== 'gpu_seconds') return 'a version 1 receipt cannot carry units other than gpu_seconds';
+  if (r.version === 1 && hasTokens) return 'a version 1 receipt cannot carry token counts';
+  if ((r.prompt_tokens == null) !== (r.completion_tokens == null)) return 'token counts come in pairs';
+  return null;
+}
 
 /** @typedef {{key_id: string, alg: string, public_key: string}} KeyEntry */
 /** @typedef {{keys: KeyEntry[], marketplace_key_id?: string}} KeyDocument */
@@ -71,6 +87,8 @@ export async function verifyReceipt(receipt, doc) {
   const marketKeys = new Map(doc.keys.filter((k) => k.key_id === market).map((k) => [k.key_id, k]));
   const extra = Object.keys(receipt).filter((k) => !RECEIPT_MEMBERS.includes(k));
   if (extra.length) return result({ ok: false, reason: 'unexpected member ' + extra.join(', ') }, null);
+  const versionError = versionProblem(receipt);
+  if (versionError) return result({ ok: false, reason: versionError }, null);
   let priceOk;
   try {
     priceOk = priceMatches(receipt);
