@@ -4,7 +4,7 @@
 //! ggml operation it reproduces and how.
 //!
 //! Everything is written once with `f32::mul_add` (a correctly rounded FMA, like the
-//! `vfmadd` ggml uses); `with_fma` runs it compiled for AVX2+FMA when the CPU has them, so the
+//! `vfmadd` ggml uses); the hot callers also compile it for AVX2+FMA (`#[target_feature]`), so the
 //! FMAs are instructions rather than libm calls. Both give the same bits.
 
 use crate::quant::hsum8;
@@ -15,23 +15,6 @@ use crate::quant::hsum8;
 pub const F16_DOT_STEP: usize = 32;
 /// Lanes of ggml's softmax loop (AVX2: 8).
 pub const SOFTMAX_STEP: usize = 8;
-
-/// Runs `f` compiled with AVX2+FMA when available.
-#[inline(always)]
-pub fn with_fma<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn fast<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { fast(f) };
-        }
-    }
-    f()
-}
 
 /// ggml's `ggml_v_expf` (the AVX2 one, ARM's optimized-routines algorithm: 2^n * poly(b)
 /// with the special cases for |n| > 126), one lane at a time: the same operations in the
@@ -65,12 +48,25 @@ pub fn expf(x: f32) -> f32 {
 /// ggml's SwiGLU (`ggml_vec_swiglu_f32`, vector part): `g / (1 + exp(0 - g)) * u`.
 pub fn swiglu(g: &mut [f32], u: &[f32]) {
     assert_eq!(g.len(), u.len());
-    with_fma(|| {
+    #[inline(always)]
+    fn body(g: &mut [f32], u: &[f32]) {
         for (gi, &ui) in g.iter_mut().zip(u) {
             let x = *gi;
             *gi = x / (1.0 + expf(0.0 - x)) * ui;
         }
-    })
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn fast(g: &mut [f32], u: &[f32]) {
+            body(g, u)
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features `fast` is compiled for.
+            return unsafe { fast(g, u) };
+        }
+    }
+    body(g, u)
 }
 
 /// ggml's RMS norm followed by the weight multiply: the sum of f32 squares in f64, the mean
@@ -91,6 +87,7 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut Vec<f32>) {
 /// `ggml_vec_soft_max_f32`): exp of groups of 8 summed as `hsum_float_8` into an f64, then
 /// every value times `f32(1 / sum)`. `row` holds the unscaled K.Q values of the unmasked
 /// positions; masked positions would add exact zeros.
+#[inline(always)]
 pub fn softmax(row: &mut [f32], scale: f32) {
     let mut max = f32::NEG_INFINITY;
     for v in row.iter_mut() {
