@@ -509,15 +509,17 @@ impl Llama {
 
 /// Rotates adjacent pairs `(x[2i], x[2i+1])` by `pos * base^(-2i/dim)` (GGUF stores llama's
 /// q and k permuted for this "normal" RoPE). The angle is advanced by repeated f32
-/// multiplication, as ggml does.
+/// multiplication, and each rotation is one fused multiply-add over a rounded product, as ggml's
+/// C compiles (GCC contracts `x0*cos - x1*sin` into `fma(x0, cos, -(x1*sin))`): the plain form
+/// differs in the last bit now and then, enough to part greedy tokens from llama.cpp's.
 fn rope(x: &mut [f32], pos: usize, dim: usize, base: f32) {
     let theta_scale = base.powf(-2.0 / dim as f32);
     let mut theta = pos as f32;
     for pair in x[..dim].chunks_exact_mut(2) {
         let (sin, cos) = theta.sin_cos();
         let (a, b) = (pair[0], pair[1]);
-        pair[0] = a * cos - b * sin;
-        pair[1] = a * sin + b * cos;
+        pair[0] = a.mul_add(cos, -(b * sin));
+        pair[1] = a.mul_add(sin, b * cos);
         theta *= theta_scale;
     }
 }

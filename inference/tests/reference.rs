@@ -82,15 +82,11 @@ fn tokenizer_matches_llama_cpp() {
     run(false);
 }
 
-/// Known failure (2026-12-03, second pass): the quantized products, RMS norm, SwiGLU, softmax
-/// and f16 attention now reproduce ggml's CPU arithmetic, and the logits are bit-identical to
-/// llama.cpp's (all 49152, every position) on some prompts for 20+ positions, but on others a
-/// rare, value-dependent difference appears (first seen at position 7 of "The history of
-/// computing ..."), in decode and prefill alike, so greedy tokens still part after 12-27
-/// tokens. Not found yet; see inference/README.md. Run with
-/// `cargo test --release -p aitbc-inference --test reference -- --ignored`.
+/// Greedy decoding of five prompts (English, code, digits, unicode, a chat) gives llama.cpp's
+/// token ids for the first 32 tokens: the engine reproduces ggml's CPU arithmetic (quantized
+/// products, RMS norm, SwiGLU, softmax, f16 attention, RoPE's fused multiply-adds), so the
+/// logits are bit-identical and no near-tie can part the two.
 #[test]
-#[ignore = "known divergence from llama.cpp's greedy tokens, see the doc comment"]
 fn greedy_matches_llama_cpp() {
     run(true);
 }
@@ -104,7 +100,10 @@ fn run(greedy: bool) {
     let texts = corpus();
     assert!(texts.len() >= 200, "{} strings", texts.len());
 
-    let chat = vec![Message::new("user", "What is the capital of France?")];
+    // With the template's default system prompt ("You are a helpful AI assistant named SmolLM,
+    // ...") this 135M model, in llama.cpp as here, answers the question with French nonsense;
+    // with a short system prompt of the caller's it answers it.
+    let chat = vec![Message::new("system", "Answer concisely."), Message::new("user", "What is the capital of France?")];
     let chat_text = model.chat_template().expect("SmolLM2 has a ChatML template").render(&chat).unwrap();
     let prompts = vec![
         "The history of the Roman Empire began".to_string(),
