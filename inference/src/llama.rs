@@ -105,6 +105,41 @@ impl Linear {
         Ok(())
     }
 
+    /// `outs[i] = x . linears[i]^T` for matrices that quantize their input alike
+    /// (`same_activations`): the activations are quantized once, and a single decoded row runs
+    /// all the products in one parallel region.
+    fn forward_many(linears: &[&Linear], x: &[f32], m: usize, outs: &mut [&mut Vec<f32>], scratch: &mut QuantRows) -> Result<(), InferenceError> {
+        assert_eq!(linears.len(), outs.len());
+        let first = linears[0];
+        let shared = linears.iter().all(|l| same_activations(first, l));
+        if !shared {
+            for (l, out) in linears.iter().zip(outs.iter_mut()) {
+                l.forward_with(x, m, out, scratch)?;
+            }
+            return Ok(());
+        }
+        let Weights::Ggml(w0) = &first.weights else { unreachable!("same_activations holds only for our kernels") };
+        assert_eq!(x.len(), m * first.n_in);
+        quant::quantize_rows(x, m, first.n_in, quant::needs_sum(w0.kind), scratch);
+        for (l, out) in linears.iter().zip(outs.iter_mut()) {
+            out.clear();
+            out.resize(m * l.n_out, 0.0);
+        }
+        if m == 1 {
+            let mats: Vec<&QMatrix> = linears.iter().map(|l| match &l.weights {
+                Weights::Ggml(w) => w,
+                Weights::Candle(_) => unreachable!("same_activations holds only for our kernels"),
+            }).collect();
+            let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+            QMatrix::matvec_many(&mats, scratch, &mut slices);
+        } else {
+            for (l, out) in linears.iter().zip(outs.iter_mut()) {
+                l.forward_quantized(scratch, m, out)?;
+            }
+        }
+        Ok(())
+    }
+
     /// A matrix from its bytes in the file's layout: our kernels for Q4_0, Q4_1 and Q8_0,
     /// candle's for the other supported types.
     pub fn from_bytes(name: &str, dtype: GgmlDType, n_out: usize, n_in: usize, data: &[u8]) -> Result<Linear, InferenceError> {
@@ -460,15 +495,8 @@ impl Llama {
         let mut scratch = QuantRows::default();
         for (li, layer) in self.layers.iter().enumerate() {
             ops::rms_norm(&x, &layer.attn_norm, h.rms_eps, &mut xn);
-            // q, k and v read the same activations: quantize them once.
-            layer.q.forward_with(&xn, m, &mut q, &mut scratch)?;
-            if same_activations(&layer.q, &layer.k) && same_activations(&layer.q, &layer.v) {
-                layer.k.forward_quantized(&scratch, m, &mut k)?;
-                layer.v.forward_quantized(&scratch, m, &mut v)?;
-            } else {
-                layer.k.forward_with(&xn, m, &mut k, &mut scratch)?;
-                layer.v.forward_with(&xn, m, &mut v, &mut scratch)?;
-            }
+            // q, k and v read the same activations: quantized once, one parallel region.
+            Linear::forward_many(&[&layer.q, &layer.k, &layer.v], &xn, m, &mut [&mut q, &mut k, &mut v], &mut scratch)?;
             for t in 0..m {
                 let pos = start + t;
                 for head in q[t * h.heads * hd..(t + 1) * h.heads * hd].chunks_exact_mut(hd) {
@@ -484,12 +512,7 @@ impl Llama {
             layer.o.forward_with(&att, m, &mut o, &mut scratch)?;
             add(&mut x, &o);
             ops::rms_norm(&x, &layer.ffn_norm, h.rms_eps, &mut xn);
-            layer.gate.forward_with(&xn, m, &mut g, &mut scratch)?;
-            if same_activations(&layer.gate, &layer.up) {
-                layer.up.forward_quantized(&scratch, m, &mut u)?;
-            } else {
-                layer.up.forward_with(&xn, m, &mut u, &mut scratch)?;
-            }
+            Linear::forward_many(&[&layer.gate, &layer.up], &xn, m, &mut [&mut g, &mut u], &mut scratch)?;
             ops::swiglu(&mut g, &u);
             layer.down.forward_with(&g, m, &mut o, &mut scratch)?;
             add(&mut x, &o);

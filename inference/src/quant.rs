@@ -64,6 +64,24 @@ pub struct QuantRows {
 /// Quantizes `rows` rows of `x` (each `k` long, `k` a multiple of 32) the way ggml's
 /// `quantize_row_q8_0` / `quantize_row_q8_1` do.
 pub fn quantize_rows(x: &[f32], rows: usize, k: usize, with_sum: bool, out: &mut QuantRows) {
+    match Kernel::detect() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Kernel::Avx2` is only chosen when the CPU reports AVX2, FMA and F16C.
+        Kernel::Avx2 => unsafe { quantize_rows_avx2(x, rows, k, with_sum, out) },
+        Kernel::Portable => quantize_rows_impl(x, rows, k, with_sum, out),
+    }
+}
+
+/// The same code with rounding and f16 conversion as single instructions (without them each
+/// value was a libm `rintf` call): the results are identical.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_rows_avx2(x: &[f32], rows: usize, k: usize, with_sum: bool, out: &mut QuantRows) {
+    quantize_rows_impl(x, rows, k, with_sum, out)
+}
+
+#[inline(always)]
+fn quantize_rows_impl(x: &[f32], rows: usize, k: usize, with_sum: bool, out: &mut QuantRows) {
     assert_eq!(k % BLOCK, 0);
     assert_eq!(x.len(), rows * k);
     let nb = rows * k / BLOCK;
@@ -137,12 +155,7 @@ impl QMatrix {
         let chunk = n_out.div_ceil(threads * 4).max(16);
         let kernel = Kernel::detect();
         if rows == 1 {
-            use rayon::prelude::*;
-            out.par_chunks_mut(chunk).enumerate().for_each(|(c, o)| {
-                for (i, v) in o.iter_mut().enumerate() {
-                    *v = self.dot(kernel, c * chunk + i, a, 0);
-                }
-            });
+            QMatrix::matvec_many(&[self], a, &mut [out]);
         } else {
             use rayon::prelude::*;
             let parts: Vec<(usize, Vec<f32>)> = (0..n_out.div_ceil(chunk))
@@ -165,6 +178,40 @@ impl QMatrix {
                     out[r * n_out + lo..][..w].copy_from_slice(&buf[r * w..][..w]);
                 }
             }
+        }
+    }
+
+    /// `outs[i] = a . mats[i]^T` for one activation row shared by several matrices (q, k and v;
+    /// gate and up): one parallel region for all of them, because waking the pool per matrix
+    /// cost more than the smaller products themselves.
+    pub fn matvec_many(mats: &[&QMatrix], a: &QuantRows, outs: &mut [&mut [f32]]) {
+        use rayon::prelude::*;
+        assert_eq!(a.rows, 1);
+        assert_eq!(mats.len(), outs.len());
+        let threads = rayon::current_num_threads().max(1);
+        let total: usize = mats.iter().map(|m| m.n_out).sum();
+        // Rows cost the same: one task per thread is balanced, and each task more is one more
+        // hand-over between threads.
+        let chunk = total.div_ceil(threads).max(16);
+        let kernel = Kernel::detect();
+        let mut tasks: Vec<(&QMatrix, usize, &mut [f32])> = Vec::new();
+        for (m, out) in mats.iter().zip(outs.iter_mut()) {
+            assert_eq!(a.blocks_per_row * BLOCK, m.n_in);
+            assert_eq!(out.len(), m.n_out);
+            for (c, o) in out.chunks_mut(chunk).enumerate() {
+                tasks.push((m, c * chunk, o));
+            }
+        }
+        let run = |(m, lo, o): (&QMatrix, usize, &mut [f32])| {
+            for (i, v) in o.iter_mut().enumerate() {
+                *v = m.dot(kernel, lo + i, a, 0);
+            }
+        };
+        if threads == 1 {
+            // No hand-over to the pool's thread and back: that is a sleep and a wake per product.
+            tasks.into_iter().for_each(run);
+        } else {
+            tasks.into_par_iter().for_each(run);
         }
     }
 
