@@ -37,7 +37,9 @@ pub mod chat;
 pub mod error;
 pub mod kv_cache;
 pub mod llama;
+pub mod ops;
 pub mod pull;
+pub mod quant;
 pub mod sampler;
 pub mod tokenizer;
 

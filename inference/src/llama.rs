@@ -23,6 +23,8 @@ use candle_core::{CpuStorage, Device};
 
 use crate::error::InferenceError;
 use crate::kv_cache::{round_f16, KvCache};
+use crate::ops;
+use crate::quant::{self, QMatrix, QuantRows};
 
 /// Bounds on the shapes we accept from a file, so that a hostile header cannot make us
 /// allocate absurd amounts or overflow an index.
@@ -55,20 +57,111 @@ impl Hyper {
 
 /// A weight matrix `[n_out, n_in]` in its file type (F32, F16, Q4_0, Q4_1, Q8_0, ...).
 pub struct Linear {
-    weights: Box<dyn QuantizedType>,
+    weights: Weights,
     dtype: GgmlDType,
     n_out: usize,
     n_in: usize,
 }
 
+/// Q4_0, Q4_1 and Q8_0 run on our kernels with ggml's arithmetic (see `quant`); the other
+/// types stay on candle's.
+enum Weights {
+    Ggml(QMatrix),
+    Candle(Box<dyn QuantizedType>),
+}
+
 impl Linear {
     /// `out = x . W^T` for `m` rows of `x`.
     pub fn forward(&self, x: &[f32], m: usize, out: &mut Vec<f32>) -> Result<(), InferenceError> {
+        let mut scratch = QuantRows::default();
+        self.forward_with(x, m, out, &mut scratch)
+    }
+
+    /// As `forward`, reusing `scratch` for the quantized activations.
+    pub fn forward_with(&self, x: &[f32], m: usize, out: &mut Vec<f32>, scratch: &mut QuantRows) -> Result<(), InferenceError> {
         assert_eq!(x.len(), m * self.n_in);
         out.clear();
         out.resize(m * self.n_out, 0.0);
-        self.weights.matmul_t((m, self.n_in, self.n_out), x, out)?;
+        match &self.weights {
+            Weights::Ggml(w) => {
+                quant::quantize_rows(x, m, self.n_in, quant::needs_sum(w.kind), scratch);
+                w.matmul(scratch, out);
+            }
+            Weights::Candle(w) => w.matmul_t((m, self.n_in, self.n_out), x, out)?,
+        }
         Ok(())
+    }
+
+    /// `out = x . W^T` from activations already quantized by a matrix with the same input
+    /// width and dot type (see `same_activations`).
+    fn forward_quantized(&self, a: &QuantRows, m: usize, out: &mut Vec<f32>) -> Result<(), InferenceError> {
+        let Weights::Ggml(w) = &self.weights else {
+            return Err(InferenceError::Compute("forward_quantized on a candle matrix".into()));
+        };
+        assert_eq!(a.rows, m);
+        out.clear();
+        out.resize(m * self.n_out, 0.0);
+        w.matmul(a, out);
+        Ok(())
+    }
+
+    /// `outs[i] = x . linears[i]^T` for matrices that quantize their input alike
+    /// (`same_activations`): the activations are quantized once, and a single decoded row runs
+    /// all the products in one parallel region.
+    fn forward_many(linears: &[&Linear], x: &[f32], m: usize, outs: &mut [&mut Vec<f32>], scratch: &mut QuantRows) -> Result<(), InferenceError> {
+        assert_eq!(linears.len(), outs.len());
+        let first = linears[0];
+        let shared = linears.iter().all(|l| same_activations(first, l));
+        if !shared {
+            for (l, out) in linears.iter().zip(outs.iter_mut()) {
+                l.forward_with(x, m, out, scratch)?;
+            }
+            return Ok(());
+        }
+        let Weights::Ggml(w0) = &first.weights else { unreachable!("same_activations holds only for our kernels") };
+        assert_eq!(x.len(), m * first.n_in);
+        quant::quantize_rows(x, m, first.n_in, quant::needs_sum(w0.kind), scratch);
+        for (l, out) in linears.iter().zip(outs.iter_mut()) {
+            out.clear();
+            out.resize(m * l.n_out, 0.0);
+        }
+        if m == 1 {
+            let mats: Vec<&QMatrix> = linears.iter().map(|l| match &l.weights {
+                Weights::Ggml(w) => w,
+                Weights::Candle(_) => unreachable!("same_activations holds only for our kernels"),
+            }).collect();
+            let mut slices: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+            QMatrix::matvec_many(&mats, scratch, &mut slices);
+        } else {
+            for (l, out) in linears.iter().zip(outs.iter_mut()) {
+                l.forward_quantized(scratch, m, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A matrix from its bytes in the file's layout: our kernels for Q4_0, Q4_1 and Q8_0,
+    /// candle's for the other supported types.
+    pub fn from_bytes(name: &str, dtype: GgmlDType, n_out: usize, n_in: usize, data: &[u8]) -> Result<Linear, InferenceError> {
+        let kind = match dtype {
+            GgmlDType::Q4_0 => Some(quant::Kind::Q4_0),
+            GgmlDType::Q4_1 => Some(quant::Kind::Q4_1),
+            GgmlDType::Q8_0 => Some(quant::Kind::Q8_0),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            let weights = Weights::Ggml(QMatrix::new(kind, n_out, n_in, data)?);
+            return Ok(Linear { weights, dtype, n_out, n_in });
+        }
+        let weights = match QStorage::from_data(Cow::Borrowed(data), &Device::Cpu, dtype)? {
+            QStorage::Cpu(w) => Weights::Candle(w),
+            _ => return Err(InferenceError::Compute("weights not on the CPU".into())),
+        };
+        if !matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q8_0 | GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K)
+        {
+            return Err(InferenceError::Unsupported(format!("tensor {name} of type {dtype:?}")));
+        }
+        Ok(Linear { weights, dtype, n_out, n_in })
     }
 
     pub fn dtype(&self) -> GgmlDType {
@@ -78,12 +171,18 @@ impl Linear {
     /// Row `id` of the matrix as f32 (the token embedding lookup).
     fn row(&self, id: u32, out: &mut Vec<f32>) -> Result<(), InferenceError> {
         assert!((id as usize) < self.n_out);
-        match self.weights.embedding(&[id], self.n_out, self.n_in)? {
-            CpuStorage::F32(v) => {
-                out.extend_from_slice(&v);
+        match &self.weights {
+            Weights::Ggml(w) => {
+                w.dequantize_row(id as usize, out);
                 Ok(())
             }
-            _ => Err(InferenceError::Compute("embedding is not f32".into())),
+            Weights::Candle(w) => match w.embedding(&[id], self.n_out, self.n_in)? {
+                CpuStorage::F32(v) => {
+                    out.extend_from_slice(&v);
+                    Ok(())
+                }
+                _ => Err(InferenceError::Compute("embedding is not f32".into())),
+            },
         }
     }
 }
@@ -296,15 +395,7 @@ impl<R: Read + Seek> TensorReader<'_, R> {
     pub fn linear(&mut self, name: &str, n_out: usize, n_in: usize) -> Result<Linear, InferenceError> {
         let (dtype, words, bytes) = self.raw(name, &[n_out, n_in])?;
         let data = &bytemuck_bytes_ref(&words)[..bytes];
-        let weights = match QStorage::from_data(Cow::Borrowed(data), &Device::Cpu, dtype)? {
-            QStorage::Cpu(w) => w,
-            _ => return Err(InferenceError::Compute("weights not on the CPU".into())),
-        };
-        if !matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 | GgmlDType::Q8_0 | GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K)
-        {
-            return Err(InferenceError::Unsupported(format!("tensor {name} of type {dtype:?}")));
-        }
-        Ok(Linear { weights, dtype, n_out, n_in })
+        Linear::from_bytes(name, dtype, n_out, n_in, data)
     }
 
     /// A vector of f32 (the norms).
@@ -391,7 +482,6 @@ impl Llama {
         assert!(cache.len() + m <= cache.capacity_tokens());
         let start = cache.len();
         let (d, hd, kv_dim) = (h.embedding, h.head_dim, h.kv_dim());
-        let group = h.heads / h.kv_heads;
 
         let mut x = Vec::with_capacity(m * d);
         for &t in tokens {
@@ -402,13 +492,11 @@ impl Llama {
         }
         let (mut xn, mut q, mut k, mut v, mut att, mut o) = (vec![], vec![], vec![], vec![], vec![], vec![]);
         let (mut g, mut u) = (vec![], vec![]);
-        let mut scores = Vec::new();
-        let scale = 1.0 / (hd as f32).sqrt();
+        let mut scratch = QuantRows::default();
         for (li, layer) in self.layers.iter().enumerate() {
-            rms_norm(&x, &layer.attn_norm, h.rms_eps, &mut xn);
-            layer.q.forward(&xn, m, &mut q)?;
-            layer.k.forward(&xn, m, &mut k)?;
-            layer.v.forward(&xn, m, &mut v)?;
+            ops::rms_norm(&x, &layer.attn_norm, h.rms_eps, &mut xn);
+            // q, k and v read the same activations: quantized once, one parallel region.
+            Linear::forward_many(&[&layer.q, &layer.k, &layer.v], &xn, m, &mut [&mut q, &mut k, &mut v], &mut scratch)?;
             for t in 0..m {
                 let pos = start + t;
                 for head in q[t * h.heads * hd..(t + 1) * h.heads * hd].chunks_exact_mut(hd) {
@@ -420,46 +508,13 @@ impl Llama {
             }
             cache.append(li, &k, &v);
             let (kc, vc) = cache.layer(li);
-            att.clear();
-            att.resize(m * h.heads * hd, 0.0);
-            for t in 0..m {
-                let pos = start + t; // attends to positions 0..=pos (causal)
-                for head in 0..h.heads {
-                    let kvh = head / group;
-                    let qh: Vec<f32> = q[(t * h.heads + head) * hd..][..hd].iter().map(|&x| round_f16(x)).collect();
-                    scores.clear();
-                    let mut max = f32::NEG_INFINITY;
-                    for p in 0..=pos {
-                        let kp = &kc[(p * h.kv_heads + kvh) * hd..][..hd];
-                        let s = dot(&qh, kp) * scale;
-                        max = max.max(s);
-                        scores.push(s);
-                    }
-                    let mut sum = 0f64;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s as f64;
-                    }
-                    let inv = (1.0 / sum) as f32;
-                    let out = &mut att[(t * h.heads + head) * hd..][..hd];
-                    for (p, &w) in scores.iter().enumerate() {
-                        let vp = &vc[(p * h.kv_heads + kvh) * hd..][..hd];
-                        let w = w * inv;
-                        for (o, &vv) in out.iter_mut().zip(vp) {
-                            *o += w * vv;
-                        }
-                    }
-                }
-            }
-            layer.o.forward(&att, m, &mut o)?;
+            attention(h, &q, kc, vc, start, m, &mut att);
+            layer.o.forward_with(&att, m, &mut o, &mut scratch)?;
             add(&mut x, &o);
-            rms_norm(&x, &layer.ffn_norm, h.rms_eps, &mut xn);
-            layer.gate.forward(&xn, m, &mut g)?;
-            layer.up.forward(&xn, m, &mut u)?;
-            for (gi, &ui) in g.iter_mut().zip(&u) {
-                *gi = silu(*gi) * ui;
-            }
-            layer.down.forward(&g, m, &mut o)?;
+            ops::rms_norm(&x, &layer.ffn_norm, h.rms_eps, &mut xn);
+            Linear::forward_many(&[&layer.gate, &layer.up], &xn, m, &mut [&mut g, &mut u], &mut scratch)?;
+            ops::swiglu(&mut g, &u);
+            layer.down.forward_with(&g, m, &mut o, &mut scratch)?;
             add(&mut x, &o);
             if let Some(trace) = trace.as_deref_mut() {
                 trace.push(x.clone());
@@ -468,58 +523,151 @@ impl Llama {
         cache.commit(m);
         let rows = if all_logits { m } else { 1 };
         let last = &x[(m - rows) * d..];
-        rms_norm(last, &self.output_norm, h.rms_eps, &mut xn);
+        ops::rms_norm(last, &self.output_norm, h.rms_eps, &mut xn);
         let mut logits = Vec::new();
         self.output.as_ref().unwrap_or(&self.token_embedding).forward(&xn, rows, &mut logits)?;
         Ok(logits)
     }
 }
 
-/// `out[row] = x[row] / rms(x[row]) * w` for every row of `x`.
-fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut Vec<f32>) {
-    let n = w.len();
-    assert_eq!(x.len() % n, 0);
-    out.clear();
-    for row in x.chunks_exact(n) {
-        let sum: f64 = row.iter().map(|&v| v as f64 * v as f64).sum();
-        let scale = 1.0 / ((sum / n as f64) as f32 + eps).sqrt();
-        out.extend(row.iter().zip(w).map(|(&v, &wi)| v * scale * wi));
-    }
-}
-
 /// Rotates adjacent pairs `(x[2i], x[2i+1])` by `pos * base^(-2i/dim)` (GGUF stores llama's
 /// q and k permuted for this "normal" RoPE). The angle is advanced by repeated f32
-/// multiplication, as ggml does.
+/// multiplication, and each rotation is one fused multiply-add over a rounded product, as ggml's
+/// C compiles (GCC contracts `x0*cos - x1*sin` into `fma(x0, cos, -(x1*sin))`): the plain form
+/// differs in the last bit now and then, enough to part greedy tokens from llama.cpp's.
 fn rope(x: &mut [f32], pos: usize, dim: usize, base: f32) {
     let theta_scale = base.powf(-2.0 / dim as f32);
     let mut theta = pos as f32;
     for pair in x[..dim].chunks_exact_mut(2) {
         let (sin, cos) = theta.sin_cos();
         let (a, b) = (pair[0], pair[1]);
-        pair[0] = a * cos - b * sin;
-        pair[1] = a * sin + b * cos;
+        pair[0] = a.mul_add(cos, -(b * sin));
+        pair[1] = a.mul_add(sin, b * cos);
         theta *= theta_scale;
     }
 }
 
-fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+/// Whether `b` can reuse the activations `a` quantized (same input width, same dot type).
+fn same_activations(a: &Linear, b: &Linear) -> bool {
+    match (&a.weights, &b.weights) {
+        (Weights::Ggml(x), Weights::Ggml(y)) => x.n_in == y.n_in && quant::needs_sum(x.kind) == quant::needs_sum(y.kind),
+        _ => false,
+    }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent sums: lets the compiler vectorize without reassociating floats.
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
-        for j in 0..8 {
-            acc[j] += a[i * 8 + j] * b[i * 8 + j];
+/// Causal attention of `m` query rows at positions `start..start + m` over the f16-rounded
+/// cache, as llama.cpp's CPU graph computes it without flash attention: q rounded to f16,
+/// K.Q and softmax.V as F16 products (one query row: `ggml_vec_dot_f16`; several:
+/// llamafile's tinyBLAS, which sums in a different lane order), the softmax weights rounded
+/// to f16 before the V product, the 1/sqrt(head_dim) scale applied inside the softmax.
+fn attention(h: &Hyper, q: &[f32], kc: &[f32], vc: &[f32], start: usize, m: usize, att: &mut Vec<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        /// The same code compiled with FMA instructions (`mul_add` is otherwise a libm call).
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn fast(h: &Hyper, q: &[f32], kc: &[f32], vc: &[f32], start: usize, m: usize, att: &mut Vec<f32>) {
+            attention_impl(h, q, kc, vc, start, m, att)
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features `fast` is compiled for.
+            return unsafe { fast(h, q, kc, vc, start, m, att) };
         }
     }
-    let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
+    attention_impl(h, q, kc, vc, start, m, att)
+}
+
+#[inline(always)]
+fn attention_impl(h: &Hyper, q: &[f32], kc: &[f32], vc: &[f32], start: usize, m: usize, att: &mut Vec<f32>) {
+    let hd = h.head_dim;
+    let group = h.heads / h.kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let single = m == 1;
+    att.clear();
+    att.resize(m * h.heads * hd, 0.0);
+    {
+        let mut scores = Vec::new();
+        let mut qh = vec![0f32; hd];
+        let mut acc = vec![0f32; ops::F16_DOT_STEP * hd];
+        for t in 0..m {
+            let n = start + t + 1; // attends to positions 0..n (causal)
+            for head in 0..h.heads {
+                let kvh = head / group;
+                for (a, &b) in qh.iter_mut().zip(&q[(t * h.heads + head) * hd..][..hd]) {
+                    *a = round_f16(b);
+                }
+                scores.clear();
+                for p in 0..n {
+                    let kp = &kc[(p * h.kv_heads + kvh) * hd..][..hd];
+                    scores.push(dot_f16(&qh, kp, single));
+                }
+                ops::softmax(&mut scores, scale);
+                for s in scores.iter_mut() {
+                    *s = round_f16(*s);
+                }
+                // out[d] = sum over p of w[p] * v[p][d], lane = p mod the kernel's step.
+                let step = if single { ops::F16_DOT_STEP } else { 8 };
+                let acc = &mut acc[..step * hd];
+                acc.fill(0.0);
+                for (p, &w) in scores.iter().enumerate() {
+                    let vp = &vc[(p * h.kv_heads + kvh) * hd..][..hd];
+                    let lane = &mut acc[(p % step) * hd..][..hd];
+                    for (a, &vv) in lane.iter_mut().zip(vp) {
+                        *a = vv.mul_add(w, *a);
+                    }
+                }
+                let out = &mut att[(t * h.heads + head) * hd..][..hd];
+                for (d, o) in out.iter_mut().enumerate() {
+                    *o = if single {
+                        let mut l = [0f32; ops::F16_DOT_STEP];
+                        for (i, x) in l.iter_mut().enumerate() {
+                            *x = acc[i * hd + d];
+                        }
+                        ops::dot_f16_vec(&l)
+                    } else {
+                        let mut l = [0f32; 8];
+                        for (i, x) in l.iter_mut().enumerate() {
+                            *x = acc[i * hd + d];
+                        }
+                        ops::dot_f16_tiny(&l)
+                    };
+                }
+            }
+        }
     }
-    s
+}
+
+/// The dot product of two rows of f16 values (held as f32) with the lane order of ggml's
+/// `ggml_vec_dot_f16` (`single`) or llamafile's tinyBLAS; a tail shorter than a step is
+/// summed in f64 as ggml does (none for head sizes that are multiples of 32).
+#[inline(always)]
+fn dot_f16(a: &[f32], b: &[f32], single: bool) -> f32 {
+    if single {
+        let mut acc = [0f32; ops::F16_DOT_STEP];
+        let whole = a.len() / ops::F16_DOT_STEP * ops::F16_DOT_STEP;
+        for (ca, cb) in a[..whole].chunks_exact(ops::F16_DOT_STEP).zip(b.chunks_exact(ops::F16_DOT_STEP)) {
+            for l in 0..ops::F16_DOT_STEP {
+                acc[l] = ca[l].mul_add(cb[l], acc[l]);
+            }
+        }
+        let mut sum = ops::dot_f16_vec(&acc) as f64;
+        for i in whole..a.len() {
+            sum += (a[i] * b[i]) as f64;
+        }
+        sum as f32
+    } else {
+        let mut acc = [0f32; 8];
+        let whole = a.len() / 8 * 8;
+        for (ca, cb) in a[..whole].chunks_exact(8).zip(b.chunks_exact(8)) {
+            for l in 0..8 {
+                acc[l] = ca[l].mul_add(cb[l], acc[l]);
+            }
+        }
+        let mut sum = ops::dot_f16_tiny(&acc);
+        for i in whole..a.len() {
+            sum += a[i] * b[i];
+        }
+        sum
+    }
 }
 
 fn add(x: &mut [f32], y: &[f32]) {
@@ -545,7 +693,7 @@ mod tests {
     #[test]
     fn rms_norm_unit() {
         let mut out = vec![];
-        rms_norm(&[3.0, 4.0], &[1.0, 1.0], 0.0, &mut out);
+        ops::rms_norm(&[3.0, 4.0], &[1.0, 1.0], 0.0, &mut out);
         let rms = (12.5f32).sqrt();
         assert!((out[0] - 3.0 / rms).abs() < 1e-6 && (out[1] - 4.0 / rms).abs() < 1e-6);
     }
@@ -567,8 +715,7 @@ mod matmul_tests {
                 let q = QTensor::quantize(&w, dtype).unwrap();
                 let deq: Vec<f32> = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
                 let data = q.data().unwrap();
-                let QStorage::Cpu(weights) = QStorage::from_data(data, &Device::Cpu, dtype).unwrap() else { panic!() };
-                let lin = Linear { weights, dtype, n_out: n, n_in: k };
+                let lin = Linear::from_bytes("test", dtype, n, k, &data).unwrap();
                 for m in [1, 5, 16, 37] {
                     let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
                     let mut out = Vec::new();

@@ -82,13 +82,11 @@ fn tokenizer_matches_llama_cpp() {
     run(false);
 }
 
-/// Known failure (2026-12-03): our logits differ from llama.cpp's by about 1% (max 0.3-1.1
-/// logits) already at position 0, so greedy tokens diverge after 4-31 tokens. The tokenizer is
-/// identical and the tiny model matches numpy; the gap is in the quantized products'
-/// numerics vs ggml's (suspects: candle's Q8_1 activation sum `s`, rounding mode), not found
-/// yet. Run with `cargo test -p aitbc-inference --test reference -- --ignored`.
+/// Greedy decoding of five prompts (English, code, digits, unicode, a chat) gives llama.cpp's
+/// token ids for the first 32 tokens: the engine reproduces ggml's CPU arithmetic (quantized
+/// products, RMS norm, SwiGLU, softmax, f16 attention, RoPE's fused multiply-adds), so the
+/// logits are bit-identical and no near-tie can part the two.
 #[test]
-#[ignore = "known divergence from llama.cpp's greedy tokens, see the doc comment"]
 fn greedy_matches_llama_cpp() {
     run(true);
 }
@@ -102,7 +100,10 @@ fn run(greedy: bool) {
     let texts = corpus();
     assert!(texts.len() >= 200, "{} strings", texts.len());
 
-    let chat = vec![Message::new("user", "What is the capital of France?")];
+    // With the template's default system prompt ("You are a helpful AI assistant named SmolLM,
+    // ...") this 135M model, in llama.cpp as here, answers the question with French nonsense;
+    // with a short system prompt of the caller's it answers it.
+    let chat = vec![Message::new("system", "Answer concisely."), Message::new("user", "What is the capital of France?")];
     let chat_text = model.chat_template().expect("SmolLM2 has a ChatML template").render(&chat).unwrap();
     let prompts = vec![
         "The history of the Roman Empire began".to_string(),
