@@ -28,29 +28,34 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-api="http://127.0.0.1:$port"
-provider_home="$work/provider"
-mkdir -p "$provider_home/models"
-ln -s "$model" "$provider_home/models/$(basename "$model")"
-
-# Receipts settle at once (no grace), so the tests can check the balance after settlement.
-AITBC_HOME="$provider_home" AITBC_SETTLE_GRACE_S=0 AITBC_SETTLE_INTERVAL_S=1 \
-    "$bin" up --data-dir "$work/data" --listen "127.0.0.1:$port" >"$work/up.log" 2>&1 &
-up_pid=$!
-for _ in $(seq 1 600); do  # at most 600 x 0.1 s: the model loads before the API answers
-    if curl -fsS "$api/v1/rate-card" >/dev/null 2>&1; then break; fi
-    if ! kill -0 "$up_pid" 2>/dev/null; then break; fi
-    sleep 0.1
-done
-curl -fsS "$api/v1/rate-card" >/dev/null || { cat "$work/up.log" >&2; echo "openai-test: aitbc up did not start" >&2; exit 1; }
-
+# shellcheck source=lib/model-market.sh
+source "$root/scripts/lib/model-market.sh"
+start_model_market
 export AITBC_API="$api"
-AITBC_HOME="$provider_home" "$bin" init >/dev/null
-AITBC_HOME="$provider_home" "$bin" marketplace gpu register --name "OpenAI-Test-GPU" --memory 24 --cuda-version 12.1 --base-price 0.05 --region us-west >/dev/null
 
 status=0
 AITBC_API="$api" "$py" -m pytest -q -p no:cacheprovider "$root/tests/openai" || status=$?
+
+# `aitbc chat` streams the same answer into the terminal, and refuses bad input in one line.
+client_home="$work/client"
+mkdir -p "$client_home"
+client() { AITBC_HOME="$client_home" "$bin" "$@"; }
+client init --role client >/dev/null
+client wallet deposit 10 >/dev/null
+answer=$(client chat --system "Answer concisely." --max-tokens 16 "What is the capital of France?" 2>"$work/chat.err") || status=1
+case "$answer" in
+    *Paris*) echo "openai-test: aitbc chat answered: $answer ($(cat "$work/chat.err"))" ;;
+    *) echo "openai-test: aitbc chat did not answer Paris: '$answer' $(cat "$work/chat.err")" >&2; status=1 ;;
+esac
+if client chat --model no-such-model "Hello?" >/dev/null 2>"$work/chat.err"; then
+    echo "openai-test: aitbc chat with an unknown model exited 0" >&2; status=1
+elif [ "$(wc -l <"$work/chat.err")" != 1 ]; then
+    echo "openai-test: aitbc chat's refusal is not one line: $(cat "$work/chat.err")" >&2; status=1
+fi
+if client chat "  " >/dev/null 2>&1; then
+    echo "openai-test: aitbc chat with an empty question exited 0" >&2; status=1
+fi
+
 if [ "$status" != 0 ]; then
     tail -40 "$work/up.log" >&2
 fi

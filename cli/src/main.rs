@@ -55,6 +55,8 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// Language models: fetch one from the catalog, list what is here.
     Models(commands::models::ModelsArgs),
+    /// Ask a model a question; the answer streams into the terminal (the OpenAI-compatible API).
+    Chat(commands::chat::ChatArgs),
 }
 
 /// A command's failure: the one line to print and the exit code.

@@ -12,6 +12,11 @@ use std::time::Duration;
 pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Connecting gives up after this long.
 pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// A server-sent event stream gives up after this long (the server ends a stream well before:
+/// twice a job's default time limit).
+pub const STREAM_TIMEOUT_MS: u64 = 10 * 60 * 1_000;
+/// One server-sent event's bytes, at most: a longer one is a protocol error, not a memory sink.
+pub const SSE_EVENT_BYTES_MAX: usize = 1 << 20;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
@@ -121,6 +126,33 @@ impl Client {
         self.request(Method::PATCH, path, Some(&body), None).await
     }
 
+    /// POSTs `body` and reads the answer as server-sent events, calling `on_event(event, data)`
+    /// for each (`event` is "message" unless the server named it) until the stream ends or
+    /// `on_event` returns false. A refusal before the stream starts is a problem document.
+    pub async fn post_events(&self, path: &str, body: &Value, idempotency_key: &str, on_event: &mut (dyn FnMut(&str, &str) -> bool + Send)) -> Result<(), ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.http.post(&url).timeout(Duration::from_millis(STREAM_TIMEOUT_MS)).header("Idempotency-Key", idempotency_key).json(body);
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key);
+        }
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable { url: url.clone(), reason: root_cause(&e) };
+        let mut resp = req.send().await.map_err(unreachable)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.map_err(unreachable)?;
+            return Err(problem(&url, status, &text));
+        }
+        let mut parser = SseParser::default();
+        while let Some(bytes) = resp.chunk().await.map_err(unreachable)? {
+            for (event, data) in parser.push(&bytes).map_err(|reason| ClientError::Protocol { url: url.clone(), reason })? {
+                if !on_event(&event, &data) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     // The routes, by the names the guides use.
 
     pub async fn open_account(&self, role: &str) -> Result<Value, ClientError> {
@@ -203,5 +235,59 @@ fn problem(url: &str, status: StatusCode, text: &str) -> ClientError {
             field: p["field"].as_str().map(str::to_string),
         },
         _ => ClientError::Protocol { url: url.to_string(), reason: format!("HTTP {status} without a problem document") },
+    }
+}
+
+/// Splits a server-sent event stream into `(event, data)` pairs (the WHATWG rules this API
+/// uses: `event:` and `data:` fields, events ended by a blank line, comments ignored).
+#[derive(Default)]
+struct SseParser {
+    pending: Vec<u8>,
+}
+
+impl SseParser {
+    fn push(&mut self, bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
+        self.pending.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = self.pending.drain(..end + 2).collect();
+            let block = String::from_utf8(block).map_err(|_| "an event that is not UTF-8".to_string())?;
+            let mut event = "message".to_string();
+            let mut data: Vec<&str> = Vec::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim_start().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            if !data.is_empty() {
+                events.push((event, data.join("\n")));
+            }
+        }
+        if self.pending.len() > SSE_EVENT_BYTES_MAX {
+            return Err(format!("an event over {SSE_EVENT_BYTES_MAX} bytes"));
+        }
+        Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod sse_tests {
+    use super::*;
+
+    #[test]
+    fn events_split_across_chunks_are_joined() {
+        let mut p = SseParser::default();
+        assert!(p.push(b"data: {\"a\"").unwrap().is_empty());
+        let got = p.push(b":1}\n\n: keep-alive\n\nevent: error\ndata: x\ndata: y\n\ndata: [DONE]\n\n").unwrap();
+        assert_eq!(got, vec![("message".into(), "{\"a\":1}".into()), ("error".into(), "x\ny".into()), ("message".into(), "[DONE]".into())]);
+    }
+
+    #[test]
+    fn an_endless_event_is_refused() {
+        let mut p = SseParser::default();
+        let big = vec![b'a'; SSE_EVENT_BYTES_MAX + 1];
+        assert!(p.push(&big).is_err());
     }
 }

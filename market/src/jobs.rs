@@ -492,6 +492,7 @@ impl Market {
         writes.push(crate::ledger::hold_capture_write(&job.hold_id, &receipt.body.receipt_id));
         writes.push(due.write());
         self.commit(writes).await?;
+        self.progress.notify_waiters();
         Ok((next, receipt))
     }
 
@@ -618,6 +619,7 @@ impl Market {
         if requeued {
             self.enqueue(&next).await?;
         }
+        self.progress.notify_waiters();
         Ok(next)
     }
 

@@ -114,6 +114,10 @@ pub struct Market {
     pub platform: Address,
     pub clock: Arc<dyn Clock>,
     pub(crate) caches: Arc<auth::Caches>,
+    /// Woken when a job in this process gains output (a chunk) or ends (completed, failed), so
+    /// that a stream served by this process relays it at once; streams also poll, for what
+    /// other processes write (`Market::progress`).
+    pub(crate) progress: Arc<tokio::sync::Notify>,
 }
 
 impl Market {
@@ -134,7 +138,13 @@ impl Market {
             platform: Address::parse("ait1platform0000fee").expect("a valid address"),
             clock,
             caches: Arc::new(auth::Caches::default()),
+            progress: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// What a stream waits on between reads of a job: see the `progress` field.
+    pub fn progress(&self) -> &tokio::sync::Notify {
+        &self.progress
     }
 
     pub fn now_ms(&self) -> i64 {

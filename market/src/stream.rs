@@ -47,7 +47,10 @@ impl Market {
         let expires_at_s = self.now_ms() / 1_000 + CHUNK_TTL_S;
         let item = Item::new(key.clone()).with("text", text).with(ATTR_EXPIRES_AT, expires_at_s);
         match self.store.put(item, Condition::Absent).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.progress.notify_waiters();
+                Ok(())
+            }
             Err(StoreError::ConditionFailed { .. }) => match self.store.get(&key).await?.as_ref().and_then(|i| i.str("text").map(str::to_string)) {
                 Some(stored) if stored == text => Ok(()),
                 _ => Err(MarketError::Conflict(format!("chunk {seq} of job {job_id} was written with another text"))),

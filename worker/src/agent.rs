@@ -347,27 +347,18 @@ async fn run_job(s: &Arc<Shared>, job: &Value) -> Result<(JobOutput, i64), (Stri
     result.map(|output| (output, started_s)).map_err(|e| (format!("{e} ({})", e.code()), e.retryable()))
 }
 
-/// Chunks of a job's streamed output are sent at most this often: a token is a few bytes, and a
-/// request per token would cost more than the token.
-const CHUNK_FLUSH_MS: u64 = 100;
-
-/// Sends the text a model produces as numbered chunks (`POST /v1/jobs/{id}/chunks`), gathered
-/// for [`CHUNK_FLUSH_MS`] at a time, until the generation ends. Best effort: a chunk that cannot
-/// be sent is skipped, since the completion carries the whole text anyway.
+/// Sends the text a model produces as numbered chunks (`POST /v1/jobs/{id}/chunks`) until the
+/// generation ends: the first piece at once (a stream's time to first token waits on it), then
+/// whatever gathered while the previous chunk was being sent, so a fast model makes few large
+/// chunks and a slow one many small ones. Best effort: a chunk that cannot be sent is skipped,
+/// since the completion carries the whole text anyway.
 async fn stream_chunks(s: Arc<Shared>, job_id: String, mut pieces: tokio::sync::mpsc::UnboundedReceiver<String>) {
     let mut seq: u32 = 0;
     let mut pending = String::new();
-    let mut open = true;
-    while open {
-        let flush_at = tokio::time::Instant::now() + Duration::from_millis(CHUNK_FLUSH_MS);
-        loop {
-            tokio::select! {
-                piece = pieces.recv() => match piece {
-                    Some(piece) => pending.push_str(&piece),
-                    None => { open = false; break; }
-                },
-                _ = tokio::time::sleep_until(flush_at) => break,
-            }
+    while let Some(piece) = pieces.recv().await {
+        pending.push_str(&piece);
+        while let Ok(piece) = pieces.try_recv() {
+            pending.push_str(&piece);
         }
         while !pending.is_empty() && seq < aitbc_core::jobspec::STREAM_CHUNKS_MAX {
             let mut end = pending.len().min(aitbc_core::jobspec::STREAM_CHUNK_BYTES_MAX);

@@ -30,6 +30,7 @@ const DEPOSIT: &str = "1000";
 const DEMO_MODEL: &str = crate::commands::models::DEFAULT_MODEL;
 /// How long the demo waits for the worker to report its model, at most.
 const DEMO_MODEL_WAIT_S_MAX: u64 = 30;
+const DEMO_SYSTEM_PROMPT: &str = "Answer concisely.";
 const DEMO_PROMPTS: [&str; 3] = ["What is the capital of France?", "Write a haiku about GPUs.", "What is 12 times 12?"];
 
 #[derive(Args)]
@@ -159,7 +160,10 @@ async fn demo(args: &DemoArgs, ctx: &Ctx, local: &LocalMarket, creds: &ProviderC
     let mut prompts = Vec::new();
     if serves_model {
         for (i, question) in DEMO_PROMPTS.iter().enumerate() {
-            let spec = json!({"kind": "text_generation", "model": DEMO_MODEL, "messages": [{"role": "user", "content": question}], "max_tokens": 48});
+            // A short system prompt of ours: under the template's default one this 135M model
+            // (in llama.cpp too) wanders off the question.
+            let messages = json!([{"role": "system", "content": DEMO_SYSTEM_PROMPT}, {"role": "user", "content": question}]);
+            let spec = json!({"kind": "text_generation", "model": DEMO_MODEL, "messages": messages, "max_tokens": 48});
             let body = json!({ "units": (aitbc_core::jobspec::JOB_TIMEOUT_MS_DEFAULT / 1_000).to_string(), "region": "us-west", "spec": spec });
             let job = client.submit_job(&body, &format!("demo-prompt-{i}")).await?;
             held_total = held_total.checked_add(Amount::parse(job["max_price"].as_str().unwrap_or("0")).map_err(fail)?).map_err(fail)?;

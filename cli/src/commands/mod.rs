@@ -1,5 +1,6 @@
 //! One module per top-level command.
 
+pub mod chat;
 pub mod demo;
 pub mod init;
 pub mod job;
@@ -24,5 +25,6 @@ pub async fn run(command: Command, ctx: Ctx) -> Result<(), CliError> {
         Command::Up(a) => up::run(a, ctx).await,
         Command::Demo(a) => demo::run(a, ctx).await,
         Command::Models(a) => models::run(a, ctx).await,
+        Command::Chat(a) => chat::run(a, ctx).await,
     }
 }

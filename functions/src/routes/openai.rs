@@ -311,6 +311,10 @@ async fn answer(s: AppState, caller: Principal, key: Option<String>, submit: Sub
     }
     let deadline = Instant::now() + Duration::from_millis(WAIT_MS_MAX);
     loop {
+        // Registered before the job is read, so progress made while reading is not missed.
+        let progress = s.market.progress().notified();
+        tokio::pin!(progress);
+        progress.as_mut().enable();
         let job = s.market.get_job(&caller, &job.job_id).await?;
         if let Some(text) = job.output.as_ref().and_then(|o| o.text.clone()) {
             return Ok(Json(final_answer(&job, &model, &id, kind, &text)).into_response());
@@ -322,7 +326,8 @@ async fn answer(s: AppState, caller: Principal, key: Option<String>, submit: Sub
             let body = json!({ "object": "aitbc.job", "aitbc": { "job_id": job.job_id, "state": job.status.state, "poll": format!("/v1/jobs/{}/result", job.job_id) } });
             return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
         }
-        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+        // Woken at once by this process's progress; other processes' (Lambda) by the poll.
+        let _ = tokio::time::timeout(Duration::from_millis(POLL_MS), progress).await;
     }
 }
 
@@ -380,6 +385,9 @@ fn stream_answer(s: AppState, caller: Principal, job_id: JobId, model: ModelName
         let mut sent = String::new();
         let deadline = Instant::now() + Duration::from_millis(JOB_TIMEOUT_MS_DEFAULT * 2);
         loop {
+            let progress = s.market.progress().notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
             let job = match s.market.get_job(&caller, &job_id).await {
                 Ok(job) => job,
                 Err(e) => {
@@ -422,7 +430,7 @@ fn stream_answer(s: AppState, caller: Principal, job_id: JobId, model: ModelName
                 let _ = tx.send(Event::default().event("error").data(json!({ "error": { "message": error.detail, "code": error.code } }).to_string())).await;
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+            let _ = tokio::time::timeout(Duration::from_millis(POLL_MS), progress).await;
         }
     });
     let stream = futures_util_stream(rx);
