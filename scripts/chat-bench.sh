@@ -10,15 +10,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 runs=${1:-9}
-max_tokens=${2:-32}
+max_tokens=${2:-64}
 py="$root/.venv/bin/python"
 system="Answer concisely."
-question="What is the capital of France?"
+question="Tell me about the history of Paris."
 
 eval "$(bash scripts/setup-inference.sh --venv "$root/.venv")"
 model=$AITBC_TEST_MODEL
 "$py" -c 'import openai' 2>/dev/null || "$py" -m pip install --quiet --disable-pip-version-check "openai==3.51.0"
-cargo build --release --locked -p aitbc -p aitbc-inference --example ttft
+cargo build --release --locked -p aitbc
+cargo build --release --locked -p aitbc-inference --example ttft
 bin="${CARGO_TARGET_DIR:-$root/target}/release/aitbc"
 ttft="${CARGO_TARGET_DIR:-$root/target}/release/examples/ttft"
 
