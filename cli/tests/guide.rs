@@ -134,6 +134,13 @@ fn the_guides_commands_work_as_written() {
     let offline = ok(api, &client, &["receipt", "verify", &sample("receipts/receipt.json"), "--keys", &sample("receipts/keys.json")]);
     assert!(offline.contains("2.5 gpu_seconds x 2 = 5 AITBC"), "{offline}");
 
+    // The client rates its settled job once; the provider's reputation counts it.
+    one_line_error(&aitbc(api, &client, &["job", "rate", &job, "--rating", "9"]), 2, "rating");
+    assert!(ok(api, &client, &["job", "rate", &job, "--rating", "5"]).contains("5 of 5"));
+    one_line_error(&aitbc(api, &client, &["job", "rate", &job, "--rating", "4", "--idempotency-key", "again"]), 1, "rated already");
+    let reputation = ok(api, &provider, &["marketplace", "reputation"]);
+    assert!(reputation.contains("5.00 of 5 (1 ratings)") && reputation.contains("1 completed, 0 failed") && reputation.contains(&gpu), "{reputation}");
+
     // The provider sees it in earnings and status.
     let earnings = ok(api, &provider, &["marketplace", "earnings", "--gpu-id", &gpu]);
     assert!(earnings.contains("Jobs:           1"), "{earnings}");

@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 struct App {
     base: String,
+    /// The market behind the server, for what no route does (running settlement now).
+    market: Market,
     http: reqwest::Client,
     _backends: Box<dyn Backends>,
 }
@@ -28,9 +30,9 @@ async fn spawn(backends: Box<dyn Backends>) -> App {
     market.bootstrap().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = local_router(AppState { market });
+    let router = local_router(AppState { market: market.clone() });
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    App { base, http: reqwest::Client::new(), _backends: backends }
+    App { base, market, http: reqwest::Client::new(), _backends: backends }
 }
 
 struct Reply {
@@ -248,6 +250,7 @@ pub async fn every_mutating_endpoint_authenticates_and_authorizes(backends: Box<
         (Method::POST, format!("/v1/jobs/{job_id}/complete"), json!({})),
         (Method::POST, format!("/v1/jobs/{job_id}/fail"), json!({"worker_id": "wrk-1", "reason": "x", "retryable": false})),
         (Method::POST, format!("/v1/jobs/{job_id}/release"), worker.clone()),
+        (Method::POST, format!("/v1/jobs/{job_id}/rating"), json!({"rating": 5})),
     ];
     for (method, path, body) in &mutating {
         let r = app.call(method.clone(), path, None, (!body.is_null()).then(|| body.clone()), Some("k")).await;
@@ -637,6 +640,108 @@ pub async fn the_explorer_reads_are_public_paged_and_filtered(backends: Box<dyn 
     assert_eq!(app.raw(Method::GET, "/explorer/missing.js", None, "", "text/plain").await.status, StatusCode::NOT_FOUND);
 }
 
+/// Submits a job of `c` on listing `gpu_id` and claims it with `s`'s worker; answers the claimed
+/// job.
+async fn claimed_job_on(app: &App, s: &Seller, c: &Actor, gpu_id: &str, idem: &str) -> Value {
+    let mut body = job_body();
+    body["gpu_id"] = json!(gpu_id);
+    let job = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(body), Some(idem)).await;
+    assert_eq!(job.status, StatusCode::CREATED, "{:?}", job.body);
+    let job_id = job.body["job_id"].as_str().unwrap();
+    let claimed = app.post(&format!("/v1/jobs/{job_id}/claim"), Some(&s.who.key), json!({"worker_id": "wrk-1"})).await;
+    assert_eq!(claimed.status, StatusCode::OK, "{:?}", claimed.body);
+    claimed.body
+}
+
+/// Settles every completed job now (no grace: nothing is in flight in these tests).
+async fn settle_now(app: &App) {
+    let options = aitbc_market::settlement::SettleOptions { grace_ms: 0, ..Default::default() };
+    app.market.settle(&options, &aitbc_market::settlement::NoProgress).await.unwrap();
+}
+
+/// Reputation from measured facts: starts, completions, failures and ratings move the listing's
+/// and the provider's counters; a client rates each settled job of its own once; bad ratings
+/// are problems that change nothing; routing prefers the better reputation at equal prices.
+pub async fn providers_build_reputation_from_measured_facts(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    // Listed first, so an id-order tie-break would pick it; its reputation will be the worse.
+    let worse = seller(&app, 4).await;
+    let better = seller(&app, 5).await;
+    let (c, other) = (buyer(&app, "100").await, buyer(&app, "100").await);
+
+    let fresh = app.get(&format!("/v1/providers/{}/reputation", better.who.address), None).await;
+    assert_eq!(fresh.status, StatusCode::OK, "{:?}", fresh.body);
+    assert_eq!(fresh.body["reputation"]["score_bps"], 5_000, "nothing measured is one half");
+    assert_eq!(fresh.body["reputation"]["success_rate_bps"], Value::Null);
+
+    let mut done = Vec::new();
+    for i in 0..2 {
+        let claimed = claimed_job_on(&app, &better, &c, &better.gpu_id, &format!("good-{i}")).await;
+        let job_id = claimed["job_id"].as_str().unwrap().to_string();
+        let r = app.post(&format!("/v1/jobs/{job_id}/complete"), Some(&better.who.key), completion(&claimed, &better, "wrk-1")).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        done.push(job_id);
+    }
+    let claimed = claimed_job_on(&app, &worse, &c, &worse.gpu_id, "bad-0").await;
+    let bad_job = claimed["job_id"].as_str().unwrap().to_string();
+    let r = app.post(&format!("/v1/jobs/{bad_job}/fail"), Some(&worse.who.key), json!({"worker_id": "wrk-1", "reason": "GPU fell off the bus", "retryable": false})).await;
+    assert_eq!((r.status, r.body["status"]["state"].clone()), (StatusCode::OK, json!("failed")), "{:?}", r.body);
+
+    // Rating before settlement: the job is completed, not settled.
+    let rate = |job: &str| format!("/v1/jobs/{job}/rating");
+    assert_problem(&app.call(Method::POST, &rate(&done[0]), Some(&c.key), Some(json!({"rating": 5})), Some("early")).await, 409, "conflict");
+    settle_now(&app).await;
+
+    let before = app.get(&format!("/v1/providers/{}/reputation", better.who.address), None).await.body;
+    let facts = &before["reputation"]["facts"];
+    assert_eq!((facts["completed"].clone(), facts["started"].clone(), facts["failed"].clone(), facts["ratings"].clone()), (json!(2), json!(2), json!(0), json!(0)), "{before:?}");
+    assert_eq!(before["reputation"]["success_rate_bps"], 10_000);
+    assert!(before["reputation"]["p95_start_ms"].as_u64().is_some() && before["reputation"]["mean_start_ms"].as_u64().is_some(), "{before:?}");
+    assert_eq!(before["listings"][0]["gpu_id"], better.gpu_id.as_str());
+
+    // Bad ratings: problems, and nothing changes.
+    assert_problem(&app.post(&rate(&done[0]), Some(&other.key), json!({"rating": 4})).await, 403, "forbidden");
+    assert_problem(&app.post(&rate(&done[0]), Some(&better.who.key), json!({"rating": 4})).await, 403, "forbidden");
+    for bad in [json!({"rating": 0}), json!({"rating": 6}), json!({"rating": "5"}), json!({"rating": 4.5}), json!({}), json!({"rating": 5, "extra": 1})] {
+        assert_problem(&app.post(&rate(&done[0]), Some(&c.key), bad.clone()).await, 400, "invalid_request");
+    }
+    assert_problem(&app.post(&rate(&bad_job), Some(&c.key), json!({"rating": 1})).await, 409, "conflict");
+    assert_problem(&app.post(&rate("job-00000000000000000000000000000000"), Some(&c.key), json!({"rating": 1})).await, 404, "not_found");
+    assert_problem(&app.post(&rate(&done[0]), None, json!({"rating": 1})).await, 401, "unauthenticated");
+    assert_problem(&app.get(&rate(&done[0]), Some(&c.key)).await, 404, "not_found");
+    let unchanged = app.get(&format!("/v1/providers/{}/reputation", better.who.address), None).await.body;
+    assert_eq!(unchanged, before, "refused ratings change nothing");
+
+    // Rated once: the same key replays, another key is a conflict.
+    let first = app.call(Method::POST, &rate(&done[0]), Some(&c.key), Some(json!({"rating": 5})), Some("rate-1")).await;
+    assert_eq!((first.status, first.body["rating"].clone()), (StatusCode::CREATED, json!(5)), "{:?}", first.body);
+    let replay = app.call(Method::POST, &rate(&done[0]), Some(&c.key), Some(json!({"rating": 5})), Some("rate-1")).await;
+    assert_eq!((replay.status, replay.replayed.as_deref()), (StatusCode::CREATED, Some("true")));
+    assert_problem(&app.call(Method::POST, &rate(&done[0]), Some(&c.key), Some(json!({"rating": 1})), Some("rate-2")).await, 409, "conflict");
+    assert_problem(&app.post(&rate(&done[0]), Some(&c.key), json!({"rating": 2})).await, 409, "conflict");
+    let seen = app.get(&rate(&done[0]), Some(&better.who.key)).await;
+    assert_eq!((seen.status, seen.body["rating"].clone(), seen.body["client"].clone()), (StatusCode::OK, json!(5), json!(c.address.as_str())));
+    let r = app.call(Method::POST, &rate(&done[1]), Some(&c.key), Some(json!({"rating": 4})), Some("rate-3")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+
+    let after = app.get(&format!("/v1/providers/{}/reputation", better.who.address), None).await.body;
+    let rep = &after["reputation"];
+    assert_eq!((rep["facts"]["ratings"].clone(), rep["facts"]["rating_total"].clone(), rep["mean_rating_centi"].clone()), (json!(2), json!(9), json!(450)), "{after:?}");
+    assert!(rep["score_bps"].as_u64().unwrap() > before["reputation"]["score_bps"].as_u64().unwrap(), "good ratings raise the score");
+    let listing = app.get(&format!("/v1/listings/{}", better.gpu_id), None).await;
+    assert_eq!(listing.body["reputation"], after["listings"][0]["reputation"], "the listing shows its reputation");
+    let worse_rep = app.get(&format!("/v1/providers/{}/reputation", worse.who.address), None).await.body;
+    assert_eq!((worse_rep["reputation"]["facts"]["failed"].clone(), worse_rep["reputation"]["success_rate_bps"].clone()), (json!(1), json!(0)));
+    assert_problem(&app.get("/v1/providers/ait1nobody000000/reputation", None).await, 404, "not_found");
+    assert_problem(&app.get("/v1/providers/not-an-address/reputation", None).await, 400, "invalid_request");
+
+    // Equal prices, no load: routing takes the better reputation, not the first listing.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let q = app.post("/v1/quotes", None, json!({"model": "llama3.2", "units": "2.5", "region": "us-west"})).await;
+    assert_eq!(q.status, StatusCode::OK, "{:?}", q.body);
+    assert_eq!(q.body["terms"]["gpu_id"], better.gpu_id.as_str(), "{:?}", q.body);
+}
+
 macro_rules! api_suite {
     ($backend:ident, $factory:expr) => {
         mod $backend {
@@ -656,6 +761,7 @@ macro_rules! api_suite {
             case!(the_openapi_document_is_served);
             case!(the_outside_audit_s_findings_stay_fixed);
             case!(the_explorer_reads_are_public_paged_and_filtered);
+            case!(providers_build_reputation_from_measured_facts);
         }
     };
 }

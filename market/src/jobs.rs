@@ -10,6 +10,7 @@
 use crate::auth::{Principal, Role};
 use crate::quotes::{QuoteInput, SignedQuote};
 use crate::receipts::receipt_writes;
+use crate::reputation::Fact;
 use crate::records::{from_item, to_item};
 use aitbc_store::keys::IndexKey;
 use crate::{Market, MarketError};
@@ -441,9 +442,15 @@ impl Market {
         next.status = transition(&status, &Event::Claim { worker: worker.clone(), now_ms: now, lease_ms }).map_err(transition_error)?;
         next.claimed_at_ms = Some(now);
         let mut writes = vec![self.job_write(&next, version)];
+        // A job's first claim is its start for reputation: its time since submission counts
+        // once (a takeover or a requeued job's next claim is a later attempt, not a start).
+        let fact = (job.status.attempt == 0).then(|| Fact::Started { wait_ms: u64::try_from(now - job.created_at_ms).unwrap_or(0) });
         if !lapsed {
             // A takeover moves the listing's active count by -1 and +1: no write.
-            writes.push(crate::Market::listing_counter_write(&next.gpu_id, 1, None));
+            writes.push(crate::Market::listing_counter_write(&next.gpu_id, 1, None, fact));
+        }
+        if let Some(fact) = fact {
+            writes.push(fact.provider_write(&job.provider));
         }
         self.commit(writes).await?;
         Ok(next)
@@ -484,9 +491,11 @@ impl Market {
         next.output = Some(output);
         next.price = Some(receipt.body.price);
         // What the receipt posts is decided now: the settlement record a batch will cover.
-        let due = self.settlement_due_for(&job, receipt.body.price, now).await?;
+        let (due, sla_breach) = self.settlement_due_for(&job, receipt.body.price, now).await?;
+        let fact = Fact::Completed { sla_breach };
         let mut writes = vec![self.job_write(&next, version)];
-        writes.push(crate::Market::listing_counter_write(&job.gpu_id, -1, Some((receipt.body.units.millis(), receipt.body.price))));
+        writes.push(crate::Market::listing_counter_write(&job.gpu_id, -1, Some((receipt.body.units.millis(), receipt.body.price)), Some(fact)));
+        writes.push(fact.provider_write(&job.provider));
         writes.extend(receipt_writes(&receipt, now));
         // The hold is captured: it can no longer be voided; settlement posts it from the record.
         writes.push(crate::ledger::hold_capture_write(&job.hold_id, &receipt.body.receipt_id));
@@ -601,8 +610,24 @@ impl Market {
             next.finished_at_ms = Some(self.now_ms());
         }
         let mut writes = vec![self.job_write(&next, version)];
+        // Failing for good and expiring count against the listing's reputation; a cancel is
+        // the client's choice and a requeue is not an end.
+        let fact = match next.status.state {
+            JobState::Failed => Some(Fact::Failed),
+            JobState::Expired => Some(Fact::Expired),
+            _ => None,
+        };
         if previous.is_leased() {
-            writes.push(crate::Market::listing_counter_write(&next.gpu_id, -1, None));
+            writes.push(crate::Market::listing_counter_write(&next.gpu_id, -1, None, fact));
+        } else if let Some(fact) = fact {
+            // A queued job's listing may have been deleted (queued jobs do not hold it); then
+            // only the provider's counters take the fact.
+            if self.store.get(&keys::listing(next.gpu_id.as_str())).await?.is_some() {
+                writes.push(fact.listing_write(&next.gpu_id));
+            }
+        }
+        if let Some(fact) = fact {
+            writes.push(fact.provider_write(&next.provider));
         }
         let requeued = next.status.state == JobState::Queued;
         if next.status.state.hold_outcome() == Some(false) {

@@ -18,6 +18,7 @@ pub mod receipts;
 pub mod reconcile;
 mod records;
 pub mod registry;
+pub mod reputation;
 pub mod payouts;
 pub mod settlement;
 pub mod stream;

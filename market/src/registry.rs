@@ -152,6 +152,8 @@ pub struct ListingView {
     /// The models its worker has loaded and verified (its last heartbeat's report): what it
     /// serves `text_generation` jobs of.
     pub loaded_models: Vec<ModelName>,
+    /// What its jobs' measured facts and its clients' ratings say (`aitbc_core::reputation`).
+    pub reputation: aitbc_core::reputation::Reputation,
 }
 
 impl ListingView {
@@ -352,6 +354,7 @@ impl Market {
             gpu_seconds_total: aitbc_core::money::GpuMillis::from_millis(gpu_ms).to_string(),
             earned: Amount::from_raw(item.int(ATTR_EARNED).unwrap_or(0).max(0) as u64),
             loaded_models,
+            reputation: crate::reputation::facts_from_item(item).reputation(),
         })
     }
 
@@ -463,11 +466,15 @@ impl Market {
         self.listing_view(&item)
     }
 
-    /// The writes that move a listing's counters when a job starts or stops occupying it.
-    pub fn listing_counter_write(gpu_id: &ListingId, active_delta: i64, completed: Option<(u64, Amount)>) -> TxWrite {
+    /// The writes that move a listing's counters when a job starts or stops occupying it, with
+    /// the reputation fact the same transition makes true (one write per item per transaction).
+    pub fn listing_counter_write(gpu_id: &ListingId, active_delta: i64, completed: Option<(u64, Amount)>, fact: Option<crate::reputation::Fact>) -> TxWrite {
         let mut update = Update::new().add(ATTR_ACTIVE_JOBS, active_delta, Some(0));
         if let Some((gpu_ms, earned)) = completed {
             update = update.add(ATTR_COMPLETED, 1, None).add(ATTR_GPU_MS, gpu_ms as i64, None).add(ATTR_EARNED, earned.raw() as i64, None);
+        }
+        if let Some(fact) = fact {
+            update = fact.add_to(update);
         }
         TxWrite::Update { key: keys::listing(gpu_id.as_str()), update, condition: Condition::Present }
     }

@@ -94,6 +94,9 @@ struct Stats {
     late: usize,
     /// Late records settled by catch-up batches.
     caught_up: u64,
+    /// Ratings given, and ratings refused (twice, or of a job not settled).
+    rated: usize,
+    ratings_refused: usize,
 }
 
 fn receipt_for(job: &JobRecord, key: &NamedSigningKey, worker: &WorkerId, units_ms: u64, now_ms: i64) -> Completion {
@@ -114,6 +117,8 @@ struct Sim {
     late_chance: f64,
     /// Jobs completed late.
     late: HashSet<JobId>,
+    /// Ratings given, by job.
+    ratings: HashMap<JobId, u8>,
 }
 
 impl Sim {
@@ -150,7 +155,7 @@ impl Sim {
             deposits.push((AccountId::wallet(&client.address), amount));
             clients.push(client);
         }
-        Sim { market, clock, rng, providers, clients, jobs: Vec::new(), deposits, stats: Stats::default(), in_flight_max: params.in_flight_max, late_chance: params.late_chance, late: HashSet::new() }
+        Sim { market, clock, rng, providers, clients, jobs: Vec::new(), deposits, stats: Stats::default(), in_flight_max: params.in_flight_max, late_chance: params.late_chance, late: HashSet::new(), ratings: HashMap::new() }
     }
 
     async fn heartbeats(&mut self) {
@@ -381,9 +386,11 @@ async fn simulate(store: Arc<dyn Store>, queue: Arc<dyn Queue>, params: Params) 
     }
     let payouts = sim.market.run_payouts(&PayoutOptions { threshold: Amount::from_aitbc(1) }, &NoProgress).await.unwrap();
     sim.stats.payouts += payouts.paid;
+    rate_jobs(&mut sim).await;
     println!("simulated {} jobs in {round} rounds, {:.1} s: {:?}", sim.jobs.len(), started.elapsed().as_secs_f64(), sim.stats);
 
     check(&sim).await;
+    check_reputation(&sim).await;
 }
 
 /// The invariants, against an independent replay on the core's reference ledger.
@@ -543,4 +550,78 @@ async fn simulation_on_dynamodb_and_sqs() {
     let queue = backends.queue(aitbc_store::queue_spec()).await;
     let params = Params { jobs: 100, clients: 8, providers: 2, submit_per_round: 10, drain_rounds_max: 8, in_flight_max: 1, late_chance: 0.5 };
     simulate(store, queue, params).await;
+}
+
+/// Clients rate about half of their jobs: a settled job once (a second rating is refused), any
+/// other job not at all (refused). Ratings move no money: `check` runs after them.
+async fn rate_jobs(sim: &mut Sim) {
+    let m = sim.market.clone();
+    for i in 0..sim.jobs.len() {
+        if !sim.rng.gen_bool(0.5) {
+            continue;
+        }
+        let (job_id, client) = (sim.jobs[i].id.clone(), sim.clients[sim.jobs[i].client].clone());
+        let rating = sim.rng.gen_range(1..=5u8);
+        let settled = m.with_settlement(m.job_with_version(&job_id).await.unwrap().0).await.unwrap().status.state == JobState::Settled;
+        let rate = aitbc_market::reputation::RateJob { rating: i64::from(rating) };
+        match m.rate_job(&client, &job_id, rate.clone()).await {
+            Ok(r) => {
+                assert!(settled, "only a settled job is rated");
+                assert_eq!(r.rating.get(), rating);
+                sim.ratings.insert(job_id.clone(), rating);
+                sim.stats.rated += 1;
+                // Twice: refused, and nothing moves.
+                assert!(matches!(m.rate_job(&client, &job_id, rate).await, Err(MarketError::Conflict(_))));
+                sim.stats.ratings_refused += 1;
+            }
+            Err(MarketError::Conflict(_)) => {
+                assert!(!settled, "a settled job rated once is rated");
+                sim.stats.ratings_refused += 1;
+            }
+            Err(e) => panic!("rating job {job_id}: {e}"),
+        }
+    }
+}
+
+/// Each provider's reputation counters equal what happened to its jobs, counted here from the
+/// jobs themselves; its one listing's equal its own.
+async fn check_reputation(sim: &Sim) {
+    use aitbc_core::reputation::Facts;
+    let m = &sim.market;
+    let mut expected: Vec<Facts> = vec![Facts::default(); sim.providers.len()];
+    for sim_job in &sim.jobs {
+        let job = m.with_settlement(m.job_with_version(&sim_job.id).await.unwrap().0).await.unwrap();
+        let facts = &mut expected[sim_job.provider];
+        if job.status.attempt > 0 {
+            facts.started += 1;
+        }
+        match job.status.state {
+            JobState::Settled => {
+                facts.completed += 1;
+                let listing = m.listing(&job.gpu_id).await.unwrap();
+                if sla_missed(job.created_at_ms, job.claimed_at_ms.unwrap(), &listing.sla) {
+                    facts.sla_breaches += 1;
+                }
+            }
+            JobState::Failed => facts.failed += 1,
+            JobState::Expired => facts.expired += 1,
+            _ => {}
+        }
+        if let Some(rating) = sim.ratings.get(&sim_job.id) {
+            facts.ratings += 1;
+            facts.rating_total += u64::from(*rating);
+        }
+    }
+    assert!(sim.stats.rated > 0 && sim.stats.ratings_refused > 0, "{:?}", sim.stats);
+    for (p, want) in sim.providers.iter().zip(&expected) {
+        let rep = m.provider_reputation(&p.who.address).await.unwrap();
+        let got = rep.reputation.facts;
+        let counted = (got.completed, got.failed, got.expired, got.sla_breaches, got.started, got.ratings, got.rating_total);
+        let wanted = (want.completed, want.failed, want.expired, want.sla_breaches, want.started, want.ratings, want.rating_total);
+        assert_eq!(counted, wanted, "provider {}: completed, failed, expired, breaches, started, ratings, rating total", p.who.address);
+        assert_eq!(got.wait_histogram.iter().sum::<u64>(), got.started, "every start is in one bucket");
+        assert_eq!(rep.listings.len(), 1);
+        assert_eq!(rep.listings[0].reputation.facts, got, "one listing: its counters are its provider's");
+        assert_eq!(rep.reputation.score_bps, got.score_bps());
+    }
 }

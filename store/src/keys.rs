@@ -244,6 +244,12 @@ pub fn job(job_id: &str) -> Key {
     main_key("JOB", job_id)
 }
 
+/// A job's rating by its client (beside the job's own item): written only if absent, so a job
+/// is rated once.
+pub fn job_rating(job_id: &str) -> Key {
+    Key::new(format!("JOB#{}", id(job_id)), "RATING")
+}
+
 /// Sort keys of a job's output chunks: `CHUNK#` and the chunk's number in fixed width, so they
 /// sort in order.
 const CHUNK_PREFIX: &str = "CHUNK#";

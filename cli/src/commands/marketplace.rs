@@ -30,6 +30,36 @@ enum MarketplaceCommand {
         #[arg(long)]
         gpu_id: String,
     },
+    /// A provider's reputation: success and completion rates, submission-to-start times, SLA
+    /// breaches, client ratings and the overall score (formula in ARCHITECTURE.md), overall and
+    /// per GPU.
+    #[command(after_help = "Examples:\n  aitbc marketplace reputation                      # your own\n  aitbc marketplace reputation --provider ait1...")]
+    Reputation {
+        /// The provider's address [default: yours].
+        #[arg(long)]
+        provider: Option<String>,
+    },
+}
+
+/// A fraction in basis points as a percentage, or "-" when nothing was measured.
+fn percent(bps: &Value) -> String {
+    bps.as_u64().map_or_else(|| "-".into(), |b| format!("{}.{:02}%", b / 100, b % 100))
+}
+
+fn reputation_pairs(r: &Value) -> Vec<(&'static str, String)> {
+    let ms = |v: &Value| v.as_u64().map_or_else(|| "-".into(), |m| format!("{m} ms"));
+    vec![
+        ("Score", percent(&r["score_bps"])),
+        ("Job success rate", percent(&r["success_rate_bps"])),
+        ("Completion rate", percent(&r["completion_rate_bps"])),
+        ("Submission to start", format!("mean {}, p95 at most {}", ms(&r["mean_start_ms"]), ms(&r["p95_start_ms"]))),
+        ("SLA breaches", format!("{} ({})", cell(&r["facts"]["sla_breaches"]), percent(&r["sla_breach_rate_bps"]))),
+        ("Client rating", match r["mean_rating_centi"].as_u64() {
+            Some(c) => format!("{}.{:02} of 5 ({} ratings)", c / 100, c % 100, cell(&r["facts"]["ratings"])),
+            None => "no ratings yet".into(),
+        }),
+        ("Jobs", format!("{} completed, {} failed, {} expired", cell(&r["facts"]["completed"]), cell(&r["facts"]["failed"]), cell(&r["facts"]["expired"]))),
+    ]
 }
 
 #[derive(Args)]
@@ -141,6 +171,34 @@ pub async fn run(args: MarketplaceArgs, ctx: Ctx) -> Result<(), CliError> {
                         println!("{}  {}", row[0], row[1]);
                     }
                 }
+            }
+            Ok(())
+        }
+        MarketplaceCommand::Reputation { provider } => {
+            let provider = match provider {
+                Some(p) => p,
+                None => ctx.address()?,
+            };
+            let r: Value = ctx.client().get(&format!("/v1/providers/{provider}/reputation")).await?;
+            if ctx.json {
+                crate::output::json(&r);
+                return Ok(());
+            }
+            let mut rows = vec![("Provider", cell(&r["provider"]))];
+            rows.extend(reputation_pairs(&r["reputation"]));
+            pairs(&rows);
+            let listings: Vec<Vec<String>> = r["listings"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|l| {
+                    let rep = &l["reputation"];
+                    vec![cell(&l["gpu_id"]), percent(&rep["score_bps"]), percent(&rep["success_rate_bps"]), cell(&rep["facts"]["completed"]), cell(&rep["facts"]["ratings"])]
+                })
+                .collect();
+            if !listings.is_empty() {
+                table(&["GPU ID", "SCORE", "SUCCESS", "COMPLETED", "RATINGS"], &listings);
             }
             Ok(())
         }
