@@ -112,6 +112,9 @@ fn the_guides_commands_work_as_written() {
     let listed = ok(api, &provider, &["marketplace", "gpu", "list", "--region", "us-west"]);
     assert!(listed.contains("peak-maximizer"), "{listed}");
     assert!(ok(api, &provider, &["marketplace", "gpu", "--help"]).contains("register"));
+    let queued = ok(api, &provider, &["marketplace", "gpu", "queue", "--gpu-id", &gpu, "--max-queue-size", "20", "--priority", "weighted-fair-share", "--preemption", "graceful", "--attempts", "3"]);
+    assert!(queued.contains("at most 20 jobs waiting, weighted_fair_share order, preemption graceful, attempts 3"), "{queued}");
+    one_line_error(&aitbc(api, &provider, &["marketplace", "gpu", "queue", "--gpu-id", &gpu, "--max-queue-size", "0"]), 2, "max_queue_size");
     wait_until(|| ok(api, &provider, &["marketplace", "status", "--gpu-id", &gpu]).contains("Online:            true"), "the local worker");
 
     // Payments and Receipts: a client pays for a job; the receipt lists and verifies.

@@ -742,6 +742,118 @@ pub async fn providers_build_reputation_from_measured_facts(backends: Box<dyn Ba
     assert_eq!(q.body["terms"]["gpu_id"], better.gpu_id.as_str(), "{:?}", q.body);
 }
 
+/// Lists a GPU of `s` with `queue_config`, one job at a time, and heartbeats it.
+async fn queued_listing(app: &App, s: &Seller, queue_config: Value) -> Reply {
+    let listing = json!({
+        "name": "Q-GPU", "memory_gib": 24, "cuda_version": "12.1", "base_price": "0.05", "region": "us-west",
+        "models": ["llama3.2"], "count": 1, "queue_config": queue_config
+    });
+    let r = app.post("/v1/listings", Some(&s.who.key), listing).await;
+    if r.status == StatusCode::CREATED {
+        let gpu_id = r.body["gpu_id"].as_str().unwrap();
+        let hb = app.post(&format!("/v1/listings/{gpu_id}/heartbeat"), Some(&s.who.key), json!({"worker_id": "wrk-1"})).await;
+        assert_eq!(hb.status, StatusCode::OK, "{:?}", hb.body);
+    }
+    r
+}
+
+async fn submit_on(app: &App, c: &Actor, gpu: &str, idem: &str, tier: &str) -> Reply {
+    let mut body = job_body();
+    body["gpu_id"] = json!(gpu);
+    body["tier"] = json!(tier);
+    app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(body), Some(idem)).await
+}
+
+/// A worker's `action` (claim, heartbeat) on `job` with a lease of `lease_ms`.
+async fn act(app: &App, s: &Seller, job: &str, action: &str, lease_ms: u64) -> Reply {
+    app.post(&format!("/v1/jobs/{job}/{action}"), Some(&s.who.key), json!({"worker_id": "wrk-1", "lease_ms": lease_ms})).await
+}
+
+/// Queue configuration per listing: a bounded queue refuses past its size before holding
+/// anything; claims follow tier, then weighted fair share, whatever job the message named;
+/// graceful preemption tells a lower-tier job to hand back; a timed-out job is retried up to
+/// the listing's attempt limit, then fails with its hold voided.
+pub async fn listing_queues_are_bounded_ordered_and_preemptible(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    let s = seller(&app, 6).await;
+    let (a, b) = (buyer(&app, "100").await, buyer(&app, "100").await);
+    let listings_of = |who: &str| format!("/v1/listings?provider={who}&limit=100");
+    let before = app.get(&listings_of(&s.who.address), None).await.body["items"].as_array().unwrap().len();
+    for bad in [
+        json!({"max_queue_size": 0}),
+        json!({"max_queue_size": 100001}),
+        json!({"attempts_max": 0}),
+        json!({"preemption": "graceful"}),
+        json!({"priority": "lottery"}),
+        json!({"max_queue_size": 5, "surprise": true}),
+    ] {
+        assert_problem(&queued_listing(&app, &s, bad).await, 400, "invalid_request");
+    }
+    assert_problem(&app.call(Method::PATCH, &format!("/v1/listings/{}", s.gpu_id), Some(&s.who.key), Some(json!({"queue_config": {"max_queue_size": 0}})), None).await, 400, "invalid_request");
+    assert_eq!(app.get(&listings_of(&s.who.address), None).await.body["items"].as_array().unwrap().len(), before, "refused listings are not stored");
+
+    let config = json!({"max_queue_size": 3, "priority": "weighted_fair_share", "preemption": "graceful", "attempts_max": 2});
+    let r = queued_listing(&app, &s, config.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["queue_config"], config);
+    let gpu = r.body["gpu_id"].as_str().unwrap().to_string();
+    let id = |r: &Reply| r.body["job_id"].as_str().unwrap().to_string();
+    let a1 = submit_on(&app, &a, &gpu, "a1", "basic").await;
+    assert_eq!((a1.status, a1.body["status"]["attempts_max"].clone()), (StatusCode::CREATED, json!(2)), "{:?}", a1.body);
+    let a2 = submit_on(&app, &a, &gpu, "a2", "basic").await;
+    let b1 = submit_on(&app, &b, &gpu, "b1", "basic").await;
+    assert_eq!((a2.status, b1.status), (StatusCode::CREATED, StatusCode::CREATED));
+    let (a1, a2, b1) = (id(&a1), id(&a2), id(&b1));
+    let held = app.get(&format!("/v1/accounts/{}", a.address), Some(&a.key)).await.body["wallet"].clone();
+    let full = submit_on(&app, &a, &gpu, "a3", "basic").await;
+    assert_problem(&full, 503, "queue_full");
+    assert_eq!(app.get(&format!("/v1/accounts/{}", a.address), Some(&a.key)).await.body["wallet"], held, "a full queue holds nothing");
+    assert_eq!(app.get("/v1/jobs?limit=100", Some(&a.key)).await.body["items"].as_array().unwrap().len(), 2, "and stores no job");
+    let view = app.get(&format!("/v1/listings/{gpu}"), None).await;
+    assert_eq!(view.body["queue_room"], 0);
+
+    // Claims follow the order, whatever job the message named: a1 and b1 tie on their finish
+    // tag (each client's first job) and a1 was submitted first; a2 comes after both.
+    let first = act(&app, &s, &a2, "claim", 60000).await;
+    assert_eq!((first.status, first.body["job_id"].clone()), (StatusCode::OK, json!(a1.as_str())), "{:?}", first.body);
+    let hb = act(&app, &s, &a1, "heartbeat", 60000).await;
+    assert_eq!((hb.status, hb.body.get("preempt").cloned()), (StatusCode::OK, None), "only basic jobs wait: {:?}", hb.body);
+    let e1 = submit_on(&app, &b, &gpu, "e1", "enterprise").await;
+    assert_eq!(e1.status, StatusCode::CREATED, "{:?}", e1.body);
+    let e1 = id(&e1);
+    let hb = act(&app, &s, &a1, "heartbeat", 60000).await;
+    assert_eq!(hb.body["preempt"], true, "an enterprise job waits on the full listing: {:?}", hb.body);
+    let released = app.post(&format!("/v1/jobs/{a1}/release"), Some(&s.who.key), json!({"worker_id": "wrk-1"})).await;
+    assert_eq!((released.status, released.body["status"]["state"].clone()), (StatusCode::OK, json!("queued")));
+    assert_problem(&submit_on(&app, &b, &gpu, "b2", "basic").await, 503, "queue_full");
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let r = act(&app, &s, &a2, "claim", 60000).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        let job = r.body["job_id"].as_str().unwrap().to_string();
+        let done = app.post(&format!("/v1/jobs/{job}/complete"), Some(&s.who.key), completion(&r.body, &s, "wrk-1")).await;
+        assert_eq!(done.status, StatusCode::OK, "{:?}", done.body);
+        order.push(job);
+    }
+    assert_eq!(order, vec![e1, a1.clone(), b1, a2.clone()], "tier first, then fair share; the preempted job keeps its place");
+    assert_eq!(app.get(&format!("/v1/listings/{gpu}"), None).await.body["queue_room"], 3, "an empty queue has all its room");
+    assert_problem(&act(&app, &s, &a2, "claim", 60000).await, 409, "conflict");
+
+    // Timeout handling: a lapsed lease is retried automatically up to the listing's 2 attempts.
+    let held_before = app.get(&format!("/v1/accounts/{}", a.address), Some(&a.key)).await.body["wallet"].clone();
+    let t = id(&submit_on(&app, &a, &gpu, "t1", "basic").await);
+    assert_eq!(act(&app, &s, &t, "claim", 1000).await.body["status"]["attempt"], 1);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let retried = act(&app, &s, &t, "claim", 1000).await;
+    assert_eq!((retried.status, retried.body["status"]["attempt"].clone()), (StatusCode::OK, json!(2)), "{:?}", retried.body);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert_problem(&act(&app, &s, &t, "claim", 1000).await, 409, "conflict");
+    let ended = app.get(&format!("/v1/jobs/{t}"), Some(&a.key)).await;
+    assert_eq!(ended.body["status"]["state"], "failed", "{:?}", ended.body);
+    let wallet = app.get(&format!("/v1/accounts/{}", a.address), Some(&a.key)).await.body["wallet"].clone();
+    assert_eq!(wallet, held_before, "the failed job's hold is voided");
+}
+
 macro_rules! api_suite {
     ($backend:ident, $factory:expr) => {
         mod $backend {
@@ -762,6 +874,7 @@ macro_rules! api_suite {
             case!(the_outside_audit_s_findings_stay_fixed);
             case!(the_explorer_reads_are_public_paged_and_filtered);
             case!(providers_build_reputation_from_measured_facts);
+            case!(listing_queues_are_bounded_ordered_and_preemptible);
         }
     };
 }

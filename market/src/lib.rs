@@ -20,6 +20,7 @@ mod records;
 pub mod registry;
 pub mod reputation;
 pub mod payouts;
+pub mod priority;
 pub mod settlement;
 pub mod stream;
 pub mod sweep;

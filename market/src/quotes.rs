@@ -238,7 +238,8 @@ impl Market {
         let (region, _) = self.config.region(region)?;
         let views = self.region_views(&region).await?;
         let runs = |v: &ListingView| input.kind.is_none_or(|k| v.runs(k, input.model.as_ref())) && input.model.as_ref().is_none_or(|m| serves(v, m));
-        let fits = |v: &&ListingView| self.is_available(v) && runs(v);
+        // A listing whose queue is full (as last seen) cannot take the job: route around it.
+        let fits = |v: &&ListingView| self.is_available(v) && runs(v) && (!v.room_counted || v.queue_room > 0);
         let mut best: Option<(SignedQuote, (u128, u32, std::cmp::Reverse<u32>), &ListingView)> = None;
         for view in views.iter().filter(fits) {
             let q = self.quote_on(view, input).await?;

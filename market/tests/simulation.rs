@@ -35,6 +35,9 @@ use std::sync::Arc;
 const START_MS: i64 = 1_769_284_800_000;
 const SEED_DEFAULT: u64 = 0x5eed_a17b;
 
+/// The queue size of the listings that order their queues.
+const QUEUE_SIZE_SMALL: u32 = 12;
+
 /// What a simulation does.
 struct Params {
     jobs: usize,
@@ -97,6 +100,8 @@ struct Stats {
     /// Ratings given, and ratings refused (twice, or of a job not settled).
     rated: usize,
     ratings_refused: usize,
+    /// Claims that an ordered queue answered with another job than the one named.
+    reordered: usize,
 }
 
 fn receipt_for(job: &JobRecord, key: &NamedSigningKey, worker: &WorkerId, units_ms: u64, now_ms: i64) -> Completion {
@@ -137,7 +142,14 @@ impl Sim {
             let new = serde_json::from_value(serde_json::json!({
                 "name": "Sim-GPU", "memory_gib": 24, "cuda_version": "12.1", "base_price": "0.05", "region": "us-west",
                 "models": ["llama3.2"], "count": 4, "max_concurrent_jobs": 4096,
-                "sla": {"response_time_s": 30, "penalty_rate_bps": 2500 + 2500 * (n as u32 % 3)}
+                "sla": {"response_time_s": 30, "penalty_rate_bps": 2500 + 2500 * (n as u32 % 3)},
+                // Every other listing orders its queue (claims then take its first job, not
+                // the one named) and holds few jobs (full queues refuse submissions).
+                "queue_config": if n % 2 == 1 {
+                    serde_json::json!({"priority": "weighted_fair_share", "max_queue_size": QUEUE_SIZE_SMALL})
+                } else {
+                    serde_json::json!({})
+                }
             }))
             .unwrap();
             let listing = market.create_listing(&who, new).await.unwrap();
@@ -177,11 +189,15 @@ impl Sim {
         };
         let crashes = if self.rng.gen_bool(0.2) { self.rng.gen_range(1..=3) } else { 0 };
         let units = format!("{}.{:03}", self.rng.gen_range(0..3), self.rng.gen_range(1..1000));
-        let submit: SubmitJob = serde_json::from_value(serde_json::json!({
+        let mut body = serde_json::json!({
             "model": "llama3.2", "units": units, "region": "us-west",
             "spec": {"kind": "vector_add", "n": 1024, "seed": 1}
-        }))
-        .unwrap();
+        });
+        // Some clients name a listing (routing would favour the first of equals).
+        if self.rng.gen_bool(0.4) {
+            body["gpu_id"] = serde_json::json!(self.providers[self.rng.gen_range(0..self.providers.len())].gpu_id);
+        }
+        let submit: SubmitJob = serde_json::from_value(body).unwrap();
         let key = format!("sim-{}", self.jobs.len() + self.stats.refused);
         match self.market.submit_job(&self.clients[client], submit, &key).await {
             Ok(job) => {
@@ -189,7 +205,7 @@ impl Sim {
                 self.jobs.push(SimJob { id: job.job_id, plan, provider, crashes, client, done: false });
                 self.stats.submitted += 1;
             }
-            Err(MarketError::InsufficientFunds(_) | MarketError::NoCapacity(_)) => self.stats.refused += 1,
+            Err(MarketError::InsufficientFunds(_) | MarketError::NoCapacity(_) | MarketError::QueueFull(_)) => self.stats.refused += 1,
             Err(e) => panic!("submit: {e:?}"),
         }
     }
@@ -220,9 +236,13 @@ impl Sim {
                         assert!(matches!(self.market.cancel_job(&self.clients[client], &job.job_id).await, Err(MarketError::Conflict(_))));
                     }
                     _ if p.online => {
-                        self.market.claim_job(&p.who, &job.job_id, &worker, None).await.unwrap();
-                        // A duplicate delivery: another worker claims the same job.
-                        if self.rng.gen_bool(0.2) {
+                        let claimed = self.market.claim_job(&p.who, &job.job_id, &worker, None).await.unwrap();
+                        if claimed.job_id != job.job_id {
+                            // An ordered queue gave its first job instead; the one named waits.
+                            assert!(claimed.queue_tag.is_some(), "only an ordered queue reorders claims");
+                            self.stats.reordered += 1;
+                        } else if self.rng.gen_bool(0.2) {
+                            // A duplicate delivery: another worker claims the same job.
                             let other = p.workers.iter().find(|w| **w != worker).unwrap();
                             let second = self.market.claim_job(&p.who, &job.job_id, other, None).await;
                             assert!(matches!(second, Err(MarketError::Conflict(_))), "{second:?}");
@@ -391,6 +411,7 @@ async fn simulate(store: Arc<dyn Store>, queue: Arc<dyn Queue>, params: Params) 
 
     check(&sim).await;
     check_reputation(&sim).await;
+    check_queues(&sim).await;
 }
 
 /// The invariants, against an independent replay on the core's reference ledger.
@@ -624,4 +645,17 @@ async fn check_reputation(sim: &Sim) {
         assert_eq!(rep.listings[0].reputation.facts, got, "one listing: its counters are its provider's");
         assert_eq!(rep.reputation.score_bps, got.score_bps());
     }
+}
+
+/// With every job ended, every queue is empty: each listing's room is back to its size and no
+/// priority entry is left; the ordered listings did reorder claims.
+async fn check_queues(sim: &Sim) {
+    let m = &sim.market;
+    for p in &sim.providers {
+        let view = m.listing_view(&m.listing_item(&p.gpu_id).await.unwrap()).unwrap();
+        assert_eq!(view.queue_room, i64::from(view.listing.queue_config.max_queue_size), "listing {}: every place is free again", p.gpu_id);
+        let entries = m.store.query(keys::queue_entries(p.gpu_id.as_str())).await.unwrap();
+        assert!(entries.items.is_empty(), "listing {}: entries left {:?}", p.gpu_id, entries.items.iter().map(|i| &i.key.sk).collect::<Vec<_>>());
+    }
+    assert!(sim.stats.reordered > 0, "no claim was reordered: {:?}", sim.stats);
 }

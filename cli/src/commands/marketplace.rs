@@ -88,6 +88,18 @@ impl StrategyArg {
     }
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum PriorityArg {
+    Fifo,
+    WeightedFairShare,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PreemptionArg {
+    None,
+    Graceful,
+}
+
 #[derive(Subcommand)]
 enum GpuCommand {
     /// List a GPU on the marketplace.
@@ -128,6 +140,24 @@ enum GpuCommand {
         /// Only GPUs online and taking jobs now.
         #[arg(long)]
         available: bool,
+    },
+    /// Configure a GPU's job queue (the guide's configure_queue): its size, claim order,
+    /// retries and preemption. Flags not given keep their current values.
+    #[command(after_help = "Example:\n  aitbc marketplace gpu queue --gpu-id gpu-0192... --max-queue-size 20 --priority weighted-fair-share --preemption graceful --attempts 3\n\nweighted-fair-share claims higher tiers first, then shares claims fairly across clients by the\nGPU time they ask (ARCHITECTURE.md, Queues); graceful preemption needs it.")]
+    Queue {
+        #[arg(long)]
+        gpu_id: String,
+        /// Jobs waiting at most (1..=100000); further submissions are refused, nothing held.
+        #[arg(long)]
+        max_queue_size: Option<u32>,
+        #[arg(long, value_enum)]
+        priority: Option<PriorityArg>,
+        #[arg(long, value_enum)]
+        preemption: Option<PreemptionArg>,
+        /// Claims per job: a timed-out or retryably failed job is queued again until it has
+        /// used this many (1..=100).
+        #[arg(long)]
+        attempts: Option<u32>,
     },
     /// Change a GPU's pricing strategy, base price or status.
     #[command(after_help = "Example:\n  aitbc marketplace gpu update --gpu-id gpu-0192... --strategy peak-maximizer")]
@@ -295,6 +325,38 @@ async fn gpu_run(args: GpuArgs, ctx: Ctx) -> Result<(), CliError> {
                 println!("No GPUs listed.");
             } else {
                 table(&["GPU ID", "NAME", "MEMORY", "CUDA", "REGION", "PRICE/H", "STRATEGY", "STATUS", "ONLINE"], &listing_rows(&items));
+            }
+            Ok(())
+        }
+        GpuCommand::Queue { gpu_id, max_queue_size, priority, preemption, attempts } => {
+            let client = ctx.authed()?;
+            let current: Value = client.listing(&gpu_id).await?;
+            let mut config = current["queue_config"].as_object().cloned().unwrap_or_default();
+            if let Some(n) = max_queue_size {
+                config.insert("max_queue_size".into(), json!(n));
+            }
+            if let Some(p) = priority {
+                config.insert("priority".into(), json!(match p { PriorityArg::Fifo => "fifo", PriorityArg::WeightedFairShare => "weighted_fair_share" }));
+            }
+            if let Some(p) = preemption {
+                config.insert("preemption".into(), json!(match p { PreemptionArg::None => "none", PreemptionArg::Graceful => "graceful" }));
+            }
+            if let Some(a) = attempts {
+                config.insert("attempts_max".into(), json!(a));
+            }
+            let l: Value = client.patch(&format!("/v1/listings/{gpu_id}"), &json!({ "queue_config": config })).await?;
+            if ctx.json {
+                crate::output::json(&l);
+            } else {
+                let q = &l["queue_config"];
+                let attempts = q["attempts_max"].as_u64().map_or_else(|| "the marketplace's default".to_string(), |a| a.to_string());
+                println!(
+                    "Queue of GPU {}: at most {} jobs waiting, {} order, preemption {}, attempts {attempts}",
+                    cell(&l["gpu_id"]),
+                    cell(&q["max_queue_size"]),
+                    cell(&q["priority"]),
+                    cell(&q["preemption"])
+                );
             }
             Ok(())
         }
