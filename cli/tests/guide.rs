@@ -112,6 +112,9 @@ fn the_guides_commands_work_as_written() {
     let listed = ok(api, &provider, &["marketplace", "gpu", "list", "--region", "us-west"]);
     assert!(listed.contains("peak-maximizer"), "{listed}");
     assert!(ok(api, &provider, &["marketplace", "gpu", "--help"]).contains("register"));
+    let queued = ok(api, &provider, &["marketplace", "gpu", "queue", "--gpu-id", &gpu, "--max-queue-size", "20", "--priority", "weighted-fair-share", "--preemption", "graceful", "--attempts", "3"]);
+    assert!(queued.contains("at most 20 jobs waiting, weighted_fair_share order, preemption graceful, attempts 3"), "{queued}");
+    one_line_error(&aitbc(api, &provider, &["marketplace", "gpu", "queue", "--gpu-id", &gpu, "--max-queue-size", "0"]), 2, "max_queue_size");
     wait_until(|| ok(api, &provider, &["marketplace", "status", "--gpu-id", &gpu]).contains("Online:            true"), "the local worker");
 
     // Payments and Receipts: a client pays for a job; the receipt lists and verifies.
@@ -133,6 +136,13 @@ fn the_guides_commands_work_as_written() {
     assert!(verified.contains("verified") && verified.contains("countersignature by the marketplace"), "{verified}");
     let offline = ok(api, &client, &["receipt", "verify", &sample("receipts/receipt.json"), "--keys", &sample("receipts/keys.json")]);
     assert!(offline.contains("2.5 gpu_seconds x 2 = 5 AITBC"), "{offline}");
+
+    // The client rates its settled job once; the provider's reputation counts it.
+    one_line_error(&aitbc(api, &client, &["job", "rate", &job, "--rating", "9"]), 2, "rating");
+    assert!(ok(api, &client, &["job", "rate", &job, "--rating", "5"]).contains("5 of 5"));
+    one_line_error(&aitbc(api, &client, &["job", "rate", &job, "--rating", "4", "--idempotency-key", "again"]), 1, "rated already");
+    let reputation = ok(api, &provider, &["marketplace", "reputation"]);
+    assert!(reputation.contains("5.00 of 5 (1 ratings)") && reputation.contains("1 completed, 0 failed") && reputation.contains(&gpu), "{reputation}");
 
     // The provider sees it in earnings and status.
     let earnings = ok(api, &provider, &["marketplace", "earnings", "--gpu-id", &gpu]);

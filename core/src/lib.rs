@@ -6,6 +6,7 @@
 //! - [`pricing`]: deterministic quotes and the strategies of the guides.
 //! - [`receipt`], [`signing`], [`jcs`]: signed usage receipts in RFC 8785 canonical form.
 //! - [`job`]: the job lifecycle as a transition function; [`jobspec`]: what a job runs.
+//! - [`reputation`]: measured facts of listings and providers, and the score made of them.
 //! - [`config`]: the market's configuration, parsed from TOML text.
 //!
 //! Nothing here reads files, opens sockets or spawns tasks; the only environment it touches is
@@ -20,6 +21,7 @@ pub mod ledger;
 pub mod money;
 pub mod pricing;
 pub mod receipt;
+pub mod reputation;
 #[cfg(feature = "openapi")]
 mod schema;
 pub mod signing;

@@ -63,7 +63,7 @@ impl From<MarketError> for ApiError {
         let retry_after_s = match &e {
             MarketError::RateLimited { retry_after_ms } => Some(retry_after_ms.div_ceil(1_000).max(1)),
             MarketError::Unavailable(_) => Some(1),
-            MarketError::NoCapacity(_) => Some(NO_CAPACITY_RETRY_AFTER_S),
+            MarketError::NoCapacity(_) | MarketError::QueueFull(_) => Some(NO_CAPACITY_RETRY_AFTER_S),
             _ => None,
         };
         Self { status, code: e.code(), detail, field: e.field().map(str::to_string), retry_after_s }

@@ -330,7 +330,7 @@ fn problem_description(status: u16) -> String {
         422 => "`idempotency_key_reused`: this Idempotency-Key was used with a different request".into(),
         429 => "`rate_limited`: over the key's request rate (without a key: the caller's network address's); retry after `Retry-After` seconds".into(),
         500 => "`internal`: an internal error (logged; no detail is sent)".into(),
-        503 => "`unavailable`: the store or queue is unavailable, retry after `Retry-After` seconds; `no_capacity`: no listing can take the job now".into(),
+        503 => "`unavailable`: the store or queue is unavailable, retry after `Retry-After` seconds; `no_capacity`: no listing can take the job now; `queue_full`: the listing's queue holds its `max_queue_size` jobs (nothing was held; retry later)".into(),
         other => unreachable!("no problem response for {other}"),
     }
 }

@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 struct App {
     base: String,
+    /// The market behind the server, for what no route does (running settlement now).
+    market: Market,
     http: reqwest::Client,
     _backends: Box<dyn Backends>,
 }
@@ -28,9 +30,9 @@ async fn spawn(backends: Box<dyn Backends>) -> App {
     market.bootstrap().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = local_router(AppState { market });
+    let router = local_router(AppState { market: market.clone() });
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    App { base, http: reqwest::Client::new(), _backends: backends }
+    App { base, market, http: reqwest::Client::new(), _backends: backends }
 }
 
 struct Reply {
@@ -248,6 +250,7 @@ pub async fn every_mutating_endpoint_authenticates_and_authorizes(backends: Box<
         (Method::POST, format!("/v1/jobs/{job_id}/complete"), json!({})),
         (Method::POST, format!("/v1/jobs/{job_id}/fail"), json!({"worker_id": "wrk-1", "reason": "x", "retryable": false})),
         (Method::POST, format!("/v1/jobs/{job_id}/release"), worker.clone()),
+        (Method::POST, format!("/v1/jobs/{job_id}/rating"), json!({"rating": 5})),
     ];
     for (method, path, body) in &mutating {
         let r = app.call(method.clone(), path, None, (!body.is_null()).then(|| body.clone()), Some("k")).await;
@@ -637,6 +640,220 @@ pub async fn the_explorer_reads_are_public_paged_and_filtered(backends: Box<dyn 
     assert_eq!(app.raw(Method::GET, "/explorer/missing.js", None, "", "text/plain").await.status, StatusCode::NOT_FOUND);
 }
 
+/// Submits a job of `c` on listing `gpu_id` and claims it with `s`'s worker; answers the claimed
+/// job.
+async fn claimed_job_on(app: &App, s: &Seller, c: &Actor, gpu_id: &str, idem: &str) -> Value {
+    let mut body = job_body();
+    body["gpu_id"] = json!(gpu_id);
+    let job = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(body), Some(idem)).await;
+    assert_eq!(job.status, StatusCode::CREATED, "{:?}", job.body);
+    let job_id = job.body["job_id"].as_str().unwrap();
+    let claimed = app.post(&format!("/v1/jobs/{job_id}/claim"), Some(&s.who.key), json!({"worker_id": "wrk-1"})).await;
+    assert_eq!(claimed.status, StatusCode::OK, "{:?}", claimed.body);
+    claimed.body
+}
+
+/// Settles every completed job now (no grace: nothing is in flight in these tests).
+async fn settle_now(app: &App) {
+    let options = aitbc_market::settlement::SettleOptions { grace_ms: 0, ..Default::default() };
+    app.market.settle(&options, &aitbc_market::settlement::NoProgress).await.unwrap();
+}
+
+/// Reputation from measured facts: starts, completions, failures and ratings move the listing's
+/// and the provider's counters; a client rates each settled job of its own once; bad ratings
+/// are problems that change nothing; routing prefers the better reputation at equal prices.
+pub async fn providers_build_reputation_from_measured_facts(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    // Listed first, so an id-order tie-break would pick it; its reputation will be the worse.
+    let worse = seller(&app, 4).await;
+    let better = seller(&app, 5).await;
+    let (c, other) = (buyer(&app, "100").await, buyer(&app, "100").await);
+
+    let fresh = app.get(&format!("/v1/providers/{}/reputation", better.who.address), None).await;
+    assert_eq!(fresh.status, StatusCode::OK, "{:?}", fresh.body);
+    assert_eq!(fresh.body["reputation"]["score_bps"], 5_000, "nothing measured is one half");
+    assert_eq!(fresh.body["reputation"]["success_rate_bps"], Value::Null);
+
+    let mut done = Vec::new();
+    for i in 0..2 {
+        let claimed = claimed_job_on(&app, &better, &c, &better.gpu_id, &format!("good-{i}")).await;
+        let job_id = claimed["job_id"].as_str().unwrap().to_string();
+        let r = app.post(&format!("/v1/jobs/{job_id}/complete"), Some(&better.who.key), completion(&claimed, &better, "wrk-1")).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        done.push(job_id);
+    }
+    let claimed = claimed_job_on(&app, &worse, &c, &worse.gpu_id, "bad-0").await;
+    let bad_job = claimed["job_id"].as_str().unwrap().to_string();
+    let r = app.post(&format!("/v1/jobs/{bad_job}/fail"), Some(&worse.who.key), json!({"worker_id": "wrk-1", "reason": "GPU fell off the bus", "retryable": false})).await;
+    assert_eq!((r.status, r.body["status"]["state"].clone()), (StatusCode::OK, json!("failed")), "{:?}", r.body);
+
+    // Rating before settlement: the job is completed, not settled.
+    let rate = |job: &str| format!("/v1/jobs/{job}/rating");
+    assert_problem(&app.call(Method::POST, &rate(&done[0]), Some(&c.key), Some(json!({"rating": 5})), Some("early")).await, 409, "conflict");
+    settle_now(&app).await;
+
+    let before = app.get(&format!("/v1/providers/{}/reputation", better.who.address), None).await.body;
+    let facts = &before["reputation"]["facts"];
+    assert_eq!((facts["completed"].clone(), facts["started"].clone(), facts["failed"].clone(), facts["ratings"].clone()), (json!(2), json!(2), json!(0), json!(0)), "{before:?}");
+    assert_eq!(before["reputation"]["success_rate_bps"], 10_000);
+    assert!(before["reputation"]["p95_start_ms"].as_u64().is_some() && before["reputation"]["mean_start_ms"].as_u64().is_some(), "{before:?}");
+    assert_eq!(before["listings"][0]["gpu_id"], better.gpu_id.as_str());
+
+    // Bad ratings: problems, and nothing changes.
+    assert_problem(&app.post(&rate(&done[0]), Some(&other.key), json!({"rating": 4})).await, 403, "forbidden");
+    assert_problem(&app.post(&rate(&done[0]), Some(&better.who.key), json!({"rating": 4})).await, 403, "forbidden");
+    for bad in [json!({"rating": 0}), json!({"rating": 6}), json!({"rating": "5"}), json!({"rating": 4.5}), json!({}), json!({"rating": 5, "extra": 1})] {
+        assert_problem(&app.post(&rate(&done[0]), Some(&c.key), bad.clone()).await, 400, "invalid_request");
+    }
+    assert_problem(&app.post(&rate(&bad_job), Some(&c.key), json!({"rating": 1})).await, 409, "conflict");
+    assert_problem(&app.post(&rate("job-00000000000000000000000000000000"), Some(&c.key), json!({"rating": 1})).await, 404, "not_found");
+    assert_problem(&app.post(&rate(&done[0]), None, json!({"rating": 1})).await, 401, "unauthenticated");
+    assert_problem(&app.get(&rate(&done[0]), Some(&c.key)).await, 404, "not_found");
+    let unchanged = app.get(&format!("/v1/providers/{}/reputation", better.who.address), None).await.body;
+    assert_eq!(unchanged, before, "refused ratings change nothing");
+
+    // Rated once: the same key replays, another key is a conflict.
+    let first = app.call(Method::POST, &rate(&done[0]), Some(&c.key), Some(json!({"rating": 5})), Some("rate-1")).await;
+    assert_eq!((first.status, first.body["rating"].clone()), (StatusCode::CREATED, json!(5)), "{:?}", first.body);
+    let replay = app.call(Method::POST, &rate(&done[0]), Some(&c.key), Some(json!({"rating": 5})), Some("rate-1")).await;
+    assert_eq!((replay.status, replay.replayed.as_deref()), (StatusCode::CREATED, Some("true")));
+    assert_problem(&app.call(Method::POST, &rate(&done[0]), Some(&c.key), Some(json!({"rating": 1})), Some("rate-2")).await, 409, "conflict");
+    assert_problem(&app.post(&rate(&done[0]), Some(&c.key), json!({"rating": 2})).await, 409, "conflict");
+    let seen = app.get(&rate(&done[0]), Some(&better.who.key)).await;
+    assert_eq!((seen.status, seen.body["rating"].clone(), seen.body["client"].clone()), (StatusCode::OK, json!(5), json!(c.address.as_str())));
+    let r = app.call(Method::POST, &rate(&done[1]), Some(&c.key), Some(json!({"rating": 4})), Some("rate-3")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+
+    let after = app.get(&format!("/v1/providers/{}/reputation", better.who.address), None).await.body;
+    let rep = &after["reputation"];
+    assert_eq!((rep["facts"]["ratings"].clone(), rep["facts"]["rating_total"].clone(), rep["mean_rating_centi"].clone()), (json!(2), json!(9), json!(450)), "{after:?}");
+    assert!(rep["score_bps"].as_u64().unwrap() > before["reputation"]["score_bps"].as_u64().unwrap(), "good ratings raise the score");
+    let listing = app.get(&format!("/v1/listings/{}", better.gpu_id), None).await;
+    assert_eq!(listing.body["reputation"], after["listings"][0]["reputation"], "the listing shows its reputation");
+    let worse_rep = app.get(&format!("/v1/providers/{}/reputation", worse.who.address), None).await.body;
+    assert_eq!((worse_rep["reputation"]["facts"]["failed"].clone(), worse_rep["reputation"]["success_rate_bps"].clone()), (json!(1), json!(0)));
+    assert_problem(&app.get("/v1/providers/ait1nobody000000/reputation", None).await, 404, "not_found");
+    assert_problem(&app.get("/v1/providers/not-an-address/reputation", None).await, 400, "invalid_request");
+
+    // Equal prices, no load: routing takes the better reputation, not the first listing.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let q = app.post("/v1/quotes", None, json!({"model": "llama3.2", "units": "2.5", "region": "us-west"})).await;
+    assert_eq!(q.status, StatusCode::OK, "{:?}", q.body);
+    assert_eq!(q.body["terms"]["gpu_id"], better.gpu_id.as_str(), "{:?}", q.body);
+}
+
+/// Lists a GPU of `s` with `queue_config`, one job at a time, and heartbeats it.
+async fn queued_listing(app: &App, s: &Seller, queue_config: Value) -> Reply {
+    let listing = json!({
+        "name": "Q-GPU", "memory_gib": 24, "cuda_version": "12.1", "base_price": "0.05", "region": "us-west",
+        "models": ["llama3.2"], "count": 1, "queue_config": queue_config
+    });
+    let r = app.post("/v1/listings", Some(&s.who.key), listing).await;
+    if r.status == StatusCode::CREATED {
+        let gpu_id = r.body["gpu_id"].as_str().unwrap();
+        let hb = app.post(&format!("/v1/listings/{gpu_id}/heartbeat"), Some(&s.who.key), json!({"worker_id": "wrk-1"})).await;
+        assert_eq!(hb.status, StatusCode::OK, "{:?}", hb.body);
+    }
+    r
+}
+
+async fn submit_on(app: &App, c: &Actor, gpu: &str, idem: &str, tier: &str) -> Reply {
+    let mut body = job_body();
+    body["gpu_id"] = json!(gpu);
+    body["tier"] = json!(tier);
+    app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(body), Some(idem)).await
+}
+
+/// A worker's `action` (claim, heartbeat) on `job` with a lease of `lease_ms`.
+async fn act(app: &App, s: &Seller, job: &str, action: &str, lease_ms: u64) -> Reply {
+    app.post(&format!("/v1/jobs/{job}/{action}"), Some(&s.who.key), json!({"worker_id": "wrk-1", "lease_ms": lease_ms})).await
+}
+
+/// Queue configuration per listing: a bounded queue refuses past its size before holding
+/// anything; claims follow tier, then weighted fair share, whatever job the message named;
+/// graceful preemption tells a lower-tier job to hand back; a timed-out job is retried up to
+/// the listing's attempt limit, then fails with its hold voided.
+pub async fn listing_queues_are_bounded_ordered_and_preemptible(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    let s = seller(&app, 6).await;
+    let (a, b) = (buyer(&app, "100").await, buyer(&app, "100").await);
+    let listings_of = |who: &str| format!("/v1/listings?provider={who}&limit=100");
+    let before = app.get(&listings_of(&s.who.address), None).await.body["items"].as_array().unwrap().len();
+    for bad in [
+        json!({"max_queue_size": 0}),
+        json!({"max_queue_size": 100001}),
+        json!({"attempts_max": 0}),
+        json!({"preemption": "graceful"}),
+        json!({"priority": "lottery"}),
+        json!({"max_queue_size": 5, "surprise": true}),
+    ] {
+        assert_problem(&queued_listing(&app, &s, bad).await, 400, "invalid_request");
+    }
+    assert_problem(&app.call(Method::PATCH, &format!("/v1/listings/{}", s.gpu_id), Some(&s.who.key), Some(json!({"queue_config": {"max_queue_size": 0}})), None).await, 400, "invalid_request");
+    assert_eq!(app.get(&listings_of(&s.who.address), None).await.body["items"].as_array().unwrap().len(), before, "refused listings are not stored");
+
+    let config = json!({"max_queue_size": 3, "priority": "weighted_fair_share", "preemption": "graceful", "attempts_max": 2});
+    let r = queued_listing(&app, &s, config.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["queue_config"], config);
+    let gpu = r.body["gpu_id"].as_str().unwrap().to_string();
+    let id = |r: &Reply| r.body["job_id"].as_str().unwrap().to_string();
+    let a1 = submit_on(&app, &a, &gpu, "a1", "basic").await;
+    assert_eq!((a1.status, a1.body["status"]["attempts_max"].clone()), (StatusCode::CREATED, json!(2)), "{:?}", a1.body);
+    let a2 = submit_on(&app, &a, &gpu, "a2", "basic").await;
+    let b1 = submit_on(&app, &b, &gpu, "b1", "basic").await;
+    assert_eq!((a2.status, b1.status), (StatusCode::CREATED, StatusCode::CREATED));
+    let (a1, a2, b1) = (id(&a1), id(&a2), id(&b1));
+    let held = app.get(&format!("/v1/accounts/{}", a.address), Some(&a.key)).await.body["wallet"].clone();
+    let full = submit_on(&app, &a, &gpu, "a3", "basic").await;
+    assert_problem(&full, 503, "queue_full");
+    assert_eq!(app.get(&format!("/v1/accounts/{}", a.address), Some(&a.key)).await.body["wallet"], held, "a full queue holds nothing");
+    assert_eq!(app.get("/v1/jobs?limit=100", Some(&a.key)).await.body["items"].as_array().unwrap().len(), 2, "and stores no job");
+    let view = app.get(&format!("/v1/listings/{gpu}"), None).await;
+    assert_eq!(view.body["queue_room"], 0);
+
+    // Claims follow the order, whatever job the message named: a1 and b1 tie on their finish
+    // tag (each client's first job) and a1 was submitted first; a2 comes after both.
+    let first = act(&app, &s, &a2, "claim", 60000).await;
+    assert_eq!((first.status, first.body["job_id"].clone()), (StatusCode::OK, json!(a1.as_str())), "{:?}", first.body);
+    let hb = act(&app, &s, &a1, "heartbeat", 60000).await;
+    assert_eq!((hb.status, hb.body.get("preempt").cloned()), (StatusCode::OK, None), "only basic jobs wait: {:?}", hb.body);
+    let e1 = submit_on(&app, &b, &gpu, "e1", "enterprise").await;
+    assert_eq!(e1.status, StatusCode::CREATED, "{:?}", e1.body);
+    let e1 = id(&e1);
+    let hb = act(&app, &s, &a1, "heartbeat", 60000).await;
+    assert_eq!(hb.body["preempt"], true, "an enterprise job waits on the full listing: {:?}", hb.body);
+    let released = app.post(&format!("/v1/jobs/{a1}/release"), Some(&s.who.key), json!({"worker_id": "wrk-1"})).await;
+    assert_eq!((released.status, released.body["status"]["state"].clone()), (StatusCode::OK, json!("queued")));
+    assert_problem(&submit_on(&app, &b, &gpu, "b2", "basic").await, 503, "queue_full");
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let r = act(&app, &s, &a2, "claim", 60000).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        let job = r.body["job_id"].as_str().unwrap().to_string();
+        let done = app.post(&format!("/v1/jobs/{job}/complete"), Some(&s.who.key), completion(&r.body, &s, "wrk-1")).await;
+        assert_eq!(done.status, StatusCode::OK, "{:?}", done.body);
+        order.push(job);
+    }
+    assert_eq!(order, vec![e1, a1.clone(), b1, a2.clone()], "tier first, then fair share; the preempted job keeps its place");
+    assert_eq!(app.get(&format!("/v1/listings/{gpu}"), None).await.body["queue_room"], 3, "an empty queue has all its room");
+    assert_problem(&act(&app, &s, &a2, "claim", 60000).await, 409, "conflict");
+
+    // Timeout handling: a lapsed lease is retried automatically up to the listing's 2 attempts.
+    let held_before = app.get(&format!("/v1/accounts/{}", a.address), Some(&a.key)).await.body["wallet"].clone();
+    let t = id(&submit_on(&app, &a, &gpu, "t1", "basic").await);
+    assert_eq!(act(&app, &s, &t, "claim", 1000).await.body["status"]["attempt"], 1);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let retried = act(&app, &s, &t, "claim", 1000).await;
+    assert_eq!((retried.status, retried.body["status"]["attempt"].clone()), (StatusCode::OK, json!(2)), "{:?}", retried.body);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert_problem(&act(&app, &s, &t, "claim", 1000).await, 409, "conflict");
+    let ended = app.get(&format!("/v1/jobs/{t}"), Some(&a.key)).await;
+    assert_eq!(ended.body["status"]["state"], "failed", "{:?}", ended.body);
+    let wallet = app.get(&format!("/v1/accounts/{}", a.address), Some(&a.key)).await.body["wallet"].clone();
+    assert_eq!(wallet, held_before, "the failed job's hold is voided");
+}
+
 macro_rules! api_suite {
     ($backend:ident, $factory:expr) => {
         mod $backend {
@@ -656,6 +873,8 @@ macro_rules! api_suite {
             case!(the_openapi_document_is_served);
             case!(the_outside_audit_s_findings_stay_fixed);
             case!(the_explorer_reads_are_public_paged_and_filtered);
+            case!(providers_build_reputation_from_measured_facts);
+            case!(listing_queues_are_bounded_ordered_and_preemptible);
         }
     };
 }

@@ -32,6 +32,9 @@ pub enum MarketError {
     RateLimited { retry_after_ms: u64 },
     #[error("no listing can take this job: {0}")]
     NoCapacity(String),
+    /// The listing's queue holds its `max_queue_size` jobs: refused before anything is held.
+    #[error("the queue is full: {0}")]
+    QueueFull(String),
     /// The store or queue is unavailable or throttled; retrying later may succeed.
     #[error("service unavailable, retry later")]
     Unavailable(String),
@@ -62,6 +65,7 @@ impl MarketError {
             Self::IdempotencyInProgress => "idempotency_key_in_progress",
             Self::RateLimited { .. } => "rate_limited",
             Self::NoCapacity(_) => "no_capacity",
+            Self::QueueFull(_) => "queue_full",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -78,7 +82,7 @@ impl MarketError {
             Self::InsufficientFunds(_) | Self::SpendingLimit(_) => 402,
             Self::IdempotencyMismatch => 422,
             Self::RateLimited { .. } => 429,
-            Self::NoCapacity(_) | Self::Unavailable(_) => 503,
+            Self::NoCapacity(_) | Self::QueueFull(_) | Self::Unavailable(_) => 503,
             Self::Internal(_) => 500,
         }
     }

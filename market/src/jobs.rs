@@ -10,6 +10,8 @@
 use crate::auth::{Principal, Role};
 use crate::quotes::{QuoteInput, SignedQuote};
 use crate::receipts::receipt_writes;
+use crate::reputation::Fact;
+use crate::registry::QueuePriority;
 use crate::records::{from_item, to_item};
 use aitbc_store::keys::IndexKey;
 use crate::{Market, MarketError};
@@ -75,6 +77,14 @@ pub struct JobRecord {
     /// The price of the job's receipt, once completed (what settlement posts from the hold).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<Amount>,
+    /// The job's fair-share finish tag on a listing that orders its queue
+    /// (`priority::tier_rank` and this place it among the queued jobs); absent on a FIFO one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_tag: Option<u64>,
+    /// In a heartbeat's answer only (never stored): hand the job back now, a job of a higher
+    /// tier waits (graceful preemption); release it and it is queued again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preempt: bool,
     /// How the hold was settled, once settled. Never stored: derived when the job is read
     /// (`Market::with_settlement`) from the batch covering its settlement record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -302,9 +312,19 @@ impl Market {
                 return Err(MarketError::SpendingLimit(format!("{would_hold} held would exceed the limit of {limit}")));
             }
         }
+        // A full queue refuses the job before anything is held (the view may be a second old;
+        // the room counter's floor in the transaction below is the authority).
+        let config = listing.queue_config;
+        if view.room_counted && view.queue_room <= 0 && self.listing_item(&listing.gpu_id).await?.int(crate::registry::ATTR_QUEUE_ROOM).is_some_and(|r| r <= 0) {
+            return Err(queue_full(listing));
+        }
         let now = self.now_ms();
         let uuid_part = &job_id.as_str()[4..];
         let hold_id = hold_id_for(&job_id);
+        let tagged = match config.priority {
+            QueuePriority::WeightedFairShare => Some(self.fair_share_tag(&listing.gpu_id, &caller.address, terms.units.millis()).await?),
+            QueuePriority::Fifo => None,
+        };
         let job = JobRecord {
             job_id: job_id.clone(),
             client: caller.address.clone(),
@@ -319,7 +339,7 @@ impl Market {
             max_price: terms.max_price,
             hold_id: hold_id.clone(),
             timeout_ms,
-            status: JobStatus::queued(self.settings.attempts_max, now + self.settings.claim_timeout_ms as i64),
+            status: JobStatus::queued(config.attempts_max.unwrap_or(self.settings.attempts_max), now + self.settings.claim_timeout_ms as i64),
             created_at_ms: now,
             claimed_at_ms: None,
             finished_at_ms: None,
@@ -327,19 +347,44 @@ impl Market {
             output: None,
             failure: None,
             price: None,
+            queue_tag: tagged.as_ref().map(|t| t.tag),
+            preempt: false,
             settlement: None,
         };
         let job_item = job_item(&job, &job_indexes(&job, now)).with(ATTR_VERSION, 0);
+        let mut writes = vec![TxWrite::Put { item: job_item, condition: Condition::Absent }];
+        if view.room_counted {
+            // One place in the queue, refused below zero: a full queue fails the whole
+            // transaction, the hold with it.
+            let room = aitbc_store::Update::new().add(crate::registry::ATTR_QUEUE_ROOM, -1, Some(0));
+            writes.push(TxWrite::Update { key: keys::listing(listing.gpu_id.as_str()), update: room, condition: Condition::Present });
+        }
+        if let Some(tagged) = tagged {
+            writes.push(tagged.write);
+            writes.extend(crate::priority::entry_put(&job));
+        }
         let hold = Transfer::Hold {
             id: TransferId::parse(&format!("tx-{uuid_part}-hold")).expect("valid id"),
             hold: hold_id,
             from: wallet,
             amount: job.max_price,
         };
-        let created = match self.apply_transfer(&hold, vec![TxWrite::Put { item: job_item, condition: Condition::Absent }]).await {
+        let created = match self.apply_transfer(&hold, writes).await {
             Ok(Applied::Now) => true,
             // The key was used before (a retry, or a concurrent twin): the hold exists already.
-            Ok(Applied::Replayed) | Err(MarketError::Conflict(_)) => false,
+            Ok(Applied::Replayed) => false,
+            Err(MarketError::Conflict(why)) => {
+                // A used key, or the queue filled meanwhile, or a racing submission of the same
+                // client moved its fair-share clock: only the first is a replay.
+                if self.store.get(&keys::job(job_id.as_str())).await?.is_none() {
+                    let room = self.listing_item(&listing.gpu_id).await?.int(crate::registry::ATTR_QUEUE_ROOM);
+                    if room.is_some_and(|r| r <= 0) {
+                        return Err(queue_full(listing));
+                    }
+                    return Err(MarketError::Conflict(format!("{why}; submit again with the same Idempotency-Key")));
+                }
+                false
+            }
             Err(e) => return Err(e),
         };
         let job = if created { job } else { self.job_with_version(&job_id).await?.0 };
@@ -420,11 +465,44 @@ impl Market {
     /// A worker takes a queued job: it gets a lease and the job's spec. A job whose lease has
     /// lapsed (its worker died) is taken over at once, as the sweeper would: the lapse and the
     /// new claim are one write.
+    ///
+    /// On a listing that orders its queue (`QueuePriority::WeightedFairShare`), a claim of a
+    /// queued job takes the listing's first job in that order instead, when that is another
+    /// job, and puts a message back for the one named (`priority`): the answer is the job
+    /// claimed, which the worker runs.
     pub async fn claim_job(&self, caller: &Principal, job_id: &JobId, worker: &WorkerId, lease_ms: Option<u64>) -> Result<JobRecord, MarketError> {
-        let now = self.now_ms();
-        let lease_ms = lease_ms.unwrap_or(self.settings.lease_ms);
         let (job, version) = self.job_with_version(job_id).await?;
         Self::own_as_provider(caller, &job)?;
+        if job.status.state == JobState::Queued && job.queue_tag.is_some() {
+            if let Some((first, _)) = self.next_queued(&job.gpu_id).await? {
+                if &first != job_id {
+                    match self.claim_exactly(caller, &first, worker, lease_ms).await {
+                        Ok(claimed) => {
+                            self.enqueue(&job).await?;
+                            return Ok(claimed);
+                        }
+                        // Taken meanwhile (or gone): claim the job named instead.
+                        Err(MarketError::Conflict(_) | MarketError::NotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        self.claim_read(caller, job, version, worker, lease_ms).await
+    }
+
+    /// Claims exactly `job_id`, whatever the listing's order.
+    async fn claim_exactly(&self, caller: &Principal, job_id: &JobId, worker: &WorkerId, lease_ms: Option<u64>) -> Result<JobRecord, MarketError> {
+        let (job, version) = self.job_with_version(job_id).await?;
+        Self::own_as_provider(caller, &job)?;
+        self.claim_read(caller, job, version, worker, lease_ms).await
+    }
+
+    /// Claims `job`, read at `version`.
+    async fn claim_read(&self, _caller: &Principal, job: JobRecord, version: i64, worker: &WorkerId, lease_ms: Option<u64>) -> Result<JobRecord, MarketError> {
+        let now = self.now_ms();
+        let job_id = &job.job_id;
+        let lease_ms = lease_ms.unwrap_or(self.settings.lease_ms);
         let lapsed = job.status.state.is_leased() && job.status.lease.as_ref().is_some_and(|l| now >= l.expires_at_ms);
         let mut status = job.status.clone();
         if lapsed {
@@ -441,9 +519,18 @@ impl Market {
         next.status = transition(&status, &Event::Claim { worker: worker.clone(), now_ms: now, lease_ms }).map_err(transition_error)?;
         next.claimed_at_ms = Some(now);
         let mut writes = vec![self.job_write(&next, version)];
+        // A job's first claim is its start for reputation: its time since submission counts
+        // once (a takeover or a requeued job's next claim is a later attempt, not a start).
+        let fact = (job.status.attempt == 0).then(|| Fact::Started { wait_ms: u64::try_from(now - job.created_at_ms).unwrap_or(0) });
         if !lapsed {
-            // A takeover moves the listing's active count by -1 and +1: no write.
-            writes.push(crate::Market::listing_counter_write(&next.gpu_id, 1, None));
+            // A takeover moves the listing's active count by -1 and +1: no write. A queued job
+            // leaves the queue: its place frees, its entry goes.
+            let mv = crate::priority::claim_move(&job, fact);
+            writes.extend(crate::Market::listing_move_write(&next.gpu_id, &mv));
+            writes.extend(crate::priority::entry_delete(&job));
+        }
+        if let Some(fact) = fact {
+            writes.push(fact.provider_write(&job.provider));
         }
         self.commit(writes).await?;
         Ok(next)
@@ -461,8 +548,9 @@ impl Market {
     pub async fn heartbeat_job(&self, caller: &Principal, job_id: &JobId, worker: &WorkerId, lease_ms: Option<u64>) -> Result<JobRecord, MarketError> {
         let lease_ms = lease_ms.unwrap_or(self.settings.lease_ms);
         let event = Event::Heartbeat { worker: worker.clone(), now_ms: self.now_ms(), lease_ms };
-        let (_, next, version) = self.apply_event(job_id, event, |job| Self::own_as_provider(caller, job)).await?;
+        let (_, mut next, version) = self.apply_event(job_id, event, |job| Self::own_as_provider(caller, job)).await?;
         self.commit(vec![self.job_write(&next, version)]).await?;
+        next.preempt = self.should_preempt(&next).await?;
         Ok(next)
     }
 
@@ -484,9 +572,11 @@ impl Market {
         next.output = Some(output);
         next.price = Some(receipt.body.price);
         // What the receipt posts is decided now: the settlement record a batch will cover.
-        let due = self.settlement_due_for(&job, receipt.body.price, now).await?;
+        let (due, sla_breach) = self.settlement_due_for(&job, receipt.body.price, now).await?;
+        let fact = Fact::Completed { sla_breach };
         let mut writes = vec![self.job_write(&next, version)];
-        writes.push(crate::Market::listing_counter_write(&job.gpu_id, -1, Some((receipt.body.units.millis(), receipt.body.price))));
+        writes.push(crate::Market::listing_counter_write(&job.gpu_id, -1, Some((receipt.body.units.millis(), receipt.body.price)), Some(fact)));
+        writes.push(fact.provider_write(&job.provider));
         writes.extend(receipt_writes(&receipt, now));
         // The hold is captured: it can no longer be voided; settlement posts it from the record.
         writes.push(crate::ledger::hold_capture_write(&job.hold_id, &receipt.body.receipt_id));
@@ -602,8 +692,41 @@ impl Market {
             next.finished_at_ms = Some(self.now_ms());
         }
         let mut writes = vec![self.job_write(&next, version)];
+        // Failing for good and expiring count against the listing's reputation; a cancel is
+        // the client's choice and a requeue is not an end.
+        let fact = match next.status.state {
+            JobState::Failed => Some(Fact::Failed),
+            JobState::Expired => Some(Fact::Expired),
+            _ => None,
+        };
+        // Queue room: a job leaving the queue (cancelled, expired) frees its place, one going
+        // back (lapsed, retryable failure, release) takes one, whatever the room left; its
+        // priority entry follows it.
+        let leaves_queue = previous == JobState::Queued && next.status.state != JobState::Queued;
+        let enters_queue = previous.is_leased() && next.status.state == JobState::Queued;
+        let mv = crate::registry::ListingMove {
+            active: if previous.is_leased() { -1 } else { 0 },
+            room: i64::from(leaves_queue) - i64::from(enters_queue),
+            fact,
+            ..Default::default()
+        };
         if previous.is_leased() {
-            writes.push(crate::Market::listing_counter_write(&next.gpu_id, -1, None));
+            writes.extend(crate::Market::listing_move_write(&next.gpu_id, &mv));
+        } else if let Some(write) = crate::Market::listing_move_write(&next.gpu_id, &mv) {
+            // A queued job's listing may have been deleted (queued jobs do not hold it); then
+            // only the provider's counters take the fact.
+            if self.store.get(&keys::listing(next.gpu_id.as_str())).await?.is_some() {
+                writes.push(write);
+            }
+        }
+        if leaves_queue {
+            writes.extend(crate::priority::entry_delete(&next));
+        }
+        if enters_queue {
+            writes.extend(crate::priority::entry_put(&next));
+        }
+        if let Some(fact) = fact {
+            writes.push(fact.provider_write(&next.provider));
         }
         let requeued = next.status.state == JobState::Queued;
         if next.status.state.hold_outcome() == Some(false) {
@@ -626,4 +749,11 @@ impl Market {
     pub fn void_transfer_id(&self, job: &JobRecord) -> TransferId {
         TransferId::parse(&format!("tx-{}-void", &job.job_id.as_str()[4..])).expect("valid id")
     }
+}
+
+fn queue_full(listing: &crate::registry::Listing) -> MarketError {
+    MarketError::QueueFull(format!(
+        "GPU listing {} has {} jobs waiting, its max_queue_size; nothing was held, submit again later",
+        listing.gpu_id, listing.queue_config.max_queue_size
+    ))
 }

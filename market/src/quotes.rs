@@ -212,9 +212,10 @@ impl Market {
         Ok(SignedQuote { terms, signature })
     }
 
-    /// The best quote for `input`: on the named listing, or the cheapest available listing of
-    /// the region that serves the model and kind (ties: the least busy). A busy listing still
-    /// qualifies: jobs wait in its queue.
+    /// The best quote for `input`: on the named listing, or the available listing of the
+    /// region that serves the model and kind with the lowest [`routing_rank`] (its unit price
+    /// weighted by its reputation; ties: the least busy, then the better reputation). A busy
+    /// listing still qualifies: jobs wait in its queue.
     pub async fn quote(&self, input: &QuoteInput) -> Result<SignedQuote, MarketError> {
         self.quote_with_view(input).await.map(|(quote, _)| quote)
     }
@@ -237,14 +238,16 @@ impl Market {
         let (region, _) = self.config.region(region)?;
         let views = self.region_views(&region).await?;
         let runs = |v: &ListingView| input.kind.is_none_or(|k| v.runs(k, input.model.as_ref())) && input.model.as_ref().is_none_or(|m| serves(v, m));
-        let fits = |v: &&ListingView| self.is_available(v) && runs(v);
-        let mut best: Option<(SignedQuote, u32, &ListingView)> = None;
+        // A listing whose queue is full (as last seen) cannot take the job: route around it.
+        let fits = |v: &&ListingView| self.is_available(v) && runs(v) && (!v.room_counted || v.queue_room > 0);
+        let mut best: Option<(SignedQuote, (u128, u32, std::cmp::Reverse<u32>), &ListingView)> = None;
         for view in views.iter().filter(fits) {
             let q = self.quote_on(view, input).await?;
-            let busy = Self::utilization_bps(view);
-            let better = best.as_ref().is_none_or(|(b, b_busy, _)| (q.terms.unit_price, busy) < (b.terms.unit_price, *b_busy));
+            let score = view.reputation.score_bps;
+            let rank = (routing_rank(q.terms.unit_price, score), Self::utilization_bps(view), std::cmp::Reverse(score));
+            let better = best.as_ref().is_none_or(|(_, b_rank, _)| rank < *b_rank);
             if better {
-                best = Some((q, busy, view));
+                best = Some((q, rank, view));
             }
         }
         match best {
@@ -324,6 +327,18 @@ impl Market {
         }
         Ok(out)
     }
+}
+
+/// How much reputation weighs in routing: a listing with score 0 competes as if its unit price
+/// were this much higher (in basis points of the price) than a listing with a perfect score.
+pub const ROUTING_REPUTATION_WEIGHT_BPS: u128 = 2_000;
+
+/// The key routing minimizes: `unit_price x (1 + 0.2 x (1 - score))`, in pico-AITBC per
+/// GPU-second times 1e8 (exact: no rounding between candidates). The client still pays the
+/// chosen listing's own unit price; the weight only decides which listing that is.
+pub fn routing_rank(unit_price: Rate, score_bps: u32) -> u128 {
+    let shortfall = u128::from(BPS_ONE.saturating_sub(score_bps.min(BPS_ONE)));
+    u128::from(unit_price.raw()) * (u128::from(BPS_ONE) * u128::from(BPS_ONE) + ROUTING_REPUTATION_WEIGHT_BPS * shortfall)
 }
 
 /// Whether a listing serves `model`: it registered it, or its worker has loaded it.

@@ -36,6 +36,15 @@ const ATTR_LOADED_MODELS: &str = "loaded_models";
 const ATTR_COMPLETED: &str = "completed_jobs";
 const ATTR_GPU_MS: &str = "gpu_ms_total";
 const ATTR_EARNED: &str = "earned_nano";
+/// Jobs the listing's queue can still take: `max_queue_size` at creation, -1 per job queued,
+/// +1 per job leaving the queue. A submission adds -1 with a floor of 0, so a full queue
+/// refuses it in the submitting transaction itself; a requeue adds -1 without a floor (a job
+/// already paid for is never refused).
+pub(crate) const ATTR_QUEUE_ROOM: &str = "queue_room";
+/// The queue size the room counter was last sized for (the condition of a resize).
+const ATTR_QUEUE_SIZE: &str = "queue_size";
+/// The fair-share virtual time: the finish tag of the job claimed last (`queue` module).
+pub(crate) const ATTR_QUEUE_VTIME: &str = "queue_vtime";
 
 /// Service-level targets (the provider guide's `define_sla`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +60,74 @@ pub struct Sla {
 impl Default for Sla {
     fn default() -> Self {
         Self { response_time_s: 30, penalty_rate_bps: 5_000 }
+    }
+}
+
+/// A listing's queue holds at most this many jobs waiting (the largest `max_queue_size`).
+pub const QUEUE_SIZE_MAX: u32 = 100_000;
+/// The queue size of a listing that names none.
+pub const QUEUE_SIZE_DEFAULT: u32 = 1_000;
+
+/// In what order a listing's workers claim its queued jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum QueuePriority {
+    /// In the order the queue delivers them (roughly first come, first served).
+    #[default]
+    Fifo,
+    /// The guide's `weighted_fair_share`: higher tier first; within a tier, the least
+    /// weighted-fair-share finish tag (ARCHITECTURE.md, "Queues").
+    WeightedFairShare,
+}
+
+/// What a worker does to a running job when a job of a higher tier waits on a full listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Preemption {
+    /// Running jobs run to the end.
+    #[default]
+    None,
+    /// The lowest-tier running job is told at its next heartbeat (`preempt: true`) to hand the
+    /// job back; it is queued again without using up an attempt.
+    Graceful,
+}
+
+/// A listing's queue (the provider guide's `configure_queue`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Jobs waiting at most (1..=100000); a submission past it is refused before anything is held.
+    pub max_queue_size: u32,
+    pub priority: QueuePriority,
+    /// Claims per job (1..=100): a job whose worker times out (its lease lapses) or fails
+    /// retryably is queued again automatically until it has used this many attempts; absent,
+    /// the marketplace's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts_max: Option<u32>,
+    pub preemption: Preemption,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self { max_queue_size: QUEUE_SIZE_DEFAULT, priority: QueuePriority::Fifo, attempts_max: None, preemption: Preemption::None }
+    }
+}
+
+impl QueueConfig {
+    pub fn validate(&self) -> Result<(), MarketError> {
+        if self.preemption == Preemption::Graceful && self.priority != QueuePriority::WeightedFairShare {
+            return Err(invalid("queue_config.preemption", "graceful preemption needs priority weighted_fair_share (it finds the waiting tiers in that order)"));
+        }
+        if !(1..=QUEUE_SIZE_MAX).contains(&self.max_queue_size) {
+            return Err(invalid("queue_config.max_queue_size", format!("must be 1..={QUEUE_SIZE_MAX}")));
+        }
+        if self.attempts_max.is_some_and(|a| !(1..=aitbc_core::job::ATTEMPTS_MAX_LIMIT).contains(&a)) {
+            return Err(invalid("queue_config.attempts_max", format!("must be 1..={}", aitbc_core::job::ATTEMPTS_MAX_LIMIT)));
+        }
+        Ok(())
     }
 }
 
@@ -83,6 +160,8 @@ pub struct Listing {
     pub availability: Option<Schedule>,
     pub max_concurrent_jobs: u32,
     pub sla: Sla,
+    #[serde(default)]
+    pub queue_config: QueueConfig,
     pub status: ListingStatus,
     /// The queue its workers poll.
     pub queue: String,
@@ -115,6 +194,8 @@ pub struct NewListing {
     pub max_concurrent_jobs: Option<u32>,
     #[serde(default)]
     pub sla: Sla,
+    #[serde(default)]
+    pub queue_config: QueueConfig,
 }
 
 fn one() -> u32 {
@@ -135,6 +216,7 @@ pub struct ListingPatch {
     pub status: Option<ListingStatus>,
     pub params: Option<PricingParams>,
     pub availability: Option<Schedule>,
+    pub queue_config: Option<QueueConfig>,
 }
 
 /// A listing with its live counters.
@@ -152,6 +234,15 @@ pub struct ListingView {
     /// The models its worker has loaded and verified (its last heartbeat's report): what it
     /// serves `text_generation` jobs of.
     pub loaded_models: Vec<ModelName>,
+    /// Jobs it can still queue: `max_queue_size` minus jobs waiting (at most; below zero while
+    /// requeued jobs overfill it).
+    pub queue_room: i64,
+    /// Whether the listing's item counts its queue room (listings stored before queue sizes
+    /// did not: their queues are unbounded by count).
+    #[serde(skip)]
+    pub room_counted: bool,
+    /// What its jobs' measured facts and its clients' ratings say (`aitbc_core::reputation`).
+    pub reputation: aitbc_core::reputation::Reputation,
 }
 
 impl ListingView {
@@ -282,6 +373,7 @@ impl Market {
         if new.sla.response_time_s == 0 || new.sla.response_time_s > SLA_RESPONSE_S_MAX || new.sla.penalty_rate_bps > 10_000 {
             return Err(invalid("sla", format!("response_time_s must be 1..={SLA_RESPONSE_S_MAX}, penalty_rate_bps at most 10000")));
         }
+        new.queue_config.validate()?;
         let max_concurrent_jobs = new.max_concurrent_jobs.unwrap_or(new.count);
         if !(1..=LISTING_CONCURRENT_JOBS_MAX).contains(&max_concurrent_jobs) {
             return Err(invalid("max_concurrent_jobs", format!("must be 1..={LISTING_CONCURRENT_JOBS_MAX}")));
@@ -307,6 +399,7 @@ impl Market {
             availability: new.availability,
             max_concurrent_jobs,
             sla: new.sla,
+            queue_config: new.queue_config,
             status: ListingStatus::Active,
             created_at_ms: self.now_ms(),
         };
@@ -316,7 +409,9 @@ impl Market {
             .with(ATTR_ACTIVE_JOBS, 0)
             .with(ATTR_COMPLETED, 0)
             .with(ATTR_GPU_MS, 0)
-            .with(ATTR_EARNED, 0);
+            .with(ATTR_EARNED, 0)
+            .with(ATTR_QUEUE_ROOM, i64::from(listing.queue_config.max_queue_size))
+            .with(ATTR_QUEUE_SIZE, i64::from(listing.queue_config.max_queue_size));
         self.store.put(item, Condition::Absent).await?;
         self.forget_listing(&listing.gpu_id, &listing.region);
         Ok(listing)
@@ -352,6 +447,9 @@ impl Market {
             gpu_seconds_total: aitbc_core::money::GpuMillis::from_millis(gpu_ms).to_string(),
             earned: Amount::from_raw(item.int(ATTR_EARNED).unwrap_or(0).max(0) as u64),
             loaded_models,
+            queue_room: item.int(ATTR_QUEUE_ROOM).unwrap_or(i64::from(QUEUE_SIZE_MAX)),
+            room_counted: item.int(ATTR_QUEUE_ROOM).is_some(),
+            reputation: crate::reputation::facts_from_item(item).reputation(),
         })
     }
 
@@ -418,14 +516,40 @@ impl Market {
             schedule.validate().map_err(|e| invalid("availability", e.to_string()))?;
             listing.availability = Some(schedule);
         }
+        // A new queue size moves the room by the difference, atomically with the jobs that
+        // enter and leave meanwhile (no floor: a smaller size than the jobs waiting refuses new
+        // submissions until they drain).
+        let mut room_delta = 0i64;
+        let room_delta_from = listing.queue_config.max_queue_size;
+        if let Some(config) = patch.queue_config {
+            config.validate()?;
+            room_delta = i64::from(config.max_queue_size) - i64::from(listing.queue_config.max_queue_size);
+            listing.queue_config = config;
+        }
         listing.strategy = patch.strategy.unwrap_or(listing.strategy);
         listing.status = patch.status.unwrap_or(listing.status);
         let mut update = Update::new();
+        // A listing stored before queues had a size has no room counter: it starts full-sized.
+        let legacy = item.int(ATTR_QUEUE_ROOM).is_none();
+        let mut condition = Condition::Present;
+        if legacy {
+            update = update.set(ATTR_QUEUE_ROOM, i64::from(listing.queue_config.max_queue_size));
+        } else if room_delta != 0 {
+            update = update.add(ATTR_QUEUE_ROOM, room_delta, None);
+            // Conditional on the size read: a concurrent patch would otherwise add its
+            // difference against a size this one overwrote.
+            condition = Condition::equals(ATTR_QUEUE_SIZE, i64::from(room_delta_from));
+        }
+        update = update.set(ATTR_QUEUE_SIZE, i64::from(listing.queue_config.max_queue_size));
         let serde_json::Value::Object(fields) = serde_json::to_value(&listing).expect("serializes") else { unreachable!() };
         for (name, value) in fields {
             update = update.set(&name, value);
         }
-        self.store.update(&keys::listing(gpu_id.as_str()), update, Condition::Present).await?;
+        match self.store.update(&keys::listing(gpu_id.as_str()), update, condition).await {
+            Ok(_) => {}
+            Err(StoreError::ConditionFailed { .. }) => return Err(MarketError::Conflict("the listing changed meanwhile; read it again".into())),
+            Err(e) => return Err(e.into()),
+        }
         self.forget_listing(gpu_id, &listing.region);
         Ok(listing)
     }
@@ -463,14 +587,54 @@ impl Market {
         self.listing_view(&item)
     }
 
-    /// The writes that move a listing's counters when a job starts or stops occupying it.
-    pub fn listing_counter_write(gpu_id: &ListingId, active_delta: i64, completed: Option<(u64, Amount)>) -> TxWrite {
-        let mut update = Update::new().add(ATTR_ACTIVE_JOBS, active_delta, Some(0));
-        if let Some((gpu_ms, earned)) = completed {
-            update = update.add(ATTR_COMPLETED, 1, None).add(ATTR_GPU_MS, gpu_ms as i64, None).add(ATTR_EARNED, earned.raw() as i64, None);
-        }
-        TxWrite::Update { key: keys::listing(gpu_id.as_str()), update, condition: Condition::Present }
+    /// The write that moves a listing's counters when a job starts or stops occupying it, with
+    /// the reputation fact the same transition makes true (one write per item per transaction).
+    pub fn listing_counter_write(gpu_id: &ListingId, active_delta: i64, completed: Option<(u64, Amount)>, fact: Option<crate::reputation::Fact>) -> TxWrite {
+        Self::listing_move_write(gpu_id, &ListingMove { active: active_delta, completed, fact, ..Default::default() }).expect("moves the active count")
     }
+
+    /// The write of `mv` on a listing that exists, or None when it moves nothing.
+    pub fn listing_move_write(gpu_id: &ListingId, mv: &ListingMove) -> Option<TxWrite> {
+        let mut update = Update::new();
+        let mut moves = false;
+        if mv.active != 0 {
+            update = update.add(ATTR_ACTIVE_JOBS, mv.active, Some(0));
+            moves = true;
+        }
+        if mv.room != 0 {
+            // No floor: only a submission may be refused for room, and it adds its own -1.
+            update = update.add(ATTR_QUEUE_ROOM, mv.room, None);
+            moves = true;
+        }
+        if let Some((gpu_ms, earned)) = mv.completed {
+            update = update.add(ATTR_COMPLETED, 1, None).add(ATTR_GPU_MS, gpu_ms as i64, None).add(ATTR_EARNED, earned.raw() as i64, None);
+            moves = true;
+        }
+        if let Some(fact) = mv.fact {
+            update = fact.add_to(update);
+            moves = true;
+        }
+        if let Some(tag) = mv.vtime {
+            update = update.set(ATTR_QUEUE_VTIME, i64::try_from(tag).unwrap_or(i64::MAX));
+            moves = true;
+        }
+        moves.then(|| TxWrite::Update { key: keys::listing(gpu_id.as_str()), update, condition: Condition::Present })
+    }
+}
+
+/// What one job transition moves on its listing's item.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListingMove {
+    /// Jobs running (claimed or started).
+    pub active: i64,
+    /// Queue room: +1 for a job leaving the queue (claimed, cancelled, expired), -1 for one
+    /// queued again.
+    pub room: i64,
+    /// A completion's GPU time and price.
+    pub completed: Option<(u64, Amount)>,
+    pub fact: Option<crate::reputation::Fact>,
+    /// The fair-share virtual time after a claim: the claimed job's finish tag.
+    pub vtime: Option<u64>,
 }
 
 /// Receipts read to compute one earnings report, at most.

@@ -973,13 +973,16 @@ impl Market {
 
     /// The settlement record of a job completing now for `price`, with the SLA of the job's
     /// listing (a listing deleted since has no SLA left to apply).
-    pub async fn settlement_due_for(&self, job: &JobRecord, price: Amount, completed_at_ms: i64) -> Result<SettlementDue, MarketError> {
+    /// Also says whether the job missed its listing's SLA (a fact of its reputation).
+    pub async fn settlement_due_for(&self, job: &JobRecord, price: Amount, completed_at_ms: i64) -> Result<(SettlementDue, bool), MarketError> {
         let sla = match self.listing(&job.gpu_id).await {
             Ok(listing) => Some(listing.sla),
             Err(MarketError::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
-        SettlementDue::new(job, price, completed_at_ms, sla.as_ref(), self.config.fee_bps)
+        let started_ms = job.claimed_at_ms.unwrap_or(job.created_at_ms);
+        let missed = sla.as_ref().is_some_and(|s| sla_missed(job.created_at_ms, started_ms, s));
+        Ok((SettlementDue::new(job, price, completed_at_ms, sla.as_ref(), self.config.fee_bps)?, missed))
     }
 
     /// How a completed job was settled: Some once the batch that settles its record is done:

@@ -35,6 +35,9 @@ use std::sync::Arc;
 const START_MS: i64 = 1_769_284_800_000;
 const SEED_DEFAULT: u64 = 0x5eed_a17b;
 
+/// The queue size of the listings that order their queues.
+const QUEUE_SIZE_SMALL: u32 = 12;
+
 /// What a simulation does.
 struct Params {
     jobs: usize,
@@ -94,6 +97,11 @@ struct Stats {
     late: usize,
     /// Late records settled by catch-up batches.
     caught_up: u64,
+    /// Ratings given, and ratings refused (twice, or of a job not settled).
+    rated: usize,
+    ratings_refused: usize,
+    /// Claims that an ordered queue answered with another job than the one named.
+    reordered: usize,
 }
 
 fn receipt_for(job: &JobRecord, key: &NamedSigningKey, worker: &WorkerId, units_ms: u64, now_ms: i64) -> Completion {
@@ -114,6 +122,8 @@ struct Sim {
     late_chance: f64,
     /// Jobs completed late.
     late: HashSet<JobId>,
+    /// Ratings given, by job.
+    ratings: HashMap<JobId, u8>,
 }
 
 impl Sim {
@@ -132,7 +142,14 @@ impl Sim {
             let new = serde_json::from_value(serde_json::json!({
                 "name": "Sim-GPU", "memory_gib": 24, "cuda_version": "12.1", "base_price": "0.05", "region": "us-west",
                 "models": ["llama3.2"], "count": 4, "max_concurrent_jobs": 4096,
-                "sla": {"response_time_s": 30, "penalty_rate_bps": 2500 + 2500 * (n as u32 % 3)}
+                "sla": {"response_time_s": 30, "penalty_rate_bps": 2500 + 2500 * (n as u32 % 3)},
+                // Every other listing orders its queue (claims then take its first job, not
+                // the one named) and holds few jobs (full queues refuse submissions).
+                "queue_config": if n % 2 == 1 {
+                    serde_json::json!({"priority": "weighted_fair_share", "max_queue_size": QUEUE_SIZE_SMALL})
+                } else {
+                    serde_json::json!({})
+                }
             }))
             .unwrap();
             let listing = market.create_listing(&who, new).await.unwrap();
@@ -150,7 +167,7 @@ impl Sim {
             deposits.push((AccountId::wallet(&client.address), amount));
             clients.push(client);
         }
-        Sim { market, clock, rng, providers, clients, jobs: Vec::new(), deposits, stats: Stats::default(), in_flight_max: params.in_flight_max, late_chance: params.late_chance, late: HashSet::new() }
+        Sim { market, clock, rng, providers, clients, jobs: Vec::new(), deposits, stats: Stats::default(), in_flight_max: params.in_flight_max, late_chance: params.late_chance, late: HashSet::new(), ratings: HashMap::new() }
     }
 
     async fn heartbeats(&mut self) {
@@ -172,11 +189,15 @@ impl Sim {
         };
         let crashes = if self.rng.gen_bool(0.2) { self.rng.gen_range(1..=3) } else { 0 };
         let units = format!("{}.{:03}", self.rng.gen_range(0..3), self.rng.gen_range(1..1000));
-        let submit: SubmitJob = serde_json::from_value(serde_json::json!({
+        let mut body = serde_json::json!({
             "model": "llama3.2", "units": units, "region": "us-west",
             "spec": {"kind": "vector_add", "n": 1024, "seed": 1}
-        }))
-        .unwrap();
+        });
+        // Some clients name a listing (routing would favour the first of equals).
+        if self.rng.gen_bool(0.4) {
+            body["gpu_id"] = serde_json::json!(self.providers[self.rng.gen_range(0..self.providers.len())].gpu_id);
+        }
+        let submit: SubmitJob = serde_json::from_value(body).unwrap();
         let key = format!("sim-{}", self.jobs.len() + self.stats.refused);
         match self.market.submit_job(&self.clients[client], submit, &key).await {
             Ok(job) => {
@@ -184,7 +205,7 @@ impl Sim {
                 self.jobs.push(SimJob { id: job.job_id, plan, provider, crashes, client, done: false });
                 self.stats.submitted += 1;
             }
-            Err(MarketError::InsufficientFunds(_) | MarketError::NoCapacity(_)) => self.stats.refused += 1,
+            Err(MarketError::InsufficientFunds(_) | MarketError::NoCapacity(_) | MarketError::QueueFull(_)) => self.stats.refused += 1,
             Err(e) => panic!("submit: {e:?}"),
         }
     }
@@ -215,9 +236,13 @@ impl Sim {
                         assert!(matches!(self.market.cancel_job(&self.clients[client], &job.job_id).await, Err(MarketError::Conflict(_))));
                     }
                     _ if p.online => {
-                        self.market.claim_job(&p.who, &job.job_id, &worker, None).await.unwrap();
-                        // A duplicate delivery: another worker claims the same job.
-                        if self.rng.gen_bool(0.2) {
+                        let claimed = self.market.claim_job(&p.who, &job.job_id, &worker, None).await.unwrap();
+                        if claimed.job_id != job.job_id {
+                            // An ordered queue gave its first job instead; the one named waits.
+                            assert!(claimed.queue_tag.is_some(), "only an ordered queue reorders claims");
+                            self.stats.reordered += 1;
+                        } else if self.rng.gen_bool(0.2) {
+                            // A duplicate delivery: another worker claims the same job.
                             let other = p.workers.iter().find(|w| **w != worker).unwrap();
                             let second = self.market.claim_job(&p.who, &job.job_id, other, None).await;
                             assert!(matches!(second, Err(MarketError::Conflict(_))), "{second:?}");
@@ -381,9 +406,12 @@ async fn simulate(store: Arc<dyn Store>, queue: Arc<dyn Queue>, params: Params) 
     }
     let payouts = sim.market.run_payouts(&PayoutOptions { threshold: Amount::from_aitbc(1) }, &NoProgress).await.unwrap();
     sim.stats.payouts += payouts.paid;
+    rate_jobs(&mut sim).await;
     println!("simulated {} jobs in {round} rounds, {:.1} s: {:?}", sim.jobs.len(), started.elapsed().as_secs_f64(), sim.stats);
 
     check(&sim).await;
+    check_reputation(&sim).await;
+    check_queues(&sim).await;
 }
 
 /// The invariants, against an independent replay on the core's reference ledger.
@@ -543,4 +571,91 @@ async fn simulation_on_dynamodb_and_sqs() {
     let queue = backends.queue(aitbc_store::queue_spec()).await;
     let params = Params { jobs: 100, clients: 8, providers: 2, submit_per_round: 10, drain_rounds_max: 8, in_flight_max: 1, late_chance: 0.5 };
     simulate(store, queue, params).await;
+}
+
+/// Clients rate about half of their jobs: a settled job once (a second rating is refused), any
+/// other job not at all (refused). Ratings move no money: `check` runs after them.
+async fn rate_jobs(sim: &mut Sim) {
+    let m = sim.market.clone();
+    for i in 0..sim.jobs.len() {
+        if !sim.rng.gen_bool(0.5) {
+            continue;
+        }
+        let (job_id, client) = (sim.jobs[i].id.clone(), sim.clients[sim.jobs[i].client].clone());
+        let rating = sim.rng.gen_range(1..=5u8);
+        let settled = m.with_settlement(m.job_with_version(&job_id).await.unwrap().0).await.unwrap().status.state == JobState::Settled;
+        let rate = aitbc_market::reputation::RateJob { rating: i64::from(rating) };
+        match m.rate_job(&client, &job_id, rate.clone()).await {
+            Ok(r) => {
+                assert!(settled, "only a settled job is rated");
+                assert_eq!(r.rating.get(), rating);
+                sim.ratings.insert(job_id.clone(), rating);
+                sim.stats.rated += 1;
+                // Twice: refused, and nothing moves.
+                assert!(matches!(m.rate_job(&client, &job_id, rate).await, Err(MarketError::Conflict(_))));
+                sim.stats.ratings_refused += 1;
+            }
+            Err(MarketError::Conflict(_)) => {
+                assert!(!settled, "a settled job rated once is rated");
+                sim.stats.ratings_refused += 1;
+            }
+            Err(e) => panic!("rating job {job_id}: {e}"),
+        }
+    }
+}
+
+/// Each provider's reputation counters equal what happened to its jobs, counted here from the
+/// jobs themselves; its one listing's equal its own.
+async fn check_reputation(sim: &Sim) {
+    use aitbc_core::reputation::Facts;
+    let m = &sim.market;
+    let mut expected: Vec<Facts> = vec![Facts::default(); sim.providers.len()];
+    for sim_job in &sim.jobs {
+        let job = m.with_settlement(m.job_with_version(&sim_job.id).await.unwrap().0).await.unwrap();
+        let facts = &mut expected[sim_job.provider];
+        if job.status.attempt > 0 {
+            facts.started += 1;
+        }
+        match job.status.state {
+            JobState::Settled => {
+                facts.completed += 1;
+                let listing = m.listing(&job.gpu_id).await.unwrap();
+                if sla_missed(job.created_at_ms, job.claimed_at_ms.unwrap(), &listing.sla) {
+                    facts.sla_breaches += 1;
+                }
+            }
+            JobState::Failed => facts.failed += 1,
+            JobState::Expired => facts.expired += 1,
+            _ => {}
+        }
+        if let Some(rating) = sim.ratings.get(&sim_job.id) {
+            facts.ratings += 1;
+            facts.rating_total += u64::from(*rating);
+        }
+    }
+    assert!(sim.stats.rated > 0 && sim.stats.ratings_refused > 0, "{:?}", sim.stats);
+    for (p, want) in sim.providers.iter().zip(&expected) {
+        let rep = m.provider_reputation(&p.who.address).await.unwrap();
+        let got = rep.reputation.facts;
+        let counted = (got.completed, got.failed, got.expired, got.sla_breaches, got.started, got.ratings, got.rating_total);
+        let wanted = (want.completed, want.failed, want.expired, want.sla_breaches, want.started, want.ratings, want.rating_total);
+        assert_eq!(counted, wanted, "provider {}: completed, failed, expired, breaches, started, ratings, rating total", p.who.address);
+        assert_eq!(got.wait_histogram.iter().sum::<u64>(), got.started, "every start is in one bucket");
+        assert_eq!(rep.listings.len(), 1);
+        assert_eq!(rep.listings[0].reputation.facts, got, "one listing: its counters are its provider's");
+        assert_eq!(rep.reputation.score_bps, got.score_bps());
+    }
+}
+
+/// With every job ended, every queue is empty: each listing's room is back to its size and no
+/// priority entry is left; the ordered listings did reorder claims.
+async fn check_queues(sim: &Sim) {
+    let m = &sim.market;
+    for p in &sim.providers {
+        let view = m.listing_view(&m.listing_item(&p.gpu_id).await.unwrap()).unwrap();
+        assert_eq!(view.queue_room, i64::from(view.listing.queue_config.max_queue_size), "listing {}: every place is free again", p.gpu_id);
+        let entries = m.store.query(keys::queue_entries(p.gpu_id.as_str())).await.unwrap();
+        assert!(entries.items.is_empty(), "listing {}: entries left {:?}", p.gpu_id, entries.items.iter().map(|i| &i.key.sk).collect::<Vec<_>>());
+    }
+    assert!(sim.stats.reordered > 0, "no claim was reordered: {:?}", sim.stats);
 }

@@ -228,6 +228,8 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
             output: Some(JobOutput { checksum: "00".into(), values: vec![], backend: "cpu".into(), device_ms: units.millis(), wall_ms: units.millis(), text: None }),
             failure: None,
             price: Some(body.price),
+            queue_tag: None,
+            preempt: false,
             settlement: None,
         };
         // The job as the market writes it, created here rather than replaced.

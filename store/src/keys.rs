@@ -237,11 +237,40 @@ pub fn quote(quote_id: &str) -> Key {
     main_key("QUOTE", quote_id)
 }
 
+// ---- listing queues (priority order) --------------------------------------------------------
+
+/// A queued job's entry in its listing's priority order: tier rank, then fair-share finish tag,
+/// then submission time, then job, so that the first entry is the job to claim next.
+pub fn queue_entry(listing_id: &str, tier_rank: u32, finish_tag: u64, created_ms: i64, job_id: &str) -> Key {
+    Key::new(format!("QUEUE#{}", id(listing_id)), format!("E#{tier_rank}#{finish_tag:020}#{}#{}", time(created_ms), id(job_id)))
+}
+
+/// A listing's queued jobs in priority order (the first is claimed next).
+pub fn queue_entries(listing_id: &str) -> Query {
+    Query::table(format!("QUEUE#{}", id(listing_id))).sort(SortCondition::Prefix("E#".into()))
+}
+
+/// The job id of a queue entry from its sort key.
+pub fn queue_entry_job(sort_key: &str) -> Option<&str> {
+    sort_key.rsplit('#').next().filter(|j| !j.is_empty())
+}
+
+/// A client's fair-share clock on a listing: the finish tag of its last queued job.
+pub fn queue_client(listing_id: &str, client_id: &str) -> Key {
+    Key::new(format!("QUEUE#{}", id(listing_id)), format!("C#{}", id(client_id)))
+}
+
 // ---- jobs -------------------------------------------------------------------------------------
 
 /// A job.
 pub fn job(job_id: &str) -> Key {
     main_key("JOB", job_id)
+}
+
+/// A job's rating by its client (beside the job's own item): written only if absent, so a job
+/// is rated once.
+pub fn job_rating(job_id: &str) -> Key {
+    Key::new(format!("JOB#{}", id(job_id)), "RATING")
 }
 
 /// Sort keys of a job's output chunks: `CHUNK#` and the chunk's number in fixed width, so they

@@ -265,6 +265,9 @@ async fn handle(s: &Arc<Shared>, queue: &str, message: Message) {
             return;
         }
     };
+    // A listing that orders its queue answers with the job first in that order, which may be
+    // another than the message named (the market puts a message back for that one).
+    let job_id = job["job_id"].as_str().and_then(|j| JobId::parse(j).ok()).unwrap_or(job_id);
     let flight = InFlight { queue: queue.to_string(), receipt_handle: message.receipt_handle.clone() };
     s.in_flight.lock().expect("in flight").insert(job_id.clone(), flight.clone());
     let _ = s.client.job_action(job_id.as_str(), "start", worker, None).await;
@@ -297,8 +300,23 @@ async fn heartbeats(s: Arc<Shared>, job_id: JobId, flight: InFlight) {
     let every = Duration::from_millis(s.config.heartbeat_interval_ms);
     loop {
         tokio::time::sleep(every).await;
-        if let Err(e) = s.client.job_action(job_id.as_str(), "heartbeat", s.config.worker_id.as_str(), Some(s.config.lease_ms)).await {
-            tracing::warn!(job_id = %job_id, error = %e, "heartbeat failed");
+        match s.client.job_action(job_id.as_str(), "heartbeat", s.config.worker_id.as_str(), Some(s.config.lease_ms)).await {
+            // Graceful preemption: a job of a higher tier waits on the full listing. Hand this
+            // one back (queued again without using an attempt); its run's result is dropped.
+            Ok(answer) if answer["preempt"] == true => {
+                if s.in_flight.lock().expect("in flight").remove(&job_id).is_some() {
+                    match s.client.job_action(job_id.as_str(), "release", s.config.worker_id.as_str(), None).await {
+                        Ok(_) => {
+                            s.stats.lock().expect("stats").released += 1;
+                            let _ = s.queue.delete(&flight.queue, &flight.receipt_handle).await;
+                        }
+                        Err(e) => tracing::warn!(job_id = %job_id, error = %e, "release on preemption failed; the lease will lapse"),
+                    }
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(job_id = %job_id, error = %e, "heartbeat failed"),
         }
         if let Err(e) = s.queue.extend_visibility(&flight.queue, &flight.receipt_handle, Duration::from_millis(s.config.lease_ms)).await {
             tracing::debug!(job_id = %job_id, error = %e, "visibility not extended");

@@ -1,4 +1,4 @@
-//! `aitbc job submit|status|result|cancel|list`.
+//! `aitbc job submit|status|result|cancel|rate|list`.
 
 use crate::home::read_bounded;
 use crate::output::{cell, pairs, table};
@@ -65,6 +65,19 @@ enum JobCommand {
     Result { job_id: String },
     /// Cancel a queued job; its hold is released.
     Cancel { job_id: String },
+    /// Rate one of your settled jobs, once: 1 (bad) to 5 (excellent). It counts in the
+    /// reputation of the GPU and provider that ran it.
+    #[command(after_help = "Example:\n  aitbc job rate job-0192... --rating 5")]
+    Rate {
+        job_id: String,
+        /// 1..=5.
+        #[arg(long)]
+        rating: i64,
+        /// Makes a retry replay the first answer [default: a fresh one; a job is rated once
+        /// whatever the key].
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
     /// Your jobs, newest first.
     List {
         #[arg(long, default_value_t = 20)]
@@ -178,6 +191,15 @@ pub async fn run(args: JobArgs, ctx: Ctx) -> Result<(), CliError> {
         JobCommand::Cancel { job_id } => {
             let j: Value = client.post(&format!("/v1/jobs/{job_id}/cancel"), &json!({})).await?;
             print_job(&ctx, &j);
+        }
+        JobCommand::Rate { job_id, rating, idempotency_key } => {
+            let key = idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let r: Value = client.post_idempotent(&format!("/v1/jobs/{job_id}/rating"), &json!({ "rating": rating }), &key).await?;
+            if ctx.json {
+                crate::output::json(&r);
+            } else {
+                pairs(&[("Job", cell(&r["job_id"])), ("GPU", cell(&r["gpu_id"])), ("Provider", cell(&r["provider"])), ("Rating", format!("{} of 5", cell(&r["rating"])))]);
+            }
         }
         JobCommand::List { limit } => {
             let page: Value = client.get(&format!("/v1/jobs?limit={limit}")).await?;

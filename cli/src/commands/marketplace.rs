@@ -30,6 +30,36 @@ enum MarketplaceCommand {
         #[arg(long)]
         gpu_id: String,
     },
+    /// A provider's reputation: success and completion rates, submission-to-start times, SLA
+    /// breaches, client ratings and the overall score (formula in ARCHITECTURE.md), overall and
+    /// per GPU.
+    #[command(after_help = "Examples:\n  aitbc marketplace reputation                      # your own\n  aitbc marketplace reputation --provider ait1...")]
+    Reputation {
+        /// The provider's address [default: yours].
+        #[arg(long)]
+        provider: Option<String>,
+    },
+}
+
+/// A fraction in basis points as a percentage, or "-" when nothing was measured.
+fn percent(bps: &Value) -> String {
+    bps.as_u64().map_or_else(|| "-".into(), |b| format!("{}.{:02}%", b / 100, b % 100))
+}
+
+fn reputation_pairs(r: &Value) -> Vec<(&'static str, String)> {
+    let ms = |v: &Value| v.as_u64().map_or_else(|| "-".into(), |m| format!("{m} ms"));
+    vec![
+        ("Score", percent(&r["score_bps"])),
+        ("Job success rate", percent(&r["success_rate_bps"])),
+        ("Completion rate", percent(&r["completion_rate_bps"])),
+        ("Submission to start", format!("mean {}, p95 at most {}", ms(&r["mean_start_ms"]), ms(&r["p95_start_ms"]))),
+        ("SLA breaches", format!("{} ({})", cell(&r["facts"]["sla_breaches"]), percent(&r["sla_breach_rate_bps"]))),
+        ("Client rating", match r["mean_rating_centi"].as_u64() {
+            Some(c) => format!("{}.{:02} of 5 ({} ratings)", c / 100, c % 100, cell(&r["facts"]["ratings"])),
+            None => "no ratings yet".into(),
+        }),
+        ("Jobs", format!("{} completed, {} failed, {} expired", cell(&r["facts"]["completed"]), cell(&r["facts"]["failed"]), cell(&r["facts"]["expired"]))),
+    ]
 }
 
 #[derive(Args)]
@@ -56,6 +86,18 @@ impl StrategyArg {
             StrategyArg::Dynamic => "dynamic",
         }
     }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PriorityArg {
+    Fifo,
+    WeightedFairShare,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PreemptionArg {
+    None,
+    Graceful,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +141,24 @@ enum GpuCommand {
         #[arg(long)]
         available: bool,
     },
+    /// Configure a GPU's job queue (the guide's configure_queue): its size, claim order,
+    /// retries and preemption. Flags not given keep their current values.
+    #[command(after_help = "Example:\n  aitbc marketplace gpu queue --gpu-id gpu-0192... --max-queue-size 20 --priority weighted-fair-share --preemption graceful --attempts 3\n\nweighted-fair-share claims higher tiers first, then shares claims fairly across clients by the\nGPU time they ask (ARCHITECTURE.md, Queues); graceful preemption needs it.")]
+    Queue {
+        #[arg(long)]
+        gpu_id: String,
+        /// Jobs waiting at most (1..=100000); further submissions are refused, nothing held.
+        #[arg(long)]
+        max_queue_size: Option<u32>,
+        #[arg(long, value_enum)]
+        priority: Option<PriorityArg>,
+        #[arg(long, value_enum)]
+        preemption: Option<PreemptionArg>,
+        /// Claims per job: a timed-out or retryably failed job is queued again until it has
+        /// used this many (1..=100).
+        #[arg(long)]
+        attempts: Option<u32>,
+    },
     /// Change a GPU's pricing strategy, base price or status.
     #[command(after_help = "Example:\n  aitbc marketplace gpu update --gpu-id gpu-0192... --strategy peak-maximizer")]
     Update {
@@ -141,6 +201,34 @@ pub async fn run(args: MarketplaceArgs, ctx: Ctx) -> Result<(), CliError> {
                         println!("{}  {}", row[0], row[1]);
                     }
                 }
+            }
+            Ok(())
+        }
+        MarketplaceCommand::Reputation { provider } => {
+            let provider = match provider {
+                Some(p) => p,
+                None => ctx.address()?,
+            };
+            let r: Value = ctx.client().get(&format!("/v1/providers/{provider}/reputation")).await?;
+            if ctx.json {
+                crate::output::json(&r);
+                return Ok(());
+            }
+            let mut rows = vec![("Provider", cell(&r["provider"]))];
+            rows.extend(reputation_pairs(&r["reputation"]));
+            pairs(&rows);
+            let listings: Vec<Vec<String>> = r["listings"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|l| {
+                    let rep = &l["reputation"];
+                    vec![cell(&l["gpu_id"]), percent(&rep["score_bps"]), percent(&rep["success_rate_bps"]), cell(&rep["facts"]["completed"]), cell(&rep["facts"]["ratings"])]
+                })
+                .collect();
+            if !listings.is_empty() {
+                table(&["GPU ID", "SCORE", "SUCCESS", "COMPLETED", "RATINGS"], &listings);
             }
             Ok(())
         }
@@ -237,6 +325,38 @@ async fn gpu_run(args: GpuArgs, ctx: Ctx) -> Result<(), CliError> {
                 println!("No GPUs listed.");
             } else {
                 table(&["GPU ID", "NAME", "MEMORY", "CUDA", "REGION", "PRICE/H", "STRATEGY", "STATUS", "ONLINE"], &listing_rows(&items));
+            }
+            Ok(())
+        }
+        GpuCommand::Queue { gpu_id, max_queue_size, priority, preemption, attempts } => {
+            let client = ctx.authed()?;
+            let current: Value = client.listing(&gpu_id).await?;
+            let mut config = current["queue_config"].as_object().cloned().unwrap_or_default();
+            if let Some(n) = max_queue_size {
+                config.insert("max_queue_size".into(), json!(n));
+            }
+            if let Some(p) = priority {
+                config.insert("priority".into(), json!(match p { PriorityArg::Fifo => "fifo", PriorityArg::WeightedFairShare => "weighted_fair_share" }));
+            }
+            if let Some(p) = preemption {
+                config.insert("preemption".into(), json!(match p { PreemptionArg::None => "none", PreemptionArg::Graceful => "graceful" }));
+            }
+            if let Some(a) = attempts {
+                config.insert("attempts_max".into(), json!(a));
+            }
+            let l: Value = client.patch(&format!("/v1/listings/{gpu_id}"), &json!({ "queue_config": config })).await?;
+            if ctx.json {
+                crate::output::json(&l);
+            } else {
+                let q = &l["queue_config"];
+                let attempts = q["attempts_max"].as_u64().map_or_else(|| "the marketplace's default".to_string(), |a| a.to_string());
+                println!(
+                    "Queue of GPU {}: at most {} jobs waiting, {} order, preemption {}, attempts {attempts}",
+                    cell(&l["gpu_id"]),
+                    cell(&q["max_queue_size"]),
+                    cell(&q["priority"]),
+                    cell(&q["preemption"])
+                );
             }
             Ok(())
         }

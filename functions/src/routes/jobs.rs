@@ -11,6 +11,7 @@ use aitbc_core::jobspec::JobOutput;
 use aitbc_core::receipt::Receipt;
 use aitbc_core::values::{JobId, WorkerId};
 use aitbc_market::jobs::{Completion, Failure, JobRecord, SubmitJob};
+use aitbc_market::reputation::{JobRating, RateJob};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -30,11 +31,12 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs/{job_id}/fail", post(fail))
         .route("/v1/jobs/{job_id}/release", post(release))
         .route("/v1/jobs/{job_id}/chunks", post(chunk))
+        .route("/v1/jobs/{job_id}/rating", post(rate).get(rating))
 }
 
 /// The group's operations in the OpenAPI document (`crate::openapi`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(submit, list, get_one, result, cancel, claim, start, heartbeat, complete, fail, release, chunk))]
+#[openapi(paths(submit, list, get_one, result, cancel, claim, start, heartbeat, complete, fail, release, chunk, rate, rating))]
 pub(crate) struct Paths;
 
 /// Submit a job (client): holds its maximum price in escrow and queues it on a listing.
@@ -258,4 +260,34 @@ async fn fail(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<Stri
 )]
 async fn release(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>, ApiJson(body): ApiJson<LeaseBody>) -> ApiResult<Json<JobRecord>> {
     Ok(Json(s.market.release_job(&caller, &job_id(&id)?, &body.worker_id).await?))
+}
+
+/// Rate a settled job, once (its client): 1 (bad) to 5 (excellent). The rating counts in the
+/// reputation of the job's listing and provider.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{job_id}/rating",
+    params(("job_id" = JobId, Path, description = "The job")),
+    request_body = RateJob,
+    responses((status = 201, description = "The rating, recorded", body = JobRating), AuthErrors, BodyErrors, Forbidden, NotFound, Conflict, StoreErrors),
+    security(("bearer" = []))
+)]
+async fn rate(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>, ApiJson(body): ApiJson<RateJob>) -> ApiResult<(StatusCode, Json<JobRating>)> {
+    Ok((StatusCode::CREATED, Json(s.market.rate_job(&caller, &job_id(&id)?, body).await?)))
+}
+
+/// A job's rating (its client or its provider); 404 while it has none.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{job_id}/rating",
+    params(("job_id" = JobId, Path, description = "The job")),
+    responses((status = 200, description = "The rating", body = JobRating), AuthErrors, BadRequest, Forbidden, NotFound, StoreErrors),
+    security(("bearer" = []))
+)]
+async fn rating(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> ApiResult<Json<JobRating>> {
+    let id = job_id(&id)?;
+    // Who may see the job may see its rating.
+    s.market.get_job(&caller, &id).await?;
+    let rating = s.market.job_rating(&id).await?.ok_or_else(|| aitbc_market::MarketError::not_found(format!("a rating of job {id}")))?;
+    Ok(Json(rating))
 }

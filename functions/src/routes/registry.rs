@@ -3,10 +3,11 @@
 use super::{PageOut, PAGE_ITEMS_DEFAULT};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_path, ApiJson, ApiQuery, Auth};
-use crate::openapi::{AuthErrors, BadRequest, BodyErrors, Conflict, Forbidden, NotFound, StoreErrors};
+use crate::extract::{parse_path, ApiJson, ApiQuery, Auth, Public};
+use crate::openapi::{AuthErrors, BadRequest, BodyErrors, Conflict, Forbidden, NotFound, RateLimited, StoreErrors};
 use aitbc_core::signing::PublicKeyEntry;
 use aitbc_core::values::{Address, ListingId, ModelName, Region, WorkerId};
+use aitbc_market::reputation::ProviderReputation;
 use aitbc_market::registry::{Earnings, Listing, ListingFilter, ListingPatch, ListingStatusView, ListingView, NewListing};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/providers/keys", post(register_key).get(my_keys))
+        .route("/v1/providers/{address}/reputation", get(reputation))
         .route("/v1/listings", post(create).get(list))
         .route("/v1/listings/{gpu_id}", get(get_one).patch(update).delete(delete))
         .route("/v1/listings/{gpu_id}/status", get(status))
@@ -26,7 +28,7 @@ pub fn router() -> Router<AppState> {
 
 /// The group's operations in the OpenAPI document (`crate::openapi`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(register_key, my_keys, create, list, get_one, update, delete, status, earnings, heartbeat))]
+#[openapi(paths(register_key, my_keys, reputation, create, list, get_one, update, delete, status, earnings, heartbeat))]
 pub(crate) struct Paths;
 
 /// Register a public key for the provider's receipts.
@@ -228,4 +230,17 @@ async fn heartbeat(State(s): State<AppState>, Auth(caller): Auth, Path(gpu_id): 
     let gpu_id = parse_path(&gpu_id, ListingId::parse)?;
     let view = s.market.heartbeat(&caller, &gpu_id, &body.worker_id, body.models.as_deref()).await?;
     Ok(Json(HeartbeatAck { gpu_id, online: view.online, active_jobs: view.active_jobs, queue: view.listing.queue }))
+}
+
+/// A provider's reputation: measured facts of its jobs and its clients' ratings, the score made
+/// of them (formula in ARCHITECTURE.md), overall and per listing. Public.
+#[utoipa::path(
+    get,
+    path = "/v1/providers/{address}/reputation",
+    params(("address" = Address, Path, description = "The provider")),
+    responses((status = 200, description = "The provider's reputation", body = ProviderReputation), BadRequest, NotFound, RateLimited, StoreErrors)
+)]
+async fn reputation(State(s): State<AppState>, _: Public, Path(address): Path<String>) -> ApiResult<Json<ProviderReputation>> {
+    let address = parse_path(&address, Address::parse)?;
+    Ok(Json(s.market.provider_reputation(&address).await?))
 }
