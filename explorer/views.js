@@ -135,20 +135,27 @@ export function receipt(main, id) {
   })();
 }
 
+/** Basis points as an exact percentage ("8750" is "87.50%"), by integer arithmetic.
+ * @param {number} bps */
+export function bpsPercent(bps) {
+  return `${Math.trunc(bps / 100)}.${String(bps % 100).padStart(2, '0')}%`;
+}
+
 /** GPU listings by region and model. @param {HTMLElement} main @param {URLSearchParams} params */
 export function gpus(main, params) {
   const results = h('div', {}, loading('GPUs'));
-  page(main, 'GPUs', h('p', { class: 'lede' }, 'GPU listings by region: strategy, current price per GPU-second (basic tier, the strategy applied now), utilization and whether a worker is online. Reputation is not measured yet; completed jobs are shown instead.'), results);
+  page(main, 'GPUs', h('p', { class: 'lede' }, 'GPU listings by region: strategy, current price per GPU-second (basic tier, the strategy applied now), utilization, reputation (the score from measured success, start times, SLA breaches and client ratings) and whether a worker is online.'), results);
   const load = async () => {
     try {
       const rows = await get('/v1/explorer/gpus', { region: params.get('region'), model: params.get('model') });
       if (!rows.length) return results.replaceChildren(empty('No GPUs are listed.'));
       const regions = [...new Set(rows.map((/** @type {any} */ r) => r.region))].sort();
-      results.replaceChildren(...regions.map((region) => table('Region ' + region, ['GPU', 'Provider', 'Models', 'Strategy', 'Base price per hour', 'Current price per GPU-second', 'Utilization', 'Jobs active / capacity', 'Completed jobs', 'Online'],
+      results.replaceChildren(...regions.map((region) => table('Region ' + region, ['GPU', 'Provider', 'Models', 'Strategy', 'Base price per hour', 'Current price per GPU-second', 'Utilization', 'Reputation', 'Jobs active / capacity', 'Completed jobs', 'Online'],
         rows.filter((/** @type {any} */ r) => r.region === region).map((/** @type {any} */ r) => [
           h('span', {}, r.name, h('br'), h('code', { class: 'small' }, r.gpu_id)), addressLink(r.provider), r.models.join(', ') || '—', r.strategy, amount(r.base_price),
           Object.keys(r.prices).length ? h('ul', { class: 'plain' }, Object.entries(r.prices).map(([m, p]) => h('li', {}, m + ': ', amount(String(p))))) : '—',
-          r.utilization, `${r.active_jobs} / ${r.max_concurrent_jobs}`, String(r.completed_jobs),
+          r.utilization, h('span', { 'data-reputation': String(r.reputation.score_bps) }, bpsPercent(r.reputation.score_bps)),
+          `${r.active_jobs} / ${r.max_concurrent_jobs}`, String(r.completed_jobs),
           h('span', { class: 'badge ' + (r.online ? 'online' : 'offline') }, r.online ? 'online' : 'offline'),
         ]))));
     } catch (e) {

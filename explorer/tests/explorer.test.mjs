@@ -241,6 +241,9 @@ test('the GPUs page lists what the API lists, by region', async () => {
       for (const price of Object.values(g.prices)) assert.ok(text.includes(price), `current price ${price}`);
     }
     assert.equal(await page.locator('.badge.online').count(), gpus.filter((g) => g.online).length);
+    const scores = await page.locator('[data-reputation]').evaluateAll((els) => els.map((e) => [e.dataset.reputation, e.textContent]));
+    assert.deepEqual(scores.map(([bps]) => bps).sort(), gpus.map((g) => String(g.reputation.score_bps)).sort(), 'each listing\'s reputation as the API states');
+    for (const [bps, shown] of scores) assert.equal(shown, `${Math.trunc(bps / 100)}.${String(bps % 100).padStart(2, '0')}%`);
     await shoot(page, 'gpus');
     assert.deepEqual(errors, []);
     await close();
