@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import warnings
 
-from aitbc_agent import ComputeProvider, NotAppliedWarning, NotSupportedYet
+from aitbc_agent import ComputeProvider, NotAppliedWarning
 
 
 async def offer(provider: ComputeProvider) -> None:
@@ -37,10 +37,9 @@ async def offer(provider: ComputeProvider) -> None:
     print(f"Daily Average: {earnings.daily_average}")
     print(f"Top Client: {earnings.top_client}")
 
-    try:
-        await provider.get_reputation()
-    except NotSupportedYet as e:
-        print(f"Not yet: {e}")
+    reputation = await provider.get_reputation()
+    print(f"Overall Score: {reputation.overall_score}")
+    print(f"Job Success Rate: {reputation.success_rate}")
 
 
 def main() -> None:

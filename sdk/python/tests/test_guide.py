@@ -120,6 +120,22 @@ print(f"Peak Demand Hours: {analytics.peak_hours}")
 print(f"Most Profitable Models: {analytics.profitable_models}")
 '''
 
+QUEUE = '''
+await provider.configure_queue(
+    max_queue_size=20,
+    priority_algorithm="weighted_fair_share",
+    preemption_policy="graceful",
+    timeout_handling="auto_retry"
+)
+'''
+REPUTATION = '''
+reputation = await provider.get_reputation()
+print(f"Overall Score: {reputation.overall_score}")
+print(f"Job Success Rate: {reputation.success_rate}")
+print(f"Average Response Time: {reputation.avg_response_time}")
+print(f"Client Satisfaction: {reputation.client_satisfaction}")
+'''
+
 # The blocks whose server support does not exist yet: each must raise NotSupportedYet.
 UNSUPPORTED = {
     "create_contract": '''
@@ -129,14 +145,6 @@ await provider.create_contract(
     fixed_rate=0.08,
     guaranteed_availability=0.95,
     sla_penalties=True
-)
-''',
-    "configure_queue": '''
-await provider.configure_queue(
-    max_queue_size=20,
-    priority_algorithm="weighted_fair_share",
-    preemption_policy="graceful",
-    timeout_handling="auto_retry"
 )
 ''',
     "enable_load_balancing": '''
@@ -160,13 +168,6 @@ await provider.configure_monitoring(
         "job_failure_rate": "10%"
     }
 )
-''',
-    "get_reputation": '''
-reputation = await provider.get_reputation()
-print(f"Overall Score: {reputation.overall_score}")
-print(f"Job Success Rate: {reputation.success_rate}")
-print(f"Average Response Time: {reputation.avg_response_time}")
-print(f"Client Satisfaction: {reputation.client_satisfaction}")
 ''',
     "set_quality_checker": '''
 async def quality_check(job_result):
@@ -330,6 +331,17 @@ async def test_the_guide_runs_as_written_and_each_step_has_its_effect(provider_e
     status = market.get(f"/v1/listings/{provider.gpu_id}/status")
     assert ns["analytics"].utilization_rate == float(status["utilization"])
 
+    await run_block(QUEUE, ns)
+    queue = listing(market, provider.gpu_id)["queue_config"]
+    assert (queue["max_queue_size"], queue["priority"], queue["preemption"]) == (20, "weighted_fair_share", "graceful")
+
+    await run_block(REPUTATION, ns)
+    served = market.get(f"/v1/providers/{provider.id}/reputation")["reputation"]
+    reputation = ns["reputation"]
+    assert reputation.overall_score == served["score_bps"] / 10_000
+    assert reputation.success_rate == (None if served["success_rate_bps"] is None else served["success_rate_bps"] / 10_000)
+    assert f"Overall Score: {reputation.overall_score}" in capsys.readouterr().out
+
     before = {k: v for k, v in listing(market, provider.gpu_id).items() if k not in LIVE}
     for call, block in UNSUPPORTED.items():
         with pytest.raises(NotSupportedYet) as raised:
@@ -351,4 +363,4 @@ def test_the_example_runs_against_the_market(provider_env: Any) -> None:
     gpu_id = next(line.split()[-1] for line in done.stdout.splitlines() if line.startswith("Registered listing"))
     got = listing(provider_env, gpu_id)
     assert got["status"] == "active" and got["online"] and got["strategy"] == "dynamic"
-    assert "Not yet: get_reputation" in done.stdout and "Total Revenue: " in done.stdout
+    assert "Overall Score: " in done.stdout and "Total Revenue: " in done.stdout

@@ -12,7 +12,7 @@ Credentials and the API are found as the `aitbc` CLI finds them (AITBC_API, AITB
 from . import errors
 from .client import Client, get_receipt
 from .errors import AitbcError, ApiError, NotAppliedWarning, NotSupportedYet, ValidationError, WorkerNotRunning
-from .models import Analytics, Balances, Capabilities, Earnings, Job, Listing, ListingStatus, Quote, Receipt
+from .models import Analytics, Balances, Capabilities, Earnings, Job, Listing, ListingStatus, Quote, Receipt, Reputation
 from .provider import ComputeProvider
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "Listing",
     "ListingStatus",
     "NotAppliedWarning",
+    "Reputation",
     "NotSupportedYet",
     "Quote",
     "Receipt",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
 from decimal import Decimal
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 T = TypeVar("T", bound="WireModel")
 
@@ -80,6 +80,9 @@ class Listing(WireModel):
     gpu_seconds_total: Decimal = Decimal(0)
     earned: Decimal = Decimal(0)
     loaded_models: list[str] = field(default_factory=list)
+    queue_room: int = 0
+    # The listing's `Reputation`: `score_bps` (0..=10000) and the measured rates behind it.
+    reputation: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,6 +114,44 @@ class ListingStatus(WireModel):
 
 def _amounts(v: dict[str, Any]) -> dict[str, Decimal]:
     return {k: Decimal(str(x)) for k, x in v.items()}
+
+
+@dataclass
+class Reputation:
+    """A provider's reputation (`GET /v1/providers/{address}/reputation`), in the guide's
+    terms: fractions as floats in [0, 1], times in seconds, the rating on the 1-5 scale; None
+    where nothing is measured yet. `wire` keeps the server's exact integers."""
+
+    overall_score: float
+    success_rate: float | None
+    completion_rate: float | None
+    sla_breach_rate: float | None
+    avg_response_time: float | None
+    p95_response_time: float | None
+    client_satisfaction: float | None
+    wire: dict[str, Any]
+
+    @classmethod
+    def from_wire(cls, body: Mapping[str, Any]) -> "Reputation":
+        r = dict(body["reputation"])
+
+        def bps(name: str) -> float | None:
+            return None if r.get(name) is None else r[name] / 10_000
+
+        def seconds(name: str) -> float | None:
+            return None if r.get(name) is None else r[name] / 1_000
+
+        rating = r.get("mean_rating_centi")
+        return cls(
+            overall_score=r["score_bps"] / 10_000,
+            success_rate=bps("success_rate_bps"),
+            completion_rate=bps("completion_rate_bps"),
+            sla_breach_rate=bps("sla_breach_rate_bps"),
+            avg_response_time=seconds("mean_start_ms"),
+            p95_response_time=seconds("p95_start_ms"),
+            client_satisfaction=None if rating is None else rating / 100,
+            wire=dict(body),
+        )
 
 
 @dataclass

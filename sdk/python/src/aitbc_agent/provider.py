@@ -24,7 +24,7 @@ from ._http import Transport
 from .capabilities import WORKER_CUDA_VERSION, assess, worker_binary
 from .errors import ConfigError, NotAppliedWarning, NotSupportedYet, ValidationError, WorkerNotRunning
 from .home import KEY_FILE, HomeConfig, SigningKey, discover_api, home_dir, write_private
-from .models import Analytics, Capabilities, Earnings, Listing, ListingStatus
+from .models import Analytics, Capabilities, Earnings, Listing, ListingStatus, Reputation
 from .worker import WorkerConfig, spawn_worker, worker_command
 
 DEFAULT_REGION = "us-west"
@@ -83,6 +83,12 @@ def _ensure_key_registered(http: Transport, config: HomeConfig) -> None:
     registered = http.request("GET", "/v1/providers/keys")["keys"]
     if key.public_entry() not in registered:
         http.request("POST", "/v1/providers/keys", json=key.public_entry())
+
+
+QUEUE_PRIORITIES = ("fifo", "weighted_fair_share")
+PREEMPTIONS = ("none", "graceful")
+# timeout_handling -> the listing's attempt limit (None: the marketplace's default).
+TIMEOUT_HANDLING: dict[str, int | None] = {"auto_retry": None, "fail": 1}
 
 
 class ComputeProvider:
@@ -414,8 +420,28 @@ class ComputeProvider:
     async def create_contract(self, **_: Any) -> None:
         raise NotSupportedYet("create_contract", "fixed-rate contract endpoint")
 
-    async def configure_queue(self, **_: Any) -> None:
-        raise NotSupportedYet("configure_queue", "per-listing queue configuration")
+    async def configure_queue(
+        self,
+        max_queue_size: int = 1000,
+        priority_algorithm: str = "fifo",
+        preemption_policy: str = "none",
+        timeout_handling: str = "auto_retry",
+    ) -> Listing:
+        """The listing's queue: at most `max_queue_size` jobs waiting (a submission past it is
+        refused before anything is held), claimed in `priority_algorithm` order ("fifo", or
+        "weighted_fair_share": tier first, then fair shares across clients), `preemption_policy`
+        "none" or "graceful", and `timeout_handling` "auto_retry" (a timed-out job is queued
+        again up to the marketplace's attempt limit) or "fail" (one attempt)."""
+        if isinstance(max_queue_size, bool) or not isinstance(max_queue_size, int) or max_queue_size < 1:
+            raise ValidationError("max_queue_size must be a whole number of at least 1", field="max_queue_size")
+        if priority_algorithm not in QUEUE_PRIORITIES:
+            raise ValidationError(f"priority_algorithm must be one of {', '.join(QUEUE_PRIORITIES)}", field="priority_algorithm")
+        if preemption_policy not in PREEMPTIONS:
+            raise ValidationError(f"preemption_policy must be one of {', '.join(PREEMPTIONS)}", field="preemption_policy")
+        if timeout_handling not in TIMEOUT_HANDLING:
+            raise ValidationError(f"timeout_handling must be one of {', '.join(TIMEOUT_HANDLING)}", field="timeout_handling")
+        config = {"max_queue_size": max_queue_size, "priority": priority_algorithm, "preemption": preemption_policy, "attempts_max": TIMEOUT_HANDLING[timeout_handling]}
+        return await self._patch({"queue_config": config})
 
     async def enable_load_balancing(self, **_: Any) -> None:
         raise NotSupportedYet("enable_load_balancing", "provider-side load balancing settings")
@@ -423,8 +449,10 @@ class ComputeProvider:
     async def configure_monitoring(self, **_: Any) -> None:
         raise NotSupportedYet("configure_monitoring", "health checks and alerts")
 
-    async def get_reputation(self) -> None:
-        raise NotSupportedYet("get_reputation", "reputation scores")
+    async def get_reputation(self) -> Reputation:
+        """This provider's reputation, measured by the marketplace from its jobs and its clients'
+        ratings (the formula is in the repository's ARCHITECTURE.md)."""
+        return Reputation.from_wire(await self._http.arequest("GET", f"/v1/providers/{self.id}/reputation"))
 
     async def set_quality_checker(self, _checker: Any = None) -> None:
         raise NotSupportedYet("set_quality_checker", "hook for provider-side quality checks")
