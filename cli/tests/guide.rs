@@ -150,6 +150,14 @@ fn the_guides_commands_work_as_written() {
     let status = ok(api, &provider, &["marketplace", "status", "--gpu-id", &gpu]);
     assert!(status.contains("Completed jobs:    1"), "{status}");
 
+    // A batch at the GPU's batch discount: one quote, three jobs, each held on its own.
+    let discounted = ok(api, &provider, &["marketplace", "gpu", "update", "--gpu-id", &gpu, "--batch-min-size", "3", "--batch-discount", "25"]);
+    assert!(discounted.contains("Batches of 3 jobs or more: 25% off"), "{discounted}");
+    let batch = ok(api, &client, &["job", "batch", "--spec", &sample("jobs/vector_add.json"), "--copies", "3", "--units", "1", "--gpu-id", &gpu]);
+    assert!(batch.contains("Batch of 3") && batch.contains("25% batch discount"), "{batch}");
+    one_line_error(&aitbc(api, &client, &["job", "batch", "--spec", &sample("jobs/vector_add.json"), "--copies", "101", "--units", "1", "--gpu-id", &gpu]), 2, "specs");
+
+
     // Bad flags, unknown ids, an unreachable API: one line, exit 2 for usage, 1 otherwise.
     one_line_error(&aitbc(api, &provider, &["marketplace", "gpu", "register", "--name", "x", "--memory", "lots", "--cuda-version", "12.1", "--base-price", "1"]), 2, "--memory");
     one_line_error(&aitbc(api, &provider, &["marketplace", "gpu", "register", "--name", "x", "--memory", "24", "--cuda-version", "12.1", "--base-price", "-1"]), 2, "base_price");

@@ -8,8 +8,10 @@
 //!    a model (raw GEMM, kernels) pays the listing's base. A fixed-rate contract replaces all of
 //!    this with the contract's rate, and no multiplier applies to it.
 //! 2. **Multipliers**, each in basis points, each clamped to its own floor and ceiling:
-//!    the listing's strategy (one of [`Strategy`]), the service tier, and the bulk discount.
-//! 3. **One rounding.** `unit_price = round_half_up(base x strategy x tier x bulk)`, multiplied
+//!    the listing's strategy (one of [`Strategy`]), the service tier, the bulk discount and
+//!    the batch discount (`1 - discount_percent / 100` for a batch of at least the listing's
+//!    `min_batch_size` jobs).
+//! 3. **One rounding.** `unit_price = round_half_up(base x strategy x tier x bulk x batch)`, multiplied
 //!    out exactly in 128-bit integers, with the product of the multipliers clamped to
 //!    [`COMBINED_BPS_MIN`, `COMBINED_BPS_MAX`].
 //! 4. **Maximum price** (what a job holds): `unit_price x units` by `money`'s rule 3.
@@ -255,6 +257,41 @@ impl RateCard {
     }
 }
 
+/// A batch can hold at most this many jobs (one request, one quote).
+pub const BATCH_JOBS_MAX: u32 = 100;
+/// The most a batch discount takes off, in percent (a 100% discount is clamped with the other
+/// multipliers to [`COMBINED_BPS_MIN`]).
+pub const BATCH_DISCOUNT_PERCENT_MAX: u32 = 100;
+
+/// A listing's batch processing offer (the guide's `enable_batch_processing`): batches of at
+/// least `min_batch_size` jobs get `discount_percent` off each job's unit price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BatchOffer {
+    /// 2..=100 jobs.
+    pub min_batch_size: u32,
+    /// 0..=100.
+    pub discount_percent: u32,
+}
+
+impl BatchOffer {
+    pub fn validate(&self) -> Result<(), PricingError> {
+        within("min_batch_size", self.min_batch_size, 2, BATCH_JOBS_MAX)?;
+        within("discount_percent", self.discount_percent, 0, BATCH_DISCOUNT_PERCENT_MAX)
+    }
+
+    /// The batch multiplier for a batch of `batch_size` jobs: `1 - discount` when the batch is
+    /// at least `min_batch_size` jobs, else 1 (a single job is a batch of 0 or 1).
+    pub fn multiplier_bps(&self, batch_size: u32) -> u32 {
+        if batch_size >= self.min_batch_size {
+            BPS_ONE - self.discount_percent.min(BATCH_DISCOUNT_PERCENT_MAX) * (BPS_ONE / 100)
+        } else {
+            BPS_ONE
+        }
+    }
+}
+
 /// What pricing needs to know of a listing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListingTerms {
@@ -264,6 +301,8 @@ pub struct ListingTerms {
     pub params: PricingParams,
     /// The listing's region's time zone, for peak hours.
     pub time_zone: chrono_tz::Tz,
+    /// Its batch discount, if it offers one.
+    pub batch: Option<BatchOffer>,
 }
 
 /// Measured conditions, as fractions in basis points.
@@ -292,6 +331,8 @@ pub struct QuoteRequest {
     pub tier: Tier,
     /// The rental's length in hours, for the bulk discount (0 for a single job).
     pub duration_hours: u32,
+    /// Jobs in the batch this job is submitted with (0 or 1: not a batch).
+    pub batch_size: u32,
 }
 
 /// Where the base rate came from.
@@ -319,10 +360,17 @@ pub struct Breakdown {
     pub tier: Tier,
     pub tier_bps: u32,
     pub bulk_bps: u32,
+    /// The batch discount's multiplier (1 outside a batch large enough for one).
+    #[serde(default = "bps_one")]
+    pub batch_bps: u32,
     /// The product of the multipliers after clamping, rounded to a basis point for display
     /// (the unit price uses the exact product).
     pub combined_bps: u32,
     pub clamped: bool,
+}
+
+fn bps_one() -> u32 {
+    BPS_ONE
 }
 
 /// A priced request.
@@ -419,6 +467,7 @@ pub fn quote(
             tier: request.tier,
             tier_bps: BPS_ONE,
             bulk_bps: BPS_ONE,
+            batch_bps: BPS_ONE,
             combined_bps: BPS_ONE,
             clamped: false,
         };
@@ -438,16 +487,23 @@ pub fn quote(
     };
     let tier_bps = params.tier_bps[request.tier.index()];
     let bulk_bps = if request.duration_hours > params.bulk_hours_min { params.bulk_discount_bps } else { BPS_ONE };
+    let batch_bps = match &listing.batch {
+        Some(offer) => {
+            offer.validate()?;
+            offer.multiplier_bps(request.batch_size)
+        }
+        None => BPS_ONE,
+    };
 
-    // The exact product of three multipliers, in units of 1e-12; clamp it, then round once.
+    // The exact product of four multipliers, in units of 1e-16; clamp it, then round once.
     let one = u128::from(BPS_ONE);
-    let product = u128::from(strategy_bps) * u128::from(tier_bps) * u128::from(bulk_bps);
-    let (min, max) = (u128::from(COMBINED_BPS_MIN) * one * one, u128::from(COMBINED_BPS_MAX) * one * one);
+    let product = u128::from(strategy_bps) * u128::from(tier_bps) * u128::from(bulk_bps) * u128::from(batch_bps);
+    let (min, max) = (u128::from(COMBINED_BPS_MIN) * one * one * one, u128::from(COMBINED_BPS_MAX) * one * one * one);
     let clamped = product < min || product > max;
     let product = product.clamp(min, max);
-    let unit_price = div_round_half_up(u128::from(base_rate.raw()) * product, one * one * one);
+    let unit_price = div_round_half_up(u128::from(base_rate.raw()) * product, one * one * one * one);
     let unit_price = Rate::checked_from_raw(u64::try_from(unit_price).map_err(|_| MoneyError::Overflow)?)?;
-    let combined_bps = u32::try_from(div_round_half_up(product, one * one)).expect("clamped below COMBINED_BPS_MAX");
+    let combined_bps = u32::try_from(div_round_half_up(product, one * one * one)).expect("clamped below COMBINED_BPS_MAX");
     let max_price = unit_price.price(request.units)?;
     let breakdown = Breakdown {
         listing_rate: listing.base,
@@ -459,6 +515,7 @@ pub fn quote(
         tier: request.tier,
         tier_bps,
         bulk_bps,
+        batch_bps,
         combined_bps,
         clamped,
     };
@@ -475,11 +532,33 @@ mod tests {
     fn per_hour(s: &str) -> Rate {
         Rate::parse_per_hour(s).unwrap()
     }
+    #[test]
+    fn a_batch_at_its_minimum_gets_the_discount_once_in_the_product() {
+        let card = seed_card();
+        let mut terms = listing("0.36", Strategy::UtilizationGuard);
+        terms.batch = Some(BatchOffer { min_batch_size: 10, discount_percent: 30 });
+        let signals = MarketSignals { region_demand_bps: 0, listing_utilization_bps: 10_000 };
+        let mut req = request(None, "10");
+        req.batch_size = 9;
+        let small = quote(&card, &terms, signals, 0, &req, None).unwrap();
+        req.batch_size = 10;
+        let batch = quote(&card, &terms, signals, 0, &req, None).unwrap();
+        assert_eq!((small.breakdown.batch_bps, batch.breakdown.batch_bps), (10_000, 7_000));
+        // 0.36/h is 0.0001/s; times 0.7, exactly.
+        assert_eq!((small.unit_price, batch.unit_price), (rate("0.0001"), rate("0.00007")));
+        assert_eq!(batch.max_price, Amount::parse("0.0007").unwrap());
+        terms.batch = Some(BatchOffer { min_batch_size: 10, discount_percent: 101 });
+        assert!(matches!(quote(&card, &terms, signals, 0, &req, None), Err(PricingError::Parameter { name: "discount_percent", .. })));
+        terms.batch = Some(BatchOffer { min_batch_size: 10, discount_percent: 100 });
+        let free = quote(&card, &terms, signals, 0, &req, None).unwrap();
+        assert!(free.breakdown.clamped && free.unit_price == rate("0.000025"), "a 100% discount is clamped like any product: {free:?}");
+    }
+
     fn seed_card() -> RateCard {
         RateCard::from_entries([("llama3.2", "2.0"), ("llama3.2:1b", "0.5"), ("codellama", "2.5"), ("stable-diffusion", "5.0")]).unwrap()
     }
     fn listing(base_per_hour: &str, strategy: Strategy) -> ListingTerms {
-        ListingTerms { base: per_hour(base_per_hour), strategy, params: PricingParams::default(), time_zone: chrono_tz::America::Los_Angeles }
+        ListingTerms { base: per_hour(base_per_hour), strategy, params: PricingParams::default(), time_zone: chrono_tz::America::Los_Angeles, batch: None }
     }
     fn request(model: Option<&str>, seconds: &str) -> QuoteRequest {
         QuoteRequest {
@@ -487,6 +566,7 @@ mod tests {
             units: GpuMillis::parse(seconds).unwrap(),
             tier: Tier::Basic,
             duration_hours: 0,
+            batch_size: 0,
         }
     }
     /// 2026-01-24 12:00 in Los Angeles (20:00 UTC), and 03:00 there (11:00 UTC).
@@ -575,7 +655,7 @@ mod tests {
         ];
         for (i, c) in cases.iter().enumerate() {
             let terms = listing(c.base, c.strategy);
-            let req = QuoteRequest { model: c.model.map(|m| ModelName::parse(m).unwrap()), units: GpuMillis::parse(c.seconds).unwrap(), tier: c.tier, duration_hours: c.hours };
+            let req = QuoteRequest { model: c.model.map(|m| ModelName::parse(m).unwrap()), units: GpuMillis::parse(c.seconds).unwrap(), tier: c.tier, duration_hours: c.hours, batch_size: 0 };
             let q = quote(&card, &terms, c.signals, c.now_ms, &req, None).unwrap();
             assert_eq!(q.unit_price, rate(c.unit_price), "case {i}: unit price");
             assert_eq!(q.max_price, Amount::parse(c.max_price).unwrap(), "case {i}: max price");
@@ -659,8 +739,8 @@ mod tests {
             hours in 0u32..100,
             ms in 1u64..QUOTE_UNITS_MS_MAX,
         ) {
-            let terms = ListingTerms { base: Rate::per_hour(Amount::from_raw(base_nano_per_hour)), strategy: Strategy::ALL[strategy], params: PricingParams::default(), time_zone: chrono_tz::Europe::Berlin };
-            let req = QuoteRequest { model: None, units: GpuMillis::from_millis(ms), tier: [Tier::Basic, Tier::Premium, Tier::Enterprise][tier], duration_hours: hours };
+            let terms = ListingTerms { base: Rate::per_hour(Amount::from_raw(base_nano_per_hour)), strategy: Strategy::ALL[strategy], params: PricingParams::default(), time_zone: chrono_tz::Europe::Berlin, batch: None };
+            let req = QuoteRequest { model: None, units: GpuMillis::from_millis(ms), tier: [Tier::Basic, Tier::Premium, Tier::Enterprise][tier], duration_hours: hours, batch_size: 0 };
             let signals = MarketSignals { region_demand_bps: demand, listing_utilization_bps: utilization };
             let a = quote(&RateCard::default(), &terms, signals, now_ms, &req, None).unwrap();
             let b = quote(&RateCard::default(), &terms, signals, now_ms, &req, None).unwrap();

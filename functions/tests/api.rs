@@ -854,6 +854,88 @@ pub async fn listing_queues_are_bounded_ordered_and_preemptible(backends: Box<dy
     assert_eq!(wallet, held_before, "the failed job's hold is voided");
 }
 
+/// Batches: one request, one quote with the listing's batch discount from its minimum size,
+/// each job with its own hold, receipt and settlement; bad batches and bad offers change
+/// nothing.
+pub async fn batches_get_their_discount_and_settle_job_by_job(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    let s = seller(&app, 7).await;
+    let c = buyer(&app, "20").await;
+    let listing = |batch: Value| json!({
+        "name": "B-GPU", "memory_gib": 24, "cuda_version": "12.1", "base_price": "0.05", "region": "us-west",
+        "models": ["llama3.2"], "count": 4, "batch": batch
+    });
+    let listings_of = format!("/v1/listings?provider={}&limit=100", s.who.address);
+    let before = app.get(&listings_of, None).await.body["items"].as_array().unwrap().len();
+    for bad in [json!({"min_batch_size": 3, "discount_percent": 101}), json!({"min_batch_size": 1, "discount_percent": 10}), json!({"min_batch_size": 101, "discount_percent": 10}), json!({"min_batch_size": 3})] {
+        assert_problem(&app.post("/v1/listings", Some(&s.who.key), listing(bad)).await, 400, "invalid_request");
+    }
+    assert_eq!(app.get(&listings_of, None).await.body["items"].as_array().unwrap().len(), before, "refused listings are not stored");
+    let r = app.post("/v1/listings", Some(&s.who.key), listing(json!({"min_batch_size": 3, "discount_percent": 25}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let gpu = r.body["gpu_id"].as_str().unwrap().to_string();
+    assert_eq!(app.post(&format!("/v1/listings/{gpu}/heartbeat"), Some(&s.who.key), json!({"worker_id": "wrk-1"})).await.status, StatusCode::OK);
+    let patch = app.call(Method::PATCH, &format!("/v1/listings/{gpu}"), Some(&s.who.key), Some(json!({"batch": {"min_batch_size": 3, "discount_percent": 150}})), None).await;
+    assert_problem(&patch, 400, "invalid_request");
+    assert_eq!(app.get(&format!("/v1/listings/{gpu}"), None).await.body["batch"]["discount_percent"], 25);
+
+    // The discount shows in the quote's breakdown, from the minimum size on.
+    let quote = |size: u32| app.post("/v1/quotes", None, json!({"model": "llama3.2", "units": "2.5", "gpu_id": gpu, "batch_size": size}));
+    let (two, three) = (quote(2).await, quote(3).await);
+    assert_eq!((two.body["terms"]["breakdown"]["batch_bps"].clone(), two.body["terms"]["unit_price"].clone()), (json!(10_000), json!("1.6")), "{:?}", two.body);
+    assert_eq!((three.body["terms"]["breakdown"]["batch_bps"].clone(), three.body["terms"]["unit_price"].clone()), (json!(7_500), json!("1.2")), "{:?}", three.body);
+    assert_problem(&quote(101).await, 400, "invalid_request");
+    // A batch's quote is not a single job's.
+    let single = json!({"quote": three.body, "spec": {"kind": "vector_add", "n": 1024, "seed": 1}});
+    assert_problem(&app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(single), Some("single")).await, 400, "invalid_request");
+
+    let spec = json!({"kind": "vector_add", "n": 1024, "seed": 1});
+    let batch = |n: usize| json!({"model": "llama3.2", "units": "2.5", "gpu_id": gpu, "specs": vec![spec.clone(); n]});
+    let account = format!("/v1/accounts/{}", c.address);
+    let wallet = || app.get(&account, Some(&c.key));
+    let untouched = wallet().await.body["wallet"].clone();
+    assert_problem(&app.post("/v1/batches", Some(&c.key), batch(3)).await, 400, "invalid_request");
+    for (i, bad) in [batch(0), batch(101), json!({"units": "2.5", "gpu_id": gpu, "specs": [spec, {"kind": "reduction", "n": 1024, "seed": 1}]})].into_iter().enumerate() {
+        assert_problem(&app.call(Method::POST, "/v1/batches", Some(&c.key), Some(bad), Some(&format!("bad-batch-{i}"))).await, 400, "invalid_request");
+    }
+    // 20 AITBC cannot hold 6 jobs of 3 (18) plus... 7 of 3 = 21: refused whole, nothing held.
+    assert_problem(&app.call(Method::POST, "/v1/batches", Some(&c.key), Some(batch(7)), Some("too-dear")).await, 402, "insufficient_funds");
+    assert_eq!(wallet().await.body["wallet"], untouched, "refused batches hold nothing");
+    assert_eq!(app.get("/v1/jobs?limit=100", Some(&c.key)).await.body["items"].as_array().unwrap().len(), 0);
+
+    let made = app.call(Method::POST, "/v1/batches", Some(&c.key), Some(batch(3)), Some("batch-1")).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    assert_eq!((made.body["quote"]["terms"]["batch_size"].clone(), made.body["quote"]["terms"]["breakdown"]["batch_bps"].clone()), (json!(3), json!(7_500)));
+    let jobs = made.body["jobs"].as_array().unwrap().clone();
+    assert_eq!((jobs.len(), made.body["refused"].as_array().unwrap().len()), (3, 0));
+    let holds: std::collections::HashSet<&str> = jobs.iter().map(|j| j["hold_id"].as_str().unwrap()).collect();
+    assert_eq!(holds.len(), 3, "each job its own hold");
+    assert!(jobs.iter().all(|j| j["unit_price"] == "1.2" && j["max_price"] == "3"), "{jobs:?}");
+    assert_eq!(wallet().await.body["wallet"]["held"], "9");
+    let replay = app.call(Method::POST, "/v1/batches", Some(&c.key), Some(batch(3)), Some("batch-1")).await;
+    assert_eq!((replay.status, replay.replayed.as_deref(), replay.body["jobs"].clone()), (StatusCode::CREATED, Some("true"), made.body["jobs"].clone()));
+    assert_eq!(wallet().await.body["wallet"]["held"], "9", "a replay holds nothing more");
+
+    for job in &jobs {
+        let job_id = job["job_id"].as_str().unwrap();
+        let claimed = app.post(&format!("/v1/jobs/{job_id}/claim"), Some(&s.who.key), json!({"worker_id": "wrk-1"})).await;
+        assert_eq!(claimed.status, StatusCode::OK, "{:?}", claimed.body);
+        let done = app.post(&format!("/v1/jobs/{job_id}/complete"), Some(&s.who.key), completion(&claimed.body, &s, "wrk-1")).await;
+        assert_eq!((done.status, done.body["receipt"]["price"].clone()), (StatusCode::OK, json!("1.8")), "1.5 GPU-seconds at 1.2: {:?}", done.body);
+    }
+    settle_now(&app).await;
+    let mut receipts = std::collections::HashSet::new();
+    for job in &jobs {
+        let settled = app.get(&format!("/v1/jobs/{}", job["job_id"].as_str().unwrap()), Some(&c.key)).await;
+        assert_eq!(settled.body["status"]["state"], "settled", "{:?}", settled.body);
+        assert!(receipts.insert(settled.body["settlement"]["receipt_id"].as_str().unwrap().to_string()), "each job its own receipt and settlement");
+    }
+    // 20 - 3 x 1.8 paid; nothing held.
+    assert_eq!(wallet().await.body["wallet"], json!({"available": "14.6", "held": "0"}));
+    let small = app.call(Method::POST, "/v1/batches", Some(&c.key), Some(batch(2)), Some("batch-2")).await;
+    assert_eq!((small.status, small.body["quote"]["terms"]["breakdown"]["batch_bps"].clone()), (StatusCode::CREATED, json!(10_000)), "below the minimum, no discount: {:?}", small.body);
+}
+
 macro_rules! api_suite {
     ($backend:ident, $factory:expr) => {
         mod $backend {
@@ -875,6 +957,7 @@ macro_rules! api_suite {
             case!(the_explorer_reads_are_public_paged_and_filtered);
             case!(providers_build_reputation_from_measured_facts);
             case!(listing_queues_are_bounded_ordered_and_preemptible);
+            case!(batches_get_their_discount_and_settle_job_by_job);
         }
     };
 }

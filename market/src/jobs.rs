@@ -19,7 +19,7 @@ use aitbc_core::job::{transition, Event, JobState, JobStatus, TransitionError};
 use aitbc_core::jobspec::{JobOutput, JobSpec, JOB_TIMEOUT_MS_DEFAULT, JOB_TIMEOUT_MS_MAX, RESULT_VALUES_MAX};
 use aitbc_core::ledger::{AccountId, Applied, Transfer};
 use aitbc_core::money::{Amount, GpuMillis, Rate};
-use aitbc_core::pricing::Tier;
+use aitbc_core::pricing::{Tier, BATCH_JOBS_MAX};
 use aitbc_core::receipt::Receipt;
 use aitbc_core::values::{Address, HoldId, JobId, ListingId, ModelName, TransferId, WorkerId};
 use aitbc_store::{keys, Condition, Item, StoreError, TxWrite};
@@ -133,6 +133,51 @@ pub struct SubmitJob {
     pub spec: JobSpec,
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+}
+
+/// A batch of jobs in one request (`POST /v1/batches`): the terms they share and what each
+/// runs. Each job is priced for the batch (its listing's batch discount applies from its
+/// `min_batch_size` jobs) and gets its own hold, receipt and settlement.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBatch {
+    #[serde(default)]
+    pub model: Option<ModelName>,
+    /// The most GPU-seconds each job may use.
+    pub units: GpuMillis,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub gpu_id: Option<ListingId>,
+    #[serde(default)]
+    pub tier: Tier,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// 1..=100 jobs of one kind (and one model).
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100))]
+    pub specs: Vec<JobSpec>,
+}
+
+/// One job of a batch refused after the batch's checks passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchRefusal {
+    /// Its place in the batch's `specs`.
+    pub index: usize,
+    pub code: String,
+    pub status: u16,
+    pub detail: String,
+}
+
+/// A submitted batch: its quote (with the batch discount in its breakdown), its jobs in the
+/// order of the specs, and any refused.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchSubmitted {
+    pub quote: SignedQuote,
+    pub jobs: Vec<JobRecord>,
+    pub refused: Vec<BatchRefusal>,
 }
 
 /// The message a listing's queue carries: which job to claim.
@@ -250,6 +295,14 @@ impl Market {
 
     /// Submits a job for `caller` (a client); `idempotency_key` names the job.
     pub async fn submit_job(&self, caller: &Principal, submit: SubmitJob, idempotency_key: &str) -> Result<JobRecord, MarketError> {
+        // A batch's quote prices a job of that batch only (`submit_batch`).
+        if submit.quote.as_ref().is_some_and(|q| q.terms.batch_size > 1) {
+            return Err(MarketError::invalid("quote", "the quote prices a job of a batch: submit the batch to /v1/batches"));
+        }
+        self.submit_one(caller, submit, idempotency_key).await
+    }
+
+    async fn submit_one(&self, caller: &Principal, submit: SubmitJob, idempotency_key: &str) -> Result<JobRecord, MarketError> {
         caller.require(Role::Client)?;
         submit.spec.validate().map_err(|e| MarketError::invalid(format!("spec.{}", e.field), e.reason))?;
         let timeout_ms = submit.timeout_ms.unwrap_or(JOB_TIMEOUT_MS_DEFAULT);
@@ -288,6 +341,7 @@ impl Market {
                     tier: submit.tier,
                     duration_hours: 0,
                     kind: Some(kind),
+                    batch_size: 0,
                 };
                 self.quote_with_view(&input).await?
             }
@@ -396,6 +450,67 @@ impl Market {
             self.enqueue(&job).await?;
         }
         Ok(job)
+    }
+
+    /// Submits a batch of jobs in one request: one quote for all (with the listing's batch
+    /// discount when the batch is large enough), then each job as if submitted alone, with its
+    /// own hold, receipt and settlement, named by `<key>#batch-<i>`. What can be checked for
+    /// the whole batch (every spec, the price, the funds for every hold, the queue's room) is
+    /// checked before any hold; a job refused after that (a race for the same funds or room)
+    /// is listed in `refused`, the others stand.
+    pub async fn submit_batch(&self, caller: &Principal, batch: SubmitBatch, idempotency_key: &str) -> Result<BatchSubmitted, MarketError> {
+        caller.require(Role::Client)?;
+        let n = batch.specs.len();
+        if n == 0 || n > BATCH_JOBS_MAX as usize {
+            return Err(MarketError::invalid("specs", format!("give 1..={BATCH_JOBS_MAX} job specs")));
+        }
+        let kind = batch.specs[0].kind();
+        for (i, spec) in batch.specs.iter().enumerate() {
+            spec.validate().map_err(|e| MarketError::invalid(format!("specs[{i}].{}", e.field), e.reason))?;
+            if spec.kind() != kind || spec.model() != batch.specs[0].model() {
+                return Err(MarketError::invalid(format!("specs[{i}].kind"), "the jobs of a batch are of one kind (and one model): they share one quote"));
+            }
+        }
+        let model = match batch.specs[0].model() {
+            Some(spec_model) if batch.model.as_ref().is_some_and(|m| m != spec_model) => {
+                return Err(MarketError::invalid("model", format!("the jobs run {spec_model}; price them as that model")));
+            }
+            Some(spec_model) => Some(spec_model.clone()),
+            None => batch.model.clone(),
+        };
+        let input = QuoteInput {
+            model: model.clone(),
+            units: batch.units,
+            region: batch.region.clone(),
+            gpu_id: batch.gpu_id.clone(),
+            tier: batch.tier,
+            duration_hours: 0,
+            kind: Some(kind),
+            batch_size: n as u32,
+        };
+        let (quote, view) = self.quote_with_view(&input).await?;
+        let total = (0..n).try_fold(Amount::ZERO, |sum, _| sum.checked_add(quote.terms.max_price)).map_err(|e| MarketError::invalid("units", e.to_string()))?;
+        let (_, balance) = self.account(&AccountId::wallet(&caller.address)).await?;
+        if balance.available < total {
+            return Err(MarketError::InsufficientFunds(format!("the batch holds {total}; {} is available", balance.available)));
+        }
+        if view.room_counted && view.queue_room < n as i64 {
+            let room = self.listing_item(&view.listing.gpu_id).await?.int(crate::registry::ATTR_QUEUE_ROOM).unwrap_or(i64::MAX);
+            if room < n as i64 {
+                return Err(MarketError::QueueFull(format!("GPU listing {} has room for {} more jobs, not {n}; nothing was held", view.listing.gpu_id, room.max(0))));
+            }
+        }
+        let mut jobs = Vec::with_capacity(n);
+        let mut refused = Vec::new();
+        for (index, spec) in batch.specs.into_iter().enumerate() {
+            let submit = SubmitJob { quote: Some(quote.clone()), model: None, units: None, region: None, gpu_id: None, tier: batch.tier, spec, timeout_ms: batch.timeout_ms };
+            match self.submit_one(caller, submit, &format!("{idempotency_key}#batch-{index}")).await {
+                Ok(job) => jobs.push(job),
+                Err(e @ (MarketError::Internal(_) | MarketError::Unavailable(_))) => return Err(e),
+                Err(e) => refused.push(BatchRefusal { index, code: e.code().to_string(), status: e.status(), detail: e.to_string() }),
+            }
+        }
+        Ok(BatchSubmitted { quote, jobs, refused })
     }
 
     /// Puts a message for `job` on its listing's queue (duplicates are harmless: a claim of a

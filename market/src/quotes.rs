@@ -43,13 +43,18 @@ pub struct QuoteInput {
     pub duration_hours: u32,
     #[serde(default)]
     pub kind: Option<JobKind>,
+    /// Jobs submitted together in one batch (`POST /v1/batches`), for the listing's batch
+    /// discount; 0 for a single job.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 100))]
+    pub batch_size: u32,
 }
 
 impl QuoteInput {
     /// One GPU-second of `model` at the basic tier on any listing: a listing's current unit
     /// price (the market view, the explorer).
     pub fn one_second(model: ModelName) -> Self {
-        QuoteInput { model: Some(model), units: GpuMillis::from_seconds(1), region: None, gpu_id: None, tier: Tier::Basic, duration_hours: 0, kind: None }
+        QuoteInput { model: Some(model), units: GpuMillis::from_seconds(1), region: None, gpu_id: None, tier: Tier::Basic, duration_hours: 0, kind: None, batch_size: 0 }
     }
 }
 
@@ -66,6 +71,10 @@ pub struct QuoteTerms {
     pub units: GpuMillis,
     pub tier: Tier,
     pub duration_hours: u32,
+    /// The batch this quote prices a job of (0: a single job); only a batch of this many
+    /// jobs may use it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub batch_size: u32,
     /// AITBC per GPU-second.
     pub unit_price: Rate,
     /// What a job on this quote holds: `units x unit_price`.
@@ -93,6 +102,10 @@ pub(crate) struct DemandCache {
 
 /// Cached regions and listings per process, at most (the maps are cleared when full).
 pub const VIEW_CACHE_ENTRIES_MAX: usize = 10_000;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
 
 fn canonical(terms: &QuoteTerms) -> Vec<u8> {
     jcs::canonicalize(&serde_json::to_value(terms).expect("serializes")).expect("quote terms hold no floats")
@@ -192,7 +205,10 @@ impl Market {
             listing_utilization_bps: Self::utilization_bps(view),
         };
         let now = self.now_ms();
-        let request = QuoteRequest { model: input.model.clone(), units: input.units, tier: input.tier, duration_hours: input.duration_hours };
+        if input.batch_size > aitbc_core::pricing::BATCH_JOBS_MAX {
+            return Err(MarketError::invalid("batch_size", format!("at most {}", aitbc_core::pricing::BATCH_JOBS_MAX)));
+        }
+        let request = QuoteRequest { model: input.model.clone(), units: input.units, tier: input.tier, duration_hours: input.duration_hours, batch_size: input.batch_size };
         let priced = quote(&self.config.rate_card, &listing.terms(self), signals, now, &request, None)
             .map_err(|e| MarketError::invalid("units", e.to_string()))?;
         let terms = QuoteTerms {
@@ -203,6 +219,7 @@ impl Market {
             units: input.units,
             tier: input.tier,
             duration_hours: input.duration_hours,
+            batch_size: input.batch_size,
             unit_price: priced.unit_price,
             max_price: priced.max_price,
             breakdown: priced.breakdown,

@@ -162,6 +162,9 @@ pub struct Listing {
     pub sla: Sla,
     #[serde(default)]
     pub queue_config: QueueConfig,
+    /// Its batch discount (the guide's `enable_batch_processing`), if it offers one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<aitbc_core::pricing::BatchOffer>,
     pub status: ListingStatus,
     /// The queue its workers poll.
     pub queue: String,
@@ -196,6 +199,8 @@ pub struct NewListing {
     pub sla: Sla,
     #[serde(default)]
     pub queue_config: QueueConfig,
+    #[serde(default)]
+    pub batch: Option<aitbc_core::pricing::BatchOffer>,
 }
 
 fn one() -> u32 {
@@ -217,6 +222,7 @@ pub struct ListingPatch {
     pub params: Option<PricingParams>,
     pub availability: Option<Schedule>,
     pub queue_config: Option<QueueConfig>,
+    pub batch: Option<aitbc_core::pricing::BatchOffer>,
 }
 
 /// A listing with its live counters.
@@ -286,7 +292,7 @@ fn key_guard(key_id: &KeyId) -> Key {
 impl Listing {
     pub fn terms(&self, market: &Market) -> ListingTerms {
         let time_zone = market.config.regions.get(&self.region).copied().unwrap_or(chrono_tz::UTC);
-        ListingTerms { base: Rate::per_hour(self.base_price), strategy: self.strategy, params: self.params, time_zone }
+        ListingTerms { base: Rate::per_hour(self.base_price), strategy: self.strategy, params: self.params, time_zone, batch: self.batch }
     }
 
     pub fn serves_model(&self, model: &ModelName) -> bool {
@@ -374,6 +380,9 @@ impl Market {
             return Err(invalid("sla", format!("response_time_s must be 1..={SLA_RESPONSE_S_MAX}, penalty_rate_bps at most 10000")));
         }
         new.queue_config.validate()?;
+        if let Some(offer) = &new.batch {
+            offer.validate().map_err(|e| invalid("batch", e.to_string()))?;
+        }
         let max_concurrent_jobs = new.max_concurrent_jobs.unwrap_or(new.count);
         if !(1..=LISTING_CONCURRENT_JOBS_MAX).contains(&max_concurrent_jobs) {
             return Err(invalid("max_concurrent_jobs", format!("must be 1..={LISTING_CONCURRENT_JOBS_MAX}")));
@@ -400,6 +409,7 @@ impl Market {
             max_concurrent_jobs,
             sla: new.sla,
             queue_config: new.queue_config,
+            batch: new.batch,
             status: ListingStatus::Active,
             created_at_ms: self.now_ms(),
         };
@@ -525,6 +535,10 @@ impl Market {
             config.validate()?;
             room_delta = i64::from(config.max_queue_size) - i64::from(listing.queue_config.max_queue_size);
             listing.queue_config = config;
+        }
+        if let Some(offer) = patch.batch {
+            offer.validate().map_err(|e| invalid("batch", e.to_string()))?;
+            listing.batch = Some(offer);
         }
         listing.strategy = patch.strategy.unwrap_or(listing.strategy);
         listing.status = patch.status.unwrap_or(listing.status);

@@ -1,4 +1,5 @@
 //! A randomized, seeded (reproducible) simulation of the marketplace with the scheduler: jobs
+//! (some submitted in batches at the listings' batch discount, some on ordered, small queues)
 //! that complete, fail (retryable or not), are cancelled or never claimed; workers that crash
 //! (leases lapse) and deliveries that repeat (double claims, double completions); a scheduler
 //! that crashes mid-batch (failpoints) and runs again. When everything has ended and settled:
@@ -7,6 +8,8 @@
 //! job resolved with no hold pending. Some completions commit late (with the clock moved back
 //! into the range of a finished, not yet reconciled batch, as a stalled process or clock skew
 //! would): reconciliation, itself killed now and then, settles each of them exactly once.
+//! Clients rate settled jobs; every listing's and provider's reputation counters then equal the
+//! jobs' outcomes, and every queue is empty with all its room back.
 //!
 //! On SQLite at full size; on DynamoDB + SQS (moto_server, `AITBC_TEST_AWS_ENDPOINT`) smaller.
 //! `AITBC_SIM_SEED` replays a seed.
@@ -35,6 +38,10 @@ use std::sync::Arc;
 const START_MS: i64 = 1_769_284_800_000;
 const SEED_DEFAULT: u64 = 0x5eed_a17b;
 
+/// Every listing's batch offer: from 3 jobs, 20% off.
+const BATCH_MIN: u32 = 3;
+const BATCH_DISCOUNT_PERCENT: u32 = 20;
+
 /// The queue size of the listings that order their queues.
 const QUEUE_SIZE_SMALL: u32 = 12;
 
@@ -51,6 +58,8 @@ struct Params {
     in_flight_max: usize,
     /// Chance that a completion commits late (when a batch to be late for exists).
     late_chance: f64,
+    /// Chance that a submission is a batch of jobs.
+    batch_chance: f64,
 }
 
 /// What a job is meant to do when a worker has it.
@@ -102,6 +111,10 @@ struct Stats {
     ratings_refused: usize,
     /// Claims that an ordered queue answered with another job than the one named.
     reordered: usize,
+    /// Batches tried, jobs submitted in batches, and those priced with the batch discount.
+    batch_keys: usize,
+    batch_jobs: usize,
+    discounted: usize,
 }
 
 fn receipt_for(job: &JobRecord, key: &NamedSigningKey, worker: &WorkerId, units_ms: u64, now_ms: i64) -> Completion {
@@ -120,6 +133,7 @@ struct Sim {
     stats: Stats,
     in_flight_max: usize,
     late_chance: f64,
+    batch_chance: f64,
     /// Jobs completed late.
     late: HashSet<JobId>,
     /// Ratings given, by job.
@@ -145,6 +159,7 @@ impl Sim {
                 "sla": {"response_time_s": 30, "penalty_rate_bps": 2500 + 2500 * (n as u32 % 3)},
                 // Every other listing orders its queue (claims then take its first job, not
                 // the one named) and holds few jobs (full queues refuse submissions).
+                "batch": {"min_batch_size": BATCH_MIN, "discount_percent": BATCH_DISCOUNT_PERCENT},
                 "queue_config": if n % 2 == 1 {
                     serde_json::json!({"priority": "weighted_fair_share", "max_queue_size": QUEUE_SIZE_SMALL})
                 } else {
@@ -167,7 +182,7 @@ impl Sim {
             deposits.push((AccountId::wallet(&client.address), amount));
             clients.push(client);
         }
-        Sim { market, clock, rng, providers, clients, jobs: Vec::new(), deposits, stats: Stats::default(), in_flight_max: params.in_flight_max, late_chance: params.late_chance, late: HashSet::new(), ratings: HashMap::new() }
+        Sim { market, clock, rng, providers, clients, jobs: Vec::new(), deposits, stats: Stats::default(), in_flight_max: params.in_flight_max, late_chance: params.late_chance, batch_chance: params.batch_chance, late: HashSet::new(), ratings: HashMap::new() }
     }
 
     async fn heartbeats(&mut self) {
@@ -178,7 +193,56 @@ impl Sim {
         }
     }
 
+    fn plan(&mut self) -> (Plan, u32) {
+        let plan = match self.rng.gen_range(0..100) {
+            0..=54 => Plan::Complete,
+            55..=66 => Plan::FailRetryable,
+            67..=74 => Plan::FailPermanent,
+            75..=84 => Plan::Cancel,
+            _ => Plan::NeverClaimed,
+        };
+        (plan, if self.rng.gen_bool(0.2) { self.rng.gen_range(1..=3) } else { 0 })
+    }
+
+    /// A client submits a batch of 2..=4 jobs: one quote, with the listing's batch discount
+    /// from `BATCH_MIN` jobs on; each job then lives (and is paid for) on its own.
+    async fn submit_batch(&mut self) {
+        let client = self.rng.gen_range(0..self.clients.len());
+        let n = self.rng.gen_range(2..=4usize);
+        let units = format!("{}.{:03}", self.rng.gen_range(0..3), self.rng.gen_range(1..1000));
+        let batch: aitbc_market::jobs::SubmitBatch = serde_json::from_value(serde_json::json!({
+            "model": "llama3.2", "units": units, "region": "us-west",
+            "specs": vec![serde_json::json!({"kind": "vector_add", "n": 1024, "seed": 1}); n]
+        }))
+        .unwrap();
+        self.stats.batch_keys += 1;
+        let key = format!("sim-batch-{}", self.stats.batch_keys);
+        match self.market.submit_batch(&self.clients[client], batch, &key).await {
+            Ok(made) => {
+                let expected = if n >= BATCH_MIN as usize { 10_000 - 100 * BATCH_DISCOUNT_PERCENT } else { 10_000 };
+                assert_eq!(made.quote.terms.breakdown.batch_bps, expected, "batch of {n}");
+                self.stats.refused += made.refused.len();
+                for job in made.jobs {
+                    assert_eq!((job.unit_price, job.max_price), (made.quote.terms.unit_price, made.quote.terms.max_price));
+                    let provider = self.providers.iter().position(|p| p.gpu_id == job.gpu_id).expect("a known listing");
+                    let (plan, crashes) = self.plan();
+                    self.jobs.push(SimJob { id: job.job_id, plan, provider, crashes, client, done: false });
+                    self.stats.submitted += 1;
+                    self.stats.batch_jobs += 1;
+                    if n >= BATCH_MIN as usize {
+                        self.stats.discounted += 1;
+                    }
+                }
+            }
+            Err(MarketError::InsufficientFunds(_) | MarketError::NoCapacity(_) | MarketError::QueueFull(_)) => self.stats.refused += 1,
+            Err(e) => panic!("submit batch: {e:?}"),
+        }
+    }
+
     async fn submit(&mut self) {
+        if self.rng.gen_bool(self.batch_chance) {
+            return self.submit_batch().await;
+        }
         let client = self.rng.gen_range(0..self.clients.len());
         let plan = match self.rng.gen_range(0..100) {
             0..=54 => Plan::Complete,
@@ -559,7 +623,7 @@ async fn check(sim: &Sim) {
 async fn simulation_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let (store, queue) = aitbc_store::provision::sqlite(dir.path().join("sim.db"), &[], aitbc_store::queue_spec()).await.unwrap();
-    let params = Params { jobs: 2_000, clients: 40, providers: 3, submit_per_round: 24, drain_rounds_max: 12, in_flight_max: aitbc_market::settlement::SETTLE_IN_FLIGHT_MAX, late_chance: 0.05 };
+    let params = Params { jobs: 2_000, clients: 40, providers: 3, submit_per_round: 24, drain_rounds_max: 12, in_flight_max: aitbc_market::settlement::SETTLE_IN_FLIGHT_MAX, late_chance: 0.05, batch_chance: 0.08 };
     simulate(Arc::new(store), Arc::new(queue), params).await;
 }
 
@@ -569,7 +633,7 @@ async fn simulation_on_dynamodb_and_sqs() {
     let Some(backends) = aitbc_store::conformance::aws().await else { return };
     let store = backends.store().await;
     let queue = backends.queue(aitbc_store::queue_spec()).await;
-    let params = Params { jobs: 100, clients: 8, providers: 2, submit_per_round: 10, drain_rounds_max: 8, in_flight_max: 1, late_chance: 0.5 };
+    let params = Params { jobs: 100, clients: 8, providers: 2, submit_per_round: 8, drain_rounds_max: 8, in_flight_max: 1, late_chance: 0.5, batch_chance: 0.05 };
     simulate(store, queue, params).await;
 }
 
@@ -658,4 +722,5 @@ async fn check_queues(sim: &Sim) {
         assert!(entries.items.is_empty(), "listing {}: entries left {:?}", p.gpu_id, entries.items.iter().map(|i| &i.key.sk).collect::<Vec<_>>());
     }
     assert!(sim.stats.reordered > 0, "no claim was reordered: {:?}", sim.stats);
+    assert!(sim.stats.discounted > 0, "no job was priced with the batch discount: {:?}", sim.stats);
 }

@@ -1,4 +1,4 @@
-//! `aitbc job submit|status|result|cancel|rate|list`.
+//! `aitbc job submit|batch|status|result|cancel|rate|list`.
 
 use crate::home::read_bounded;
 use crate::output::{cell, pairs, table};
@@ -56,6 +56,29 @@ enum JobCommand {
         #[arg(long)]
         gpu_id: Option<String>,
         /// Names the job: a retry with the same key cannot pay twice [default: a fresh one].
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Submit a batch of jobs in one request: one quote for all, with the GPU's batch discount
+    /// when the batch is large enough; each job is held, receipted and settled on its own.
+    #[command(after_help = "Example:\n  aitbc job batch --spec samples/jobs/vector_add.json --copies 10 --units 2.5 --region us-west")]
+    Batch {
+        /// A job spec, a JSON file; repeat for more jobs (all of one kind).
+        #[arg(long, required = true)]
+        spec: Vec<PathBuf>,
+        /// Each spec this many times (1..=100 jobs in all).
+        #[arg(long, default_value_t = 1)]
+        copies: usize,
+        /// The most GPU-seconds each job may use.
+        #[arg(long)]
+        units: String,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        gpu_id: Option<String>,
+        /// Names the batch's jobs: a retry with the same key cannot pay twice [default: a fresh one].
         #[arg(long)]
         idempotency_key: Option<String>,
     },
@@ -165,6 +188,41 @@ pub async fn run(args: JobArgs, ctx: Ctx) -> Result<(), CliError> {
                     );
                 }
                 None => return Err(CliError::Failed(format!("job {job_id} {}: {}", cell(&r["state"]), cell(&r["failure"]["reason"])))),
+            }
+        }
+        JobCommand::Batch { spec, copies, units, model, region, gpu_id, idempotency_key } => {
+            let mut specs = Vec::new();
+            for path in &spec {
+                let one: Value = serde_json::from_str(&read_bounded(path, "spec file")?).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+                specs.extend(std::iter::repeat_n(one, copies));
+            }
+            let mut body = json!({ "specs": specs, "units": units });
+            match gpu_id {
+                Some(g) => body["gpu_id"] = json!(g),
+                None => body["region"] = json!(region.unwrap_or_else(|| "us-west".into())),
+            }
+            if let Some(m) = model {
+                body["model"] = json!(m);
+            }
+            let key = idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let made: Value = client.post_idempotent("/v1/batches", &body, &key).await?;
+            if ctx.json {
+                crate::output::json(&made);
+                return Ok(());
+            }
+            let terms = &made["quote"]["terms"];
+            let discount = terms["breakdown"]["batch_bps"].as_u64().map_or(0, |b| 100 - b / 100);
+            println!(
+                "Batch of {} on GPU {} (Idempotency-Key {key}): {} AITBC/GPU-second each, {discount}% batch discount, {} AITBC held per job",
+                made["jobs"].as_array().map_or(0, Vec::len),
+                cell(&terms["gpu_id"]),
+                cell(&terms["unit_price"]),
+                cell(&terms["max_price"])
+            );
+            let rows: Vec<Vec<String>> = made["jobs"].as_array().cloned().unwrap_or_default().iter().map(|j| vec![cell(&j["job_id"]), cell(&j["status"]["state"]), cell(&j["max_price"])]).collect();
+            table(&["JOB ID", "STATE", "HELD"], &rows);
+            for r in made["refused"].as_array().cloned().unwrap_or_default() {
+                eprintln!("job {} of the batch refused: {} ({})", cell(&r["index"]), cell(&r["detail"]), cell(&r["code"]));
             }
         }
         JobCommand::Status { job_id } => print_job(&ctx, &client.job(&job_id).await?),

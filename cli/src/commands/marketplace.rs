@@ -63,7 +63,7 @@ fn reputation_pairs(r: &Value) -> Vec<(&'static str, String)> {
 }
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  aitbc marketplace gpu register --name \"My-GPU\" --memory 24 --cuda-version 12.1 --base-price 0.05 --region us-west\n  aitbc marketplace gpu list --region us-west\n  aitbc marketplace gpu update --gpu-id gpu-0192... --strategy utilization-guard")]
+#[command(after_help = "Examples:\n  aitbc marketplace gpu register --name \"My-GPU\" --memory 24 --cuda-version 12.1 --base-price 0.05 --region us-west\n  aitbc marketplace gpu list --region us-west\n  aitbc marketplace gpu update --gpu-id gpu-0192... --strategy utilization-guard\n  aitbc marketplace gpu update --gpu-id gpu-0192... --batch-min-size 10 --batch-discount 30")]
 pub struct GpuArgs {
     #[command(subcommand)]
     command: GpuCommand,
@@ -171,6 +171,12 @@ enum GpuCommand {
         /// active or paused.
         #[arg(long)]
         status: Option<String>,
+        /// Batch processing: batches of at least this many jobs (2..=100) get --batch-discount.
+        #[arg(long, requires = "batch_discount")]
+        batch_min_size: Option<u32>,
+        /// Batch processing: percent off each job of a large enough batch (0..=100).
+        #[arg(long, requires = "batch_min_size")]
+        batch_discount: Option<u32>,
     },
 }
 
@@ -360,7 +366,7 @@ async fn gpu_run(args: GpuArgs, ctx: Ctx) -> Result<(), CliError> {
             }
             Ok(())
         }
-        GpuCommand::Update { gpu_id, strategy, base_price, status } => {
+        GpuCommand::Update { gpu_id, strategy, base_price, status, batch_min_size, batch_discount } => {
             let mut patch = serde_json::Map::new();
             if let Some(s) = strategy {
                 patch.insert("strategy".into(), json!(s.name()));
@@ -371,14 +377,20 @@ async fn gpu_run(args: GpuArgs, ctx: Ctx) -> Result<(), CliError> {
             if let Some(s) = status {
                 patch.insert("status".into(), json!(s));
             }
+            if let (Some(size), Some(percent)) = (batch_min_size, batch_discount) {
+                patch.insert("batch".into(), json!({ "min_batch_size": size, "discount_percent": percent }));
+            }
             if patch.is_empty() {
-                return Err(CliError::Usage("nothing to update: give --strategy, --base-price or --status".into()));
+                return Err(CliError::Usage("nothing to update: give --strategy, --base-price, --status or --batch-min-size with --batch-discount".into()));
             }
             let l: Value = ctx.authed()?.patch(&format!("/v1/listings/{gpu_id}"), &Value::Object(patch)).await?;
             if ctx.json {
                 crate::output::json(&l);
             } else {
                 println!("Updated GPU {}: strategy {}, base price {} AITBC/GPU-hour, status {}", cell(&l["gpu_id"]), cell(&l["strategy"]), cell(&l["base_price"]), cell(&l["status"]));
+                if l["batch"].is_object() {
+                    println!("Batches of {} jobs or more: {}% off", cell(&l["batch"]["min_batch_size"]), cell(&l["batch"]["discount_percent"]));
+                }
             }
             Ok(())
         }

@@ -10,7 +10,7 @@ use aitbc_core::job::JobState;
 use aitbc_core::jobspec::JobOutput;
 use aitbc_core::receipt::Receipt;
 use aitbc_core::values::{JobId, WorkerId};
-use aitbc_market::jobs::{Completion, Failure, JobRecord, SubmitJob};
+use aitbc_market::jobs::{BatchSubmitted, Completion, Failure, JobRecord, SubmitBatch, SubmitJob};
 use aitbc_market::reputation::{JobRating, RateJob};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/jobs", post(submit).get(list))
+        .route("/v1/batches", post(submit_batch))
         .route("/v1/jobs/{job_id}", get(get_one))
         .route("/v1/jobs/{job_id}/result", get(result))
         .route("/v1/jobs/{job_id}/cancel", post(cancel))
@@ -36,7 +37,7 @@ pub fn router() -> Router<AppState> {
 
 /// The group's operations in the OpenAPI document (`crate::openapi`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(submit, list, get_one, result, cancel, claim, start, heartbeat, complete, fail, release, chunk, rate, rating))]
+#[openapi(paths(submit, submit_batch, list, get_one, result, cancel, claim, start, heartbeat, complete, fail, release, chunk, rate, rating))]
 pub(crate) struct Paths;
 
 /// Submit a job (client): holds its maximum price in escrow and queues it on a listing.
@@ -52,6 +53,23 @@ async fn submit(State(s): State<AppState>, Auth(caller): Auth, IdempotencyKey(ke
     let key = key.ok_or_else(|| ApiError::invalid("Idempotency-Key", "submitting a job needs an Idempotency-Key header (it names the job, so a retry cannot pay twice)"))?;
     let job = s.market.submit_job(&caller, body, &key).await?;
     Ok((StatusCode::CREATED, Json(job)))
+}
+
+/// Submit a batch of jobs in one request (client): one quote for all, with the listing's batch
+/// discount from its `min_batch_size` jobs; each job gets its own hold, receipt and settlement.
+/// Funds for every hold and the queue's room are checked before anything is held.
+#[utoipa::path(
+    post,
+    path = "/v1/batches",
+    params(("Idempotency-Key" = String, Header, description = "Names the batch's jobs (`<key>#batch-<i>`), so a retried batch cannot pay twice; the same key and body replay the first answer")),
+    request_body = SubmitBatch,
+    responses((status = 201, description = "The batch's quote, its jobs (queued) and any refused", body = BatchSubmitted), AuthErrors, BodyErrors, Forbidden, NotFound, PaymentRequired, Conflict, StoreErrors),
+    security(("bearer" = []))
+)]
+async fn submit_batch(State(s): State<AppState>, Auth(caller): Auth, IdempotencyKey(key): IdempotencyKey, ApiJson(body): ApiJson<SubmitBatch>) -> ApiResult<(StatusCode, Json<BatchSubmitted>)> {
+    let key = key.ok_or_else(|| ApiError::invalid("Idempotency-Key", "submitting a batch needs an Idempotency-Key header (it names the jobs, so a retry cannot pay twice)"))?;
+    let batch = s.market.submit_batch(&caller, body, &key).await?;
+    Ok((StatusCode::CREATED, Json(batch)))
 }
 
 /// The caller's jobs, newest first.

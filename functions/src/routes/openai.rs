@@ -296,6 +296,7 @@ async fn answer(s: AppState, caller: Principal, key: Option<String>, submit: Sub
             tier: submit.tier,
             duration_hours: 0,
             kind: Some(aitbc_core::jobspec::JobKind::TextGeneration),
+            batch_size: 0,
         })
         .await?;
         if quote.terms.max_price > limit {
