@@ -23,18 +23,12 @@ cargo build --release --locked -p aitbc-inference --example ttft
 bin="${CARGO_TARGET_DIR:-$root/target}/release/aitbc"
 ttft="${CARGO_TARGET_DIR:-$root/target}/release/examples/ttft"
 
-work=$(mktemp -d)
-up_pid=
-cleanup() {
-    if [ -n "$up_pid" ]; then kill "$up_pid" 2>/dev/null || true; wait "$up_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source=lib/model-market.sh
 source "$root/scripts/lib/model-market.sh"
+open_model_market_work
 start_model_market
 platform=$("$py" scripts/bench/chat_stream.py "$api" "$system" "$question" "$max_tokens" "$runs")
-kill "$up_pid"; wait "$up_pid" 2>/dev/null || true; up_pid=
+stop_model_market
 engine=$("$ttft" "$model" "$system" "$question" "$max_tokens" "$runs")
 
 "$py" - "$engine" "$platform" "$runs" <<'PY'

@@ -20,16 +20,9 @@ pytest_version=9.2.0
 bin=${AITBC_BIN:-"${CARGO_TARGET_DIR:-$root/target}/debug/aitbc"}
 model=${AITBC_TEST_MODEL:?the default model file (scripts/setup-inference.sh prints AITBC_TEST_MODEL)}
 
-work=$(mktemp -d)
-up_pid=
-cleanup() {
-    if [ -n "$up_pid" ]; then kill "$up_pid" 2>/dev/null || true; wait "$up_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
 # shellcheck source=lib/model-market.sh
 source "$root/scripts/lib/model-market.sh"
+open_model_market_work
 start_model_market
 export AITBC_API="$api"
 

@@ -1,9 +1,20 @@
 # Sourced by scripts that need `aitbc up` serving the default model: starts it in $work with a
 # provider home whose worker loads $model (linked in; `aitbc up` checks its sha256), registers a
 # listing through the CLI as the guide has it, and waits until GET /v1/models lists the model.
-# Needs: bin, py, model, work (a temporary directory the caller removes). Sets: api, up_pid,
-# provider_home. The caller's EXIT trap must stop $up_pid.
+# Needs: bin, py, model, and $work from open_model_market_work. Sets: api, up_pid, provider_home.
 # shellcheck shell=bash
+
+# A temporary directory in $work; on exit the `aitbc up` started here stops and $work goes.
+open_model_market_work() {
+    work=$(mktemp -d)
+    up_pid=
+    trap 'stop_model_market; rm -rf "$work"' EXIT
+}
+
+stop_model_market() {
+    if [ -n "$up_pid" ]; then kill "$up_pid" 2>/dev/null || true; wait "$up_pid" 2>/dev/null || true; fi
+    up_pid=
+}
 
 start_model_market() {
     local port
