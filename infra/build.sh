@@ -12,7 +12,7 @@
 #
 # Profile `lambda` (workspace Cargo.toml): opt-level "s", thin LTO, one codegen unit, stripped.
 # The binaries:
-#   aitbc-registry aitbc-pricing aitbc-jobs aitbc-receipts aitbc-accounts  (functions, feature lambda)
+#   aitbc-registry aitbc-pricing aitbc-jobs aitbc-receipts aitbc-accounts aitbc-chat  (functions, feature lambda)
 #   aitbc-scheduler-lambda                                                  (scheduler, feature lambda)
 # The scheduler's is skipped, with a message, when scheduler/Cargo.toml does not declare it yet.
 #
@@ -24,7 +24,7 @@ root=$(pwd)
 
 ZIP_BYTES_MAX=$((8 * 1024 * 1024))
 GLIBC_MAX="2.34"     # Amazon Linux 2023, the provided.al2023 runtime
-FUNCTIONS_BINS=(aitbc-registry aitbc-pricing aitbc-jobs aitbc-receipts aitbc-accounts)
+FUNCTIONS_BINS=(aitbc-registry aitbc-pricing aitbc-jobs aitbc-receipts aitbc-accounts aitbc-chat)
 SCHEDULER_BIN=aitbc-scheduler-lambda
 
 arch_arg=${1:-arm64}

@@ -30,18 +30,29 @@ pub enum Group {
     Jobs,
     Receipts,
     Accounts,
+    /// The OpenAI-compatible API. Its own group because its answers stream: on AWS it is served
+    /// by a Lambda function URL in response-streaming mode, which API Gateway's HTTP API cannot
+    /// do (`lambda::serve`, infra/template.yaml `ChatFunctionUrl`).
+    Chat,
 }
 
 impl Group {
-    pub const ALL: [Group; 5] = [Group::Registry, Group::Pricing, Group::Jobs, Group::Receipts, Group::Accounts];
+    pub const ALL: [Group; 6] = [Group::Registry, Group::Pricing, Group::Jobs, Group::Receipts, Group::Accounts, Group::Chat];
+
+    /// Whether the group's Lambda streams its answers (a function URL in `RESPONSE_STREAM`
+    /// mode) rather than answering API Gateway with one buffered response.
+    pub fn streams(self) -> bool {
+        matches!(self, Group::Chat)
+    }
 
     fn routes(self) -> Router<AppState> {
         match self {
             Group::Registry => routes::registry::router(),
             Group::Pricing => routes::pricing::router(),
-            Group::Jobs => routes::jobs::router().merge(routes::openai::router()),
+            Group::Jobs => routes::jobs::router(),
             Group::Receipts => routes::receipts::router().merge(routes::explorer::router()),
             Group::Accounts => routes::accounts::router(),
+            Group::Chat => routes::openai::router(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The Lambda side: build the shared state once from the environment (clients in `main`, shared
-//! through router state), then hand one group's router to `lambda_http`. The router is the same
-//! one the local server and the tests use; only this glue is Lambda's.
+//! through router state), then hand one group's router to `lambda_http`: buffered behind API
+//! Gateway, or streamed behind a function URL for the group whose answers stream (chat). The
+//! router is the same one the local server and the tests use; only this glue is Lambda's.
 //!
 //! Environment: the AWS adapters' (`AWS_REGION`, `AWS_ENDPOINT_URL`, `AITBC_TABLE_PREFIX`), the
 //! marketplace's signing key file contents in `AITBC_SIGNING_KEY` (JSON, from a secret), and
@@ -84,5 +85,17 @@ pub async fn serve(group: Group) -> Result<(), lambda_http::Error> {
         tracing::error!(error = %e, "cannot start");
         lambda_http::Error::from(e)
     })?;
-    lambda_http::run(router_for(group, state)).await
+    run(group, router_for(group, state)).await
+}
+
+/// Hands `router` to the Lambda runtime as `group` is deployed: API Gateway's buffered
+/// request/response, or, for a group that [`Group::streams`], response streaming behind a
+/// function URL. Streaming sends the status and headers first, then each body frame as the
+/// router yields it (server-sent events reach the client as the worker produces tokens).
+pub async fn run(group: crate::app::Group, router: axum::Router) -> Result<(), lambda_http::Error> {
+    if group.streams() {
+        lambda_http::run_with_streaming_response(router).await
+    } else {
+        lambda_http::run(router).await
+    }
 }

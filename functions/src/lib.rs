@@ -9,6 +9,7 @@
 //! | pricing | `GET /v1/rate-card`, `POST /v1/quotes`, `GET /v1/market`, `GET /v1/openapi.json` |
 //! | jobs | `POST|GET /v1/jobs`, `POST /v1/batches`, `GET /v1/jobs/{id}`, `GET /v1/jobs/{id}/result`, `POST /v1/jobs/{id}/{claim,start,heartbeat,complete,fail,release,cancel}`, `POST|GET /v1/jobs/{id}/rating` |
 //! | receipts | `GET /v1/receipts`, `GET /v1/receipts/{id}`, `POST /v1/receipts/verify`, `GET /v1/keys` |
+//! | chat | `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions` (streamed: on AWS a function URL, not API Gateway) |
 //!
 //! Every route's parameters, bodies, answers and errors are in the OpenAPI 3.1 document that
 //! [`openapi`] builds from the handlers: served at `GET /v1/openapi.json`, committed as
@@ -25,4 +26,4 @@ pub mod telemetry;
 pub use app::{local_router, router_for, serve, AppState, Group};
 
 /// The function groups, each deployed as its own Lambda and merged for local serving.
-pub const FUNCTION_GROUPS: [&str; 5] = ["registry", "pricing", "jobs", "receipts", "accounts"];
+pub const FUNCTION_GROUPS: [&str; 6] = ["registry", "pricing", "jobs", "receipts", "accounts", "chat"];

@@ -50,9 +50,10 @@ fn group_document(group: Group) -> Document {
     let (name, mut document) = match group {
         Group::Registry => ("registry", routes::registry::Paths::openapi()),
         Group::Pricing => ("pricing", routes::pricing::Paths::openapi()),
-        Group::Jobs => ("jobs", routes::jobs::Paths::openapi().merge_from(routes::openai::Paths::openapi())),
+        Group::Jobs => ("jobs", routes::jobs::Paths::openapi()),
         Group::Receipts => ("receipts", routes::receipts::Paths::openapi().merge_from(routes::explorer::Paths::openapi())),
         Group::Accounts => ("accounts", routes::accounts::Paths::openapi()),
+        Group::Chat => ("chat", routes::openai::Paths::openapi()),
     };
     for (_, operation) in operations(&mut document) {
         operation.tags = Some(vec![name.to_string()]);
@@ -460,8 +461,7 @@ mod tests {
             ("receipts", include_str!("routes/receipts.rs")),
             // The explorer's routes are merged into the receipts group.
             ("receipts", include_str!("routes/explorer.rs")),
-            // The OpenAI-compatible routes are merged into the jobs group.
-            ("jobs", include_str!("routes/openai.rs")),
+            ("chat", include_str!("routes/openai.rs")),
             ("accounts", include_str!("routes/accounts.rs")),
         ];
         let groups: BTreeSet<&str> = sources.iter().map(|(g, _)| *g).collect();

@@ -301,12 +301,11 @@ fn template_routes(t: &Value) -> Vec<Route> {
 fn source_routes() -> Vec<Route> {
     let mut routes = Vec::new();
     for group in aitbc_functions::FUNCTION_GROUPS {
-        // The explorer's routes are merged into the receipts group (`app::Group::routes`).
-        // The OpenAI-compatible routes are merged into the jobs group.
+        // The explorer's routes are merged into the receipts group (`app::Group::routes`); the
+        // OpenAI-compatible routes are the chat group's.
         let files: &[&str] = match group {
             "receipts" => &["receipts", "explorer"],
-            // Served locally; their AWS routes (a streaming function URL) are not in the template yet.
-            "jobs" => &["jobs"],
+            "chat" => &["openai"],
             _ => &[group],
         };
         let src: String = files
@@ -355,10 +354,68 @@ fn source_routes() -> Vec<Route> {
     routes
 }
 
+/// The function URLs of the template, by the group of the function they serve: every path of
+/// such a URL reaches that function, so its group's routes need no API Gateway route.
+fn url_groups(t: &Value) -> BTreeMap<String, Value> {
+    let mut groups = BTreeMap::new();
+    for (logical, r) in resources_of_type(t, "AWS::Lambda::Url") {
+        let p = &r["Properties"];
+        let function = p["TargetFunctionArn"]["Fn::GetAtt"][0].as_str().unwrap_or_else(|| panic!("{logical}: TargetFunctionArn must be Fn::GetAtt [XFunction, Arn]"));
+        let group = function.strip_suffix("Function").unwrap_or_else(|| panic!("{function}")).to_lowercase();
+        assert!(groups.insert(group.clone(), p.clone()).is_none(), "two function URLs serve {group}");
+    }
+    groups
+}
+
+/// The routes each deployed path serves: API Gateway's routes, and each function URL's group's
+/// routes as the routers declare them.
+fn deployed_routes(t: &Value) -> Vec<Route> {
+    let urls = url_groups(t);
+    let mut routes = template_routes(t);
+    routes.extend(source_routes().into_iter().filter(|r| urls.contains_key(&r.group)));
+    routes.sort();
+    routes
+}
+
+/// The groups whose answers stream (`Group::streams`) are behind a function URL in
+/// response-streaming mode, with no API Gateway route (which would buffer them); every other
+/// group is behind API Gateway only.
+#[test]
+fn streaming_groups_are_served_by_streaming_function_urls_only() {
+    let t = template();
+    let urls = url_groups(&t);
+    let gateway: BTreeSet<String> = template_routes(&t).into_iter().map(|r| r.group).collect();
+    assert!(aitbc_functions::FUNCTION_GROUPS.iter().any(|g| group_named(g).streams()), "no group streams: the check below would be vacuous");
+    for group in aitbc_functions::FUNCTION_GROUPS {
+        if group_named(group).streams() {
+            let url = urls.get(group).unwrap_or_else(|| panic!("{group} streams but has no AWS::Lambda::Url"));
+            assert_eq!(url["InvokeMode"], "RESPONSE_STREAM", "{group}: {url}");
+            // The router authenticates every request with its API key, as behind API Gateway.
+            assert_eq!(url["AuthType"], "NONE", "{group}: {url}");
+            assert!(!gateway.contains(group), "{group} streams but API Gateway routes to it (its answers would be buffered)");
+            let function = format!("{}Function", group[..1].to_uppercase() + &group[1..]);
+            let timeout = as_u64(&resolve_maps(&t, &t["Resources"][&function]["Properties"]["Timeout"])).unwrap();
+            // The stream's bound (routes/openai.rs: twice a job's default time limit) fits.
+            assert!(timeout * 1000 > 2 * aitbc_core::jobspec::JOB_TIMEOUT_MS_DEFAULT, "{function} Timeout {timeout} s");
+            let permissions: Vec<&Value> = resources_of_type(&t, "AWS::Lambda::Permission")
+                .into_iter()
+                .map(|(_, r)| &r["Properties"])
+                .filter(|p| p["FunctionName"]["Ref"] == function.as_str())
+                .collect();
+            assert!(permissions.iter().any(|p| p["Action"] == "lambda:InvokeFunctionUrl" && p["FunctionUrlAuthType"] == "NONE"), "{function}: {permissions:?}");
+            assert!(permissions.iter().any(|p| p["Action"] == "lambda:InvokeFunction" && p["InvokedViaFunctionUrl"] == true), "{function}: {permissions:?}");
+        } else {
+            assert!(!urls.contains_key(group), "{group} does not stream but has a function URL");
+        }
+    }
+    assert!(t["Outputs"]["OpenAiBaseUrl"].is_object(), "the OpenAI clients' base URL is an output");
+}
+
 #[test]
 fn the_template_routes_are_the_routers_routes() {
+    let urls = url_groups(&template());
     let template = template_routes(&template());
-    let source = source_routes();
+    let source: Vec<Route> = source_routes().into_iter().filter(|r| !urls.contains_key(&r.group)).collect();
     assert!(source.len() >= 30, "the route reader found only {} routes: {source:?}", source.len());
     let t: BTreeSet<_> = template.iter().cloned().collect();
     let s: BTreeSet<_> = source.iter().cloned().collect();
@@ -379,6 +436,7 @@ fn group_named(name: &str) -> Group {
         "jobs" => Group::Jobs,
         "receipts" => Group::Receipts,
         "accounts" => Group::Accounts,
+        "chat" => Group::Chat,
         other => panic!("no function group {other}"),
     }
 }
@@ -415,8 +473,8 @@ async fn each_template_route_reaches_a_handler_of_its_group_only() {
     let dir = tempfile::tempdir().unwrap();
     let (store, queue) = aitbc_store::provision::sqlite(dir.path().join("m.db"), &[], queue_spec()).await.unwrap();
     let market = Market::new(Arc::new(store), Arc::new(queue), MarketConfig::default(), Settings::default(), test_key(), Arc::new(SystemClock));
-    let routes = template_routes(&template());
-    assert!(!routes.is_empty());
+    let routes = deployed_routes(&template());
+    assert!(routes.iter().any(|r| r.group == "chat"), "the function URL's routes are checked too");
     for route in &routes {
         for other in aitbc_functions::FUNCTION_GROUPS {
             let router = router_for(group_named(other), AppState { market: market.clone() });
@@ -1048,6 +1106,120 @@ async fn job_flow(api: &Client, worker: &RecordingQueue, log: &Log) -> Flow {
     Flow { gpu_id, job_id, steps: steps.into_inner().unwrap() }
 }
 
+/// A group's function URL: every path reaches its router (behind recording adapters), on a
+/// loopback port; returns a client of it.
+async fn serve_function_url(group: Group, store: Arc<dyn Store>, queue: Arc<dyn Queue>, aws: &AwsConfig, log: &Log) -> Client {
+    let name = aitbc_functions::FUNCTION_GROUPS.into_iter().find(|g| group_named(g) == group).expect("a named group");
+    let table_arn = format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}", aws.table_name());
+    let store = RecordingStore { inner: store, group: name, table_arn, log: log.clone() };
+    let queue = RecordingQueue { inner: queue, group: name, aws: aws.clone(), log: log.clone() };
+    let market = Market::new(Arc::new(store), Arc::new(queue), MarketConfig::default(), Settings::default(), test_key(), Arc::new(SystemClock));
+    let router = router_for(group, AppState { market });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    Client { base, http: reqwest::Client::new() }
+}
+
+/// A streamed chat completion through the chat group's function URL, answered by a worker
+/// through API Gateway's jobs routes: the client sees the worker's first pieces of text before
+/// the job completes, then the finish, the usage the receipt carries, and `[DONE]`.
+async fn chat_flow(api: &Client, chat: &Client, worker: &RecordingQueue) {
+    let (s, provider) = api.post("/v1/accounts", None, json!({"role": "provider"})).await;
+    assert_eq!(s, 201, "{provider}");
+    let pkey = provider["api_key"].as_str().unwrap().to_string();
+    let signing = NamedSigningKey::from_seed(KeyId::parse(&format!("prov-{}", &provider["address"].as_str().unwrap()[4..16])).unwrap(), [9; 32]);
+    let (s, body) = api.post("/v1/providers/keys", Some(&pkey), serde_json::to_value(signing.public()).unwrap()).await;
+    assert_eq!(s, 201, "{body}");
+    let listing = json!({"name": "Chat-GPU", "memory_gib": 24, "cuda_version": "12.1", "base_price": "0.05", "region": "us-west", "models": ["smollm2:135m"], "count": 1});
+    let (s, body) = api.call(reqwest::Method::POST, "/v1/listings", Some(&pkey), Some(listing), Some("chat-listing-1")).await;
+    assert_eq!(s, 201, "{body}");
+    let gpu_id = body["gpu_id"].as_str().unwrap().to_string();
+    // The worker reports the model loaded: only then is it served.
+    let (s, body) = api.post(&format!("/v1/listings/{gpu_id}/heartbeat"), Some(&pkey), json!({"worker_id": "wrk-chat", "models": ["smollm2:135m"]})).await;
+    assert_eq!(s, 200, "{body}");
+    let (s, client) = api.post("/v1/accounts", None, json!({"role": "client"})).await;
+    assert_eq!(s, 201, "{client}");
+    let ckey = client["api_key"].as_str().unwrap().to_string();
+    let caddr = client["address"].as_str().unwrap().to_string();
+    let (s, body) = api.call(reqwest::Method::POST, &format!("/v1/accounts/{caddr}/deposits"), Some(&ckey), Some(json!({"amount": "100"})), Some("chat-fund-1")).await;
+    assert_eq!(s, 201, "{body}");
+
+    // The models the function URL serves.
+    let (s, models) = chat.get("/v1/models", Some(&ckey)).await;
+    assert_eq!(s, 200, "{models}");
+    assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "smollm2:135m"), "{models}");
+
+    // The client's stream, read as it arrives.
+    let seen = Arc::new(Mutex::new(String::new()));
+    let request = chat.http.post(format!("{}/v1/chat/completions", chat.base)).bearer_auth(&ckey).json(&json!({
+        "model": "smollm2:135m", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "max_tokens": 16, "stream": true, "stream_options": {"include_usage": true}, "gpu_id": gpu_id,
+    }));
+    let reader = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["content-type"], "text/event-stream");
+            while let Some(bytes) = tokio::time::timeout(Duration::from_secs(30), response.chunk()).await.expect("the stream stalls").unwrap() {
+                seen.lock().unwrap().push_str(&String::from_utf8_lossy(&bytes));
+            }
+        })
+    };
+
+    // The worker takes the job off its listing's queue and runs it.
+    let mut messages = Vec::new();
+    for _ in 0..20 {
+        messages = worker.receive(&gpu_id, 1, Duration::from_secs(1), Duration::from_secs(30)).await.unwrap();
+        if !messages.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(messages.len(), 1, "the chat request's job is on the listing's queue");
+    let job_id = serde_json::from_str::<Value>(&messages[0].body).ok().and_then(|m| m["job_id"].as_str().map(String::from)).unwrap_or_else(|| panic!("{}", messages[0].body));
+    let (s, body) = api.post(&format!("/v1/jobs/{job_id}/claim"), Some(&pkey), json!({"worker_id": "wrk-chat"})).await;
+    assert_eq!(s, 200, "{body}");
+    let (s, body) = api.post(&format!("/v1/jobs/{job_id}/start"), Some(&pkey), json!({"worker_id": "wrk-chat"})).await;
+    assert_eq!(s, 200, "{body}");
+    let pieces = ["The capital of France", " is Paris."];
+    for (seq, text) in pieces.iter().enumerate() {
+        let (s, body) = api.post(&format!("/v1/jobs/{job_id}/chunks"), Some(&pkey), json!({"worker_id": "wrk-chat", "seq": seq, "text": text})).await;
+        assert_eq!(s, 204, "{body}");
+    }
+    // The pieces reach the client while the job is still running.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !seen.lock().unwrap().contains(" is Paris.") {
+        assert!(std::time::Instant::now() < deadline, "the streamed pieces did not arrive before completion: {}", seen.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!seen.lock().unwrap().contains("[DONE]"));
+
+    let (s, claimed) = api.get(&format!("/v1/jobs/{job_id}"), Some(&pkey)).await;
+    assert_eq!(s, 200, "{claimed}");
+    let text = pieces.concat();
+    let record: aitbc_market::jobs::JobRecord = serde_json::from_value(claimed).unwrap();
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let metered = aitbc_core::receipt::Metered { units: GpuMillis::from_millis(900), unit_type: aitbc_core::receipt::UnitType::CpuSeconds, tokens: Some((7, 6)) };
+    let receipt = serde_json::to_value(record.receipt_body(metered, now_s - 1, now_s).unwrap().sign(&signing).unwrap()).unwrap();
+    let output = json!({
+        "checksum": aitbc_core::jobspec::checksum_bytes(text.as_bytes()), "backend": "cpu", "device_ms": 900, "wall_ms": 1000,
+        "text": {"text": text, "finish_reason": "stop", "prompt_tokens": 7, "completion_tokens": 6, "load_ms": 0, "prefill_ms": 100, "decode_ms": 800, "device": "cpu"},
+    });
+    let (s, done) = api.post(&format!("/v1/jobs/{job_id}/complete"), Some(&pkey), json!({"worker_id": "wrk-chat", "receipt": receipt, "output": output})).await;
+    assert_eq!(s, 200, "{done}");
+    worker.delete(&gpu_id, &messages[0].receipt_handle).await.unwrap();
+
+    tokio::time::timeout(Duration::from_secs(30), reader).await.expect("the stream ends").unwrap();
+    let events: Vec<Value> = seen.lock().unwrap().lines().filter_map(|l| l.strip_prefix("data: ")).filter(|d| *d != "[DONE]").map(|d| serde_json::from_str(d).unwrap()).collect();
+    let streamed: String = events.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(streamed, text);
+    assert!(events.iter().any(|e| e["choices"][0]["finish_reason"] == "stop"), "{events:?}");
+    let usage = events.iter().rev().find(|e| e["usage"].is_object()).unwrap_or_else(|| panic!("no usage chunk: {events:?}"));
+    assert_eq!((usage["usage"]["prompt_tokens"].as_u64(), usage["usage"]["completion_tokens"].as_u64(), usage["usage"]["total_tokens"].as_u64()), (Some(7), Some(6), Some(13)));
+    assert!(seen.lock().unwrap().trim_end().ends_with("data: [DONE]"), "{}", seen.lock().unwrap());
+}
+
 /// Serves the template's routes over `store` and `queue`, each group's router behind recording
 /// adapters, on a loopback port; returns a client of it.
 async fn serve_gateway(t: &Value, store: Arc<dyn Store>, queue: Arc<dyn Queue>, aws: &AwsConfig, log: &Log) -> Client {
@@ -1117,6 +1289,9 @@ async fn the_stack_on_moto_serves_the_api_flow_within_each_roles_rights() {
     let worker = RecordingQueue { inner: queue.clone(), group: "worker", aws: aws.clone(), log: log.clone() };
     let flow = job_flow(&api, &worker, &log).await;
     let (gpu_id, job_id) = (flow.gpu_id.clone(), flow.job_id.clone());
+    // The OpenAI API behind the chat group's function URL, streamed, over the same resources.
+    let chat = serve_function_url(Group::Chat, store.clone(), queue.clone(), &aws, &log).await;
+    chat_flow(&api, &chat, &worker).await;
     // A path no route names never reaches a function.
     let (s, _) = api.get("/v1/admin/secrets", None).await;
     assert_eq!(s, 404);
@@ -1148,6 +1323,7 @@ async fn the_stack_on_moto_serves_the_api_flow_within_each_roles_rights() {
         ("jobs", "JobsRole"),
         ("receipts", "ReceiptsRole"),
         ("accounts", "AccountsRole"),
+        ("chat", "ChatRole"),
         ("worker", "WorkerQueueRole"),
         ("scheduler", "SchedulerRole"),
     ]
@@ -1180,6 +1356,8 @@ async fn the_stack_on_moto_serves_the_api_flow_within_each_roles_rights() {
         ("PricingRole", call("pricing", "dynamodb:Scan", d.table_arn(), None)),
         ("JobsRole", call("jobs", "sqs:CreateQueue", queue_arn.clone(), None)),
         ("JobsRole", call("jobs", "sqs:ReceiveMessage", queue_arn.clone(), None)),
+        ("ChatRole", call("chat", "sqs:ReceiveMessage", queue_arn.clone(), None)),
+        ("ChatRole", call("chat", "sqs:CreateQueue", queue_arn.clone(), None)),
         ("AccountsRole", call("accounts", "sqs:SendMessage", queue_arn.clone(), None)),
         ("RegistryRole", call("registry", "dynamodb:DeleteTable", d.table_arn(), None)),
         ("RegistryRole", call("registry", "sqs:CreateQueue", d.queue_arn("someone-elses-queue"), None)),
