@@ -5,6 +5,7 @@
 #     installed from a wheel built once and cached in .cache/wheels (building llama.cpp from the
 #     sdist takes minutes on 2 cores; GGML_NATIVE=OFF with AVX2/FMA/F16C so the wheel runs on any
 #     x86-64 CI machine with AVX2, like this one);
+#     llama-cpp-python's server dependencies (the upstream models' tests);
 #  2. the default model through scripts/models.sh.
 # Prints the environment the tests read; `eval "$(scripts/setup-inference.sh)"` applies it.
 #
@@ -45,6 +46,12 @@ if ! "$py" -c "import llama_cpp" 2>/dev/null; then
     fi
     # Its runtime dependencies (numpy, typing-extensions, diskcache, jinja2) from PyPI.
     "${pip[@]}" "$wheel" >&2
+fi
+# llama-cpp-python's OpenAI-compatible server (its `server` extra), which the worker's upstream
+# models are tested against (worker/tests/upstream.rs).
+if ! "$py" -c "import llama_cpp.server.app, uvicorn" 2>/dev/null; then
+    echo "setup-inference: installing llama-cpp-python's server dependencies into $venv" >&2
+    "${pip[@]}" "uvicorn==0.55.0" "fastapi==0.165.0" "pydantic-settings==2.16.3" "sse-starlette==3.7.1" "starlette-context==0.3.6" "PyYAML>=5.1" >&2
 fi
 model=$(PYTHON="$py" scripts/models.sh)
 echo "export AITBC_TEST_PYTHON=$py"

@@ -27,6 +27,9 @@ pub const ATTEMPT_MAX: u32 = 100;
 pub const TIMESTAMP_S_MIN: i64 = 1_577_836_800;
 pub const TIMESTAMP_S_MAX: i64 = 7_258_118_400;
 
+/// What `JobOutput::backend` says of a model served by the provider's own inference server.
+pub const UPSTREAM_BACKEND: &str = "upstream";
+
 /// What a receipt's units measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -36,6 +39,10 @@ pub enum UnitType {
     GpuSeconds,
     /// CPU time of the threads that ran the job, on a machine without a GPU (version 2).
     CpuSeconds,
+    /// Elapsed time of the request to the provider's own OpenAI-compatible inference server (an
+    /// upstream model, version 2): the worker cannot see inside that server, so it meters the
+    /// wall-clock time the server took to answer, and says so.
+    WallSeconds,
 }
 
 /// Everything a receipt says, without its signatures: the part that is signed.
@@ -169,15 +176,17 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for Receipt {
 }
 
 impl UnitType {
-    /// What a backend's time is: GPU-seconds on CUDA, CPU-seconds on anything else (the CPU
-    /// backend, and the CPU inference engine).
+    /// What a backend's time is: GPU-seconds on CUDA, wall-clock seconds of an upstream
+    /// server's answer, CPU-seconds on anything else (the CPU backend, and the CPU inference
+    /// engine).
     pub fn metered_by(backend: &str) -> UnitType {
-        if backend == "cuda" {
-            UnitType::GpuSeconds
-        } else {
-            UnitType::CpuSeconds
+        match backend {
+            "cuda" => UnitType::GpuSeconds,
+            UPSTREAM_BACKEND => UnitType::WallSeconds,
+            _ => UnitType::CpuSeconds,
         }
     }
+
 }
 
 /// The job a receipt is for, as the marketplace quoted and assigned it.

@@ -62,14 +62,14 @@ def verify(receipt, keys):
              "prompt_tokens", "completion_tokens", "signature", "countersignature"}
     if set(receipt) - known:
         return False
-    # Version 1: GPU-seconds and no token counts. Version 2 adds cpu_seconds and the token
-    # counts of text generation, which come in pairs.
+    # Version 1: GPU-seconds and no token counts. Version 2 adds cpu_seconds, wall_seconds (an
+    # upstream server's answer time) and the token counts of text generation, which come in pairs.
     tokens = [k for k in ("prompt_tokens", "completion_tokens") if k in receipt]
     if receipt.get("version") == 1:
         if receipt.get("unit_type") != "gpu_seconds" or tokens:
             return False
     elif receipt.get("version") == 2:
-        if receipt.get("unit_type") not in ("gpu_seconds", "cpu_seconds") or len(tokens) == 1:
+        if receipt.get("unit_type") not in ("gpu_seconds", "cpu_seconds", "wall_seconds") or len(tokens) == 1:
             return False
     else:
         return False

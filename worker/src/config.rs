@@ -56,6 +56,10 @@ pub struct FileConfig {
     /// Language models to serve: `[[models]]` with `name`, `path` (a GGUF file) and `sha256`.
     #[serde(default)]
     pub models: Vec<crate::models::ModelConfig>,
+    /// Language models the provider's own OpenAI-compatible server serves:
+    /// `[[upstream_models]]` with `name`, `base_url` and optionally `model` (its name there).
+    #[serde(default)]
+    pub upstream_models: Vec<crate::upstream::UpstreamConfig>,
 }
 
 /// Flags of `aitbc-worker run`; each also reads its environment variable.
@@ -109,6 +113,7 @@ pub struct WorkerSettings {
     pub gpu_index: usize,
     pub agent: AgentConfig,
     pub models: Vec<crate::models::ModelConfig>,
+    pub upstream_models: Vec<crate::upstream::UpstreamConfig>,
 }
 
 fn read_bounded(path: &Path, what: &str) -> Result<String, String> {
@@ -153,8 +158,11 @@ impl RunArgs {
             grace_ms: self.grace_ms.or(file.grace_ms).unwrap_or(GRACE_MS_DEFAULT),
         };
         agent.validate()?;
-        if file.models.len() > crate::models::MODELS_MAX {
-            return Err(format!("at most {} models", crate::models::MODELS_MAX));
+        if file.models.len() + file.upstream_models.len() > crate::models::MODELS_MAX {
+            return Err(format!("at most {} models (models and upstream_models together)", crate::models::MODELS_MAX));
+        }
+        for upstream in &file.upstream_models {
+            upstream.validate()?;
         }
         Ok(WorkerSettings {
             api_url,
@@ -165,6 +173,7 @@ impl RunArgs {
             gpu_index: self.gpu_index.or(file.gpu_index).unwrap_or(0),
             agent,
             models: file.models,
+            upstream_models: file.upstream_models,
         })
     }
 }

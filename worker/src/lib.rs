@@ -26,6 +26,7 @@ pub mod assess;
 pub mod backend;
 pub mod config;
 pub mod models;
+pub mod upstream;
 
 pub use backend::{
     auto_picks_cuda, probe_cuda, select, Backend, BackendChoice, CpuBackend, CudaAvailability, CudaBackend, RunError, RunLimits,
@@ -52,7 +53,10 @@ pub async fn run(settings: config::WorkerSettings, shutdown: tokio::sync::watch:
         .collect::<Result<Vec<_>, _>>()?;
     let client = aitbc_client::Client::new(&settings.api_url, Some(settings.api_key.clone()));
     // Loading a model takes seconds and is never billed: it happens once, before any claim.
-    let models = std::sync::Arc::new(tokio::task::spawn_blocking(move || models::Models::load(&settings.models)).await.map_err(|e| e.to_string())?);
+    let mut models = tokio::task::spawn_blocking(move || models::Models::load(&settings.models)).await.map_err(|e| e.to_string())?;
+    // Models on the provider's own inference server: advertised only if the server lists them.
+    models.add_upstreams(&settings.upstream_models).await;
+    let models = std::sync::Arc::new(models);
     let agent = agent::Agent::new(client, queue, settings.key, settings.agent, backends)?.with_models(models);
     agent.run(shutdown).await
 }

@@ -1,7 +1,8 @@
 //! The language models a worker serves: loaded once from GGUF files named in its configuration,
 //! each verified against the sha256 the configuration gives, and kept in memory between jobs
 //! (loading is never billed). `text_generation` jobs run here, on the project's own inference
-//! engine (`aitbc-inference`), beside the compute backends.
+//! engine (`aitbc-inference`), beside the compute backends, or are forwarded to the provider's
+//! own OpenAI-compatible server for the models configured as upstream ([`crate::upstream`]).
 //!
 //! A model that fails to load or to verify is not served: the worker logs why and reports only
 //! the models it holds in its listings' heartbeats, so the marketplace never routes a job to a
@@ -27,6 +28,8 @@ use aitbc_inference::{GenerateRequest, InferenceError, Message, Model, Prompt};
 use serde::Deserialize;
 
 use crate::backend::{ms_ceil, RunError, RunLimits};
+use crate::upstream::{Upstream, UpstreamAnswer, UpstreamConfig, UpstreamRequest};
+use aitbc_core::receipt::UPSTREAM_BACKEND;
 
 /// Models one worker holds at most.
 pub const MODELS_MAX: usize = 8;
@@ -45,10 +48,11 @@ pub struct ModelConfig {
     pub sha256: String,
 }
 
-/// The models loaded and verified, by name.
+/// The models loaded and verified, by name, and those an upstream server serves.
 #[derive(Default)]
 pub struct Models {
     loaded: BTreeMap<ModelName, Arc<Model>>,
+    upstream: BTreeMap<ModelName, Upstream>,
     /// One generation at a time: see the module's note on metering.
     running: Mutex<()>,
 }
@@ -68,12 +72,44 @@ impl Models {
                 Err(e) => tracing::error!(model = %config.name, path = %config.path.display(), error = %e, "model refused: not served"),
             }
         }
-        Models { loaded, running: Mutex::new(()) }
+        Models { loaded, upstream: BTreeMap::new(), running: Mutex::new(()) }
+    }
+
+    /// Adds the models of the provider's own servers that answer and list them; one that does
+    /// not is logged and left out, as a model file that fails to load is. A name the worker
+    /// already serves from a file stays with the file.
+    pub async fn add_upstreams(&mut self, configs: &[UpstreamConfig]) {
+        for config in configs {
+            if self.loaded.contains_key(&config.name) || self.upstream.contains_key(&config.name) {
+                tracing::error!(model = %config.name, "upstream model refused: the name is already served");
+                continue;
+            }
+            if self.loaded.len() + self.upstream.len() >= MODELS_MAX {
+                tracing::error!(model = %config.name, "upstream model refused: at most {MODELS_MAX} models");
+                continue;
+            }
+            let upstream = match Upstream::new(config) {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::error!(model = %config.name, error = %e, "upstream model refused: not served");
+                    continue;
+                }
+            };
+            match upstream.probe().await {
+                Ok(()) => {
+                    tracing::info!(model = %config.name, device = %upstream.device(), "upstream model served");
+                    self.upstream.insert(config.name.clone(), upstream);
+                }
+                Err(e) => tracing::error!(model = %config.name, error = %e, "upstream model refused: not served"),
+            }
+        }
     }
 
     /// The names of the models held, as heartbeats report them.
     pub fn names(&self) -> Vec<ModelName> {
-        self.loaded.keys().cloned().collect()
+        let mut names: Vec<ModelName> = self.loaded.keys().chain(self.upstream.keys()).cloned().collect();
+        names.sort();
+        names
     }
 
     /// Runs a `text_generation` job, calling `on_text` with each piece of text as it is produced
@@ -85,6 +121,14 @@ impl Models {
             return Err(RunError::Unsupported { backend: "inference", kind: spec.kind() });
         };
         spec.validate()?;
+        if let Some(upstream) = self.upstream.get(model) {
+            let request = UpstreamRequest { prompt: prompt.as_deref(), messages: messages.as_deref(), max_tokens: *max_tokens, temperature: *temperature, top_p: *top_p, seed: *seed, stop };
+            // Called on a blocking thread of the worker's runtime (the agent's spawn_blocking).
+            let answer = tokio::runtime::Handle::current().block_on(upstream.generate(&request, wall_start + limits.timeout()))?;
+            // The whole answer at once: see `upstream`'s note on streaming.
+            let _ = on_text(&answer.text);
+            return Ok(upstream_output(upstream, answer, wall_start));
+        }
         let engine = self.loaded.get(model).ok_or_else(|| RunError::Invalid(aitbc_core::jobspec::SpecError { field: "model", reason: format!("this worker has not loaded {model}") }))?;
         let prompt = match (prompt, messages) {
             (Some(text), _) => Prompt::Text(text.clone()),
@@ -116,6 +160,30 @@ impl Models {
             wall_ms: ms_ceil(wall_start.elapsed().as_nanos()),
             text: Some(text),
         })
+    }
+}
+
+/// An upstream answer as a job's output: metered as the request's wall time (the receipt says
+/// `wall_seconds`), the server's token counts, the server as the device. The server does not
+/// split its time, so all of it is `decode_ms`.
+fn upstream_output(upstream: &Upstream, answer: UpstreamAnswer, wall_start: Instant) -> JobOutput {
+    let text = TextOutput {
+        finish_reason: answer.finish_reason,
+        prompt_tokens: answer.prompt_tokens,
+        completion_tokens: answer.completion_tokens,
+        load_ms: 0,
+        prefill_ms: 0,
+        decode_ms: answer.wall_ms,
+        device: upstream.device(),
+        text: answer.text,
+    };
+    JobOutput {
+        checksum: checksum_bytes(text.text.as_bytes()),
+        values: Vec::new(),
+        backend: UPSTREAM_BACKEND.to_string(),
+        device_ms: answer.wall_ms,
+        wall_ms: ms_ceil(wall_start.elapsed().as_nanos()),
+        text: Some(text),
     }
 }
 

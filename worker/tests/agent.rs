@@ -3,42 +3,18 @@
 //! one completion; a worker killed with SIGKILL mid-job loses it to the next worker once its
 //! lease lapses, and exactly one receipt and one charge exist.
 
+mod common;
+
 use aitbc_client::Client;
-use aitbc_core::config::MarketConfig;
+use common::{marketplace, Market_};
 use aitbc_core::receipt::Receipt;
 use aitbc_core::signing::{KeySet, NamedSigningKey};
 use aitbc_core::values::{KeyId, ListingId, WorkerId};
-use aitbc_functions::{serve, AppState};
-use aitbc_market::{Market, Settings, SystemClock};
-use aitbc_store::Queue;
 use aitbc_worker::agent::{Agent, AgentConfig};
 use aitbc_worker::{select, BackendChoice};
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-struct Market_ {
-    api: String,
-    db: PathBuf,
-    queue: Arc<dyn Queue>,
-    _dir: tempfile::TempDir,
-}
-
-async fn marketplace() -> Market_ {
-    let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aitbc.db");
-    let (store, queue) = aitbc_store::provision::sqlite(&db, &[], aitbc_store::queue_spec()).await.unwrap();
-    let queue: Arc<dyn Queue> = Arc::new(queue);
-    let key = NamedSigningKey::from_seed(KeyId::parse("aitbc-market-test").unwrap(), [5; 32]);
-    let market = Market::new(Arc::new(store), queue.clone(), MarketConfig::default(), Settings::default(), key, Arc::new(SystemClock));
-    market.bootstrap().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { serve(listener, AppState { market }, std::future::pending()).await.unwrap() });
-    Market_ { api, db, queue, _dir: dir }
-}
 
 struct Provider {
     client: Client,

@@ -130,6 +130,9 @@ pub enum RunError {
     /// The device or its driver failed; another attempt (here or elsewhere) may succeed.
     #[error("device error: {0}")]
     Device(String),
+    /// The provider's own inference server failed the job (`crate::upstream`).
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamError),
 }
 
 impl RunError {
@@ -140,6 +143,7 @@ impl RunError {
     pub fn retryable(&self) -> bool {
         match self {
             RunError::Timeout { .. } | RunError::Device(_) | RunError::OutOfMemory { .. } => true,
+            RunError::Upstream(e) => e.retryable(),
             RunError::Invalid(_)
             | RunError::Unsupported { .. }
             | RunError::TooLarge { .. }
@@ -159,6 +163,7 @@ impl RunError {
             RunError::Compile { .. } => "compile",
             RunError::KernelFault(_) => "kernel_fault",
             RunError::Device(_) => "device",
+            RunError::Upstream(_) => "upstream",
         }
     }
 }

@@ -3,6 +3,14 @@
 
 use aitbc_core::jobspec::{generate_f32, Dtype};
 use aitbc_worker::{probe_cuda, CudaAvailability, CudaBackend};
+use aitbc_core::config::MarketConfig;
+use aitbc_core::signing::NamedSigningKey;
+use aitbc_core::values::KeyId;
+use aitbc_functions::{serve, AppState};
+use aitbc_market::{Market, Settings, SystemClock};
+use aitbc_store::Queue;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Why the GPU tests are ignored by default: cargo then reports them as ignored (never as
 /// passed) where there is no GPU, CI included.
@@ -65,4 +73,27 @@ pub fn assert_gemm_close(got: &[f32], want: &[f32], bound: &[f32], k: usize, wha
         let tolerance = 2.0 * k as f32 * f32::EPSILON * b + f32::MIN_POSITIVE;
         assert!((g - w).abs() <= tolerance, "{what}: element {i}: got {g}, want {w}, tolerance {tolerance}");
     }
+}
+
+/// The real API on the embedded store, on a loopback port.
+pub struct Market_ {
+    pub api: String,
+    pub db: PathBuf,
+    pub queue: Arc<dyn Queue>,
+    pub _dir: tempfile::TempDir,
+}
+
+pub async fn marketplace() -> Market_ {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aitbc.db");
+    let (store, queue) = aitbc_store::provision::sqlite(&db, &[], aitbc_store::queue_spec()).await.unwrap();
+    let queue: Arc<dyn Queue> = Arc::new(queue);
+    let key = NamedSigningKey::from_seed(KeyId::parse("aitbc-market-test").unwrap(), [5; 32]);
+    let market = Market::new(Arc::new(store), queue.clone(), MarketConfig::default(), Settings::default(), key, Arc::new(SystemClock));
+    market.bootstrap().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { serve(listener, AppState { market }, std::future::pending()).await.unwrap() });
+    Market_ { api, db, queue, _dir: dir }
 }

@@ -214,7 +214,7 @@ def check_body(receipt: Mapping[str, Any]) -> None:
             raise ValueError("version 1 has only gpu_seconds units")
         if tokens:
             raise ValueError("version 1 has no token counts")
-    elif unit_type not in ("gpu_seconds", "cpu_seconds"):
+    elif unit_type not in ("gpu_seconds", "cpu_seconds", "wall_seconds"):
         raise ValueError(f"unit_type {unit_type!r} is unknown")
     if len(tokens) == 1:
         raise ValueError("token counts come in pairs (prompt and completion)")
