@@ -323,8 +323,38 @@ impl Receipt {
     }
 }
 
+/// Whether a signature's R can pass `verify_strict` at all: a canonical encoding of a point of
+/// prime order. `verify_strict` compares R's bytes with [s]B - [k]A, which for a registered
+/// (prime-order) key is a canonical prime-order point; the batch equation decompresses R and
+/// weighs it by a random coefficient, so a small-order R, or one with a torsion component or a
+/// non-canonical encoding, could pass the batch while failing alone. Such signatures are refused
+/// before the batch, so batch and single verification agree on every input.
+fn r_is_strict(signature: &ed25519_dalek::Signature) -> bool {
+    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+    use curve25519_dalek::scalar::Scalar;
+    let r = signature.r_bytes();
+    // Canonical: y < p = 2^255 - 19 (the sign bit aside), read from the bytes. The encodings of
+    // x = 0 with the sign bit set are of small-order points, refused below.
+    let y_high_ones = r[1..31].iter().all(|&b| b == 0xff) && r[31] & 0x7f == 0x7f;
+    if y_high_ones && r[0] >= 0xed {
+        return false;
+    }
+    let Some(point) = CompressedEdwardsY(*r).decompress() else {
+        return false;
+    };
+    // Prime order: not small order, and [l]R = [l - 1]R + R is the identity (variable time:
+    // R is public), which rules out a torsion component.
+    if point.is_small_order() {
+        return false;
+    }
+    let l_minus_1 = -Scalar::ONE;
+    let times_l = EdwardsPoint::vartime_double_scalar_mul_basepoint(&l_minus_1, &point, &Scalar::ZERO) + point;
+    curve25519_dalek::traits::IsIdentity::is_identity(&times_l)
+}
+
 /// Verifies many receipts' provider signatures at once: one Ed25519 batch equation for all that
-/// pass the per-receipt checks, and one by one only if the batch fails, to say which.
+/// pass the per-receipt checks, and one by one only if the batch fails, to say which. Its
+/// answer for each receipt is `Receipt::verify`'s (`r_is_strict`; keys of prime order only).
 pub fn verify_batch(receipts: &[Receipt], provider_keys: &KeySet) -> Result<Vec<Result<(), ReceiptError>>, ReceiptError> {
     if receipts.len() > VERIFY_BATCH_MAX {
         return Err(ReceiptError::BatchTooLarge);
@@ -341,6 +371,7 @@ pub fn verify_batch(receipts: &[Receipt], provider_keys: &KeySet) -> Result<Vec<
             Ok((message, key, sig))
         });
         match prepared {
+            Ok((_, _, sig)) if !r_is_strict(&sig) => results.push(Err(ReceiptError::BadSignature)),
             Ok((message, key, sig)) => {
                 messages.push(message);
                 keys.push(*key);
@@ -555,5 +586,66 @@ mod tests {
             }
         }
         assert!(verify_batch(&[], &keys).unwrap().is_empty());
+    }
+
+    /// Signatures a key's owner can make that satisfy the batch equation's terms in ways a
+    /// single `verify_strict` refuses: R the identity (s = k·a makes the equation exact), R of
+    /// small order, R with a torsion component. Batch and single verification give the same
+    /// answer for each, alone and mixed with honest receipts.
+    #[test]
+    fn batch_and_single_verification_agree_on_edge_case_signatures() {
+        use base64::engine::general_purpose::STANDARD as BASE64_STANDARD;
+        use base64::Engine;
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+        use curve25519_dalek::edwards::EdwardsPoint;
+        use curve25519_dalek::scalar::Scalar;
+        use curve25519_dalek::traits::Identity;
+        use sha2::{Digest, Sha512};
+        let key = provider_key();
+        let keys = keys_of(&key);
+        let secret = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+        assert_eq!(BASE64_STANDARD.encode(secret.verifying_key().as_bytes()), key.public().public_key);
+        let a = secret.to_scalar();
+        let public = secret.verifying_key().to_bytes();
+        // (R, s) with s = r + H(R || A || M)·a for the given R = [r]B + extra.
+        let made = |i: usize, r: Scalar, extra: EdwardsPoint| -> Receipt {
+            let mut body = sample_body();
+            body.receipt_id = ReceiptId::parse(&format!("rcpt-edge-{i}")).unwrap();
+            let message = body.canonical_bytes().unwrap();
+            let r_bytes = (ED25519_BASEPOINT_POINT * r + extra).compress().to_bytes();
+            let hash: [u8; 64] = Sha512::new().chain_update(r_bytes).chain_update(public).chain_update(&message).finalize().into();
+            let s = r + Scalar::from_bytes_mod_order_wide(&hash) * a;
+            let mut sig = [0u8; 64];
+            sig[..32].copy_from_slice(&r_bytes);
+            sig[32..].copy_from_slice(s.as_bytes());
+            let mut receipt = body.sign(&key).unwrap();
+            receipt.signature.sig = BASE64_STANDARD.encode(sig);
+            receipt
+        };
+        let honest = |i: usize| {
+            let mut body = sample_body();
+            body.receipt_id = ReceiptId::parse(&format!("rcpt-honest-{i}")).unwrap();
+            body.sign(&key).unwrap()
+        };
+        let r = Scalar::from(7u64);
+        let edge = vec![
+            made(0, Scalar::ZERO, EdwardsPoint::identity()),
+            made(1, Scalar::ZERO, EIGHT_TORSION[1]),
+            made(2, r, EIGHT_TORSION[1]),
+            made(3, r, EIGHT_TORSION[4]),
+            made(4, r, EIGHT_TORSION[2]),
+        ];
+        // The control: the same construction without torsion is an ordinary valid signature.
+        assert_eq!(made(5, r, EdwardsPoint::identity()).verify(&keys), Ok(()));
+        for receipt in &edge {
+            assert_eq!(receipt.verify(&keys), Err(ReceiptError::BadSignature), "{}", receipt.body.receipt_id);
+            assert_eq!(verify_batch(std::slice::from_ref(receipt), &keys).unwrap(), vec![receipt.verify(&keys)], "{} alone", receipt.body.receipt_id);
+        }
+        let mut mixed: Vec<Receipt> = (0..4).map(honest).collect();
+        mixed.extend(edge);
+        mixed.push(made(5, r, EdwardsPoint::identity()));
+        let single: Vec<_> = mixed.iter().map(|r| r.verify(&keys)).collect();
+        assert_eq!(verify_batch(&mixed, &keys).unwrap(), single);
+        assert_eq!(single.iter().filter(|r| r.is_ok()).count(), 5);
     }
 }

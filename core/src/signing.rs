@@ -130,17 +130,32 @@ pub struct PublicKeyEntry {
 
 impl PublicKeyEntry {
     /// Parses the key, refusing other algorithms, bad encodings and weak keys.
+    ///
+    /// Weak means more than dalek's `is_weak` (small order): a key with a torsion component is
+    /// refused too, and so is a non-canonical encoding. With such keys a single `verify_strict`
+    /// and the batch equation (random coefficients, cofactorless) can disagree on the same
+    /// signature; with prime-order keys they cannot (see `receipt::verify_batch`).
     pub fn verifying_key(&self) -> Result<VerifyingKey, KeyError> {
         if self.alg != ALG_ED25519 {
             return Err(KeyError::Algorithm(self.alg.clone()));
         }
         let bytes = decode_32(&self.public_key).ok_or_else(|| KeyError::Encoding(self.key_id.to_string()))?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::Invalid(self.key_id.to_string()))?;
-        if key.is_weak() {
+        if key.to_edwards().compress().to_bytes() != bytes {
+            return Err(KeyError::Invalid(self.key_id.to_string()));
+        }
+        if !is_prime_order(&key) {
             return Err(KeyError::Weak(self.key_id.to_string()));
         }
         Ok(key)
     }
+}
+
+/// Whether a point (a key, or a signature's R read as one) lies in the prime-order subgroup and
+/// is not the identity: neither small order nor with a torsion component.
+pub(crate) fn is_prime_order(point: &VerifyingKey) -> bool {
+    let point = point.to_edwards();
+    !point.is_small_order() && point.is_torsion_free()
 }
 
 /// The `GET /v1/keys` document and the pinned key file: `{"keys": [...]}`, and which of them is
@@ -280,5 +295,20 @@ mod tests {
         identity[0] = 1;
         let weak = PublicKeyEntry { key_id: key_id("weak"), public_key: BASE64.encode(identity), ..k1 };
         assert_eq!(set.insert(&weak), Err(KeyError::Weak("weak".into())));
+    }
+
+    /// A key with a torsion component passes dalek's `is_weak` but lets a single
+    /// `verify_strict` and the batch equation disagree; it is refused, as small-order keys are.
+    #[test]
+    fn keys_of_small_order_or_with_a_torsion_component_are_refused() {
+        use curve25519_dalek::constants::EIGHT_TORSION;
+        let honest = NamedSigningKey::from_seed(key_id("k1"), [1; 32]).public();
+        assert!(honest.verifying_key().is_ok());
+        let point = honest.verifying_key().unwrap().to_edwards();
+        for (name, candidate) in [("mixed", point + EIGHT_TORSION[1]), ("mixed4", point + EIGHT_TORSION[2]), ("order8", EIGHT_TORSION[1]), ("order2", EIGHT_TORSION[4])] {
+            let entry = PublicKeyEntry { key_id: key_id(name), public_key: BASE64.encode(candidate.compress().to_bytes()), ..honest.clone() };
+            assert!(VerifyingKey::from_bytes(&candidate.compress().to_bytes()).is_ok(), "{name} decodes as a point");
+            assert_eq!(entry.verifying_key(), Err(KeyError::Weak(name.into())), "{name}");
+        }
     }
 }
