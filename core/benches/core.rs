@@ -1,6 +1,7 @@
 //! `cargo bench -p aitbc-core`: receipts signed/s, verified/s (one by one and in batches, both
 //! including canonicalization) and quotes/s, on one core. Criterion prints each as elem/s.
-//! Targets (2-core CI machine, one core): signing >= 40k/s, batch verification >= 50k/s,
+//! Each Ed25519 figure has its anchor in the same run: ed25519-dalek alone on the same canonical
+//! bytes. Targets (2-core CI machine, one core): signing >= 40k/s, batch verification >= 50k/s,
 //! quotes >= 1M/s.
 
 use aitbc_core::money::{GpuMillis, Rate};
@@ -40,11 +41,20 @@ fn receipts(c: &mut Criterion) {
     let keys = KeySet::from_document(&KeySetDocument::of(vec![key.public()])).unwrap();
     let signed: Vec<Receipt> = (0..BATCH).map(|i| body(i).sign(&key).unwrap()).collect();
 
+    // The anchors, in the same run: ed25519-dalek alone on the same canonical bytes.
+    let raw = ed25519_dalek::SigningKey::from_bytes(&[0x42; 32]);
+    let message = signed[3].body.canonical_bytes().unwrap();
+    let raw_signature = ed25519_dalek::Signer::sign(&raw, &message);
+    let raw_public = raw.verifying_key();
+
     let mut group = c.benchmark_group("receipts");
     group.throughput(Throughput::Elements(1));
+    group.bench_function("anchor: ed25519-dalek sign", |b| b.iter(|| black_box(ed25519_dalek::Signer::sign(&raw, black_box(&message)))));
     group.bench_function("sign (check + canonicalize + Ed25519)", |b| {
         b.iter_batched(|| body(7), |body| black_box(body.sign(&key).unwrap()), BatchSize::SmallInput)
     });
+    group.bench_function("canonicalize", |b| b.iter(|| black_box(black_box(&signed[3].body).canonical_bytes().unwrap())));
+    group.bench_function("anchor: ed25519-dalek verify_strict", |b| b.iter(|| raw_public.verify_strict(black_box(&message), &raw_signature).unwrap()));
     group.bench_function("verify one (check + canonicalize + Ed25519)", |b| {
         b.iter(|| black_box(&signed[3]).verify(&keys).unwrap())
     });

@@ -45,6 +45,65 @@ pub enum UnitType {
     WallSeconds,
 }
 
+/// What a body's canonical form usually needs (about 400 bytes).
+const CANONICAL_BYTES_HINT: usize = 512;
+/// A thread's reused canonicalization buffer is given back past this size.
+const CANONICAL_BUFFER_BYTES_MAX: usize = 4 * 1024;
+
+thread_local! {
+    static CANONICAL_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(CANONICAL_BYTES_HINT));
+}
+
+/// A body's members in RFC 8785 order (by UTF-16 code units, here plain byte order), borrowed,
+/// with the body's own serde attributes: serialized compactly, it is the canonical form.
+#[derive(Serialize)]
+struct CanonicalBody<'a> {
+    attempt: u32,
+    client: &'a Address,
+    completed_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_tokens: Option<u32>,
+    gpu_id: &'a ListingId,
+    job_id: &'a JobId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a ModelName>,
+    price: &'a Amount,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens: Option<u32>,
+    provider: &'a Address,
+    receipt_id: &'a ReceiptId,
+    started_at: i64,
+    unit_price: &'a Rate,
+    unit_type: UnitType,
+    units: &'a GpuMillis,
+    version: u32,
+}
+
+impl<'a> CanonicalBody<'a> {
+    fn of(b: &'a ReceiptBody) -> Self {
+        // Destructured, so a field added to the body cannot be forgotten here.
+        let ReceiptBody { version, receipt_id, job_id, gpu_id, attempt, provider, client, units, unit_type, unit_price, price, model, started_at, completed_at, prompt_tokens, completion_tokens } = b;
+        CanonicalBody {
+            attempt: *attempt,
+            client,
+            completed_at: *completed_at,
+            completion_tokens: *completion_tokens,
+            gpu_id,
+            job_id,
+            model: model.as_ref(),
+            price,
+            prompt_tokens: *prompt_tokens,
+            provider,
+            receipt_id,
+            started_at: *started_at,
+            unit_price,
+            unit_type: *unit_type,
+            units,
+            version: *version,
+        }
+    }
+}
+
 /// Everything a receipt says, without its signatures: the part that is signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -273,14 +332,45 @@ impl ReceiptBody {
 
     /// The bytes both signatures cover: RFC 8785 canonical JSON of this body.
     pub fn canonical_bytes(&self) -> Result<Vec<u8>, ReceiptError> {
-        let value = serde_json::to_value(self).expect("a receipt body always serializes");
-        Ok(jcs::canonicalize(&value)?)
+        let mut out = Vec::with_capacity(CANONICAL_BYTES_HINT);
+        self.write_canonical(&mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the RFC 8785 form of the body to `out`, without building a JSON value: the
+    /// members in their canonical order ([`CanonicalBody`]) through serde_json's compact writer,
+    /// whose output for strings (escaping only `"`, `\` and control characters, lowercase
+    /// `\u00xx`) and for these integers (all below 2^53) is what RFC 8785 prints. A test holds it
+    /// to `jcs::canonicalize` of the body's JSON value on arbitrary bodies.
+    pub fn write_canonical(&self, out: &mut Vec<u8>) -> Result<(), ReceiptError> {
+        for n in [self.started_at.unsigned_abs(), self.completed_at.unsigned_abs()] {
+            if n > jcs::INTEGER_MAGNITUDE_MAX {
+                return Err(jcs::JcsError::Number(n.to_string()).into());
+            }
+        }
+        serde_json::to_writer(out, &CanonicalBody::of(self)).expect("writing to a Vec");
+        Ok(())
+    }
+
+    /// Runs `f` on the canonical bytes, in this thread's reused buffer (signing and verifying
+    /// allocate nothing for them once the buffer has grown).
+    fn with_canonical<T>(&self, f: impl FnOnce(&[u8]) -> T) -> Result<T, ReceiptError> {
+        CANONICAL_BUFFER.with(|buffer| {
+            let mut buffer = buffer.borrow_mut();
+            buffer.clear();
+            self.write_canonical(&mut buffer)?;
+            let result = f(&buffer);
+            if buffer.capacity() > CANONICAL_BUFFER_BYTES_MAX {
+                *buffer = Vec::with_capacity(CANONICAL_BYTES_HINT);
+            }
+            Ok(result)
+        })
     }
 
     /// Checks the body and signs it with the provider's key.
     pub fn sign(self, key: &NamedSigningKey) -> Result<Receipt, ReceiptError> {
         self.check()?;
-        let signature = key.sign(&self.canonical_bytes()?);
+        let signature = self.with_canonical(|message| key.sign(message))?;
         Ok(Receipt { body: self, signature, countersignature: None })
     }
 }
@@ -295,7 +385,11 @@ fn resolve<'k>(envelope: &SignatureEnvelope, keys: &'k KeySet) -> Result<(&'k Ve
     Ok((key, sig))
 }
 
-fn verify_one(message: &[u8], envelope: &SignatureEnvelope, keys: &KeySet) -> Result<(), ReceiptError> {
+fn verify_one(body: &ReceiptBody, envelope: &SignatureEnvelope, keys: &KeySet) -> Result<(), ReceiptError> {
+    body.with_canonical(|message| verify_message(message, envelope, keys))?
+}
+
+fn verify_message(message: &[u8], envelope: &SignatureEnvelope, keys: &KeySet) -> Result<(), ReceiptError> {
     let (key, sig) = resolve(envelope, keys)?;
     key.verify_strict(message, &sig).map_err(|_| ReceiptError::BadSignature)
 }
@@ -304,16 +398,17 @@ impl Receipt {
     /// Verifies the body's rules and the provider's signature against `provider_keys`.
     pub fn verify(&self, provider_keys: &KeySet) -> Result<(), ReceiptError> {
         self.body.check()?;
-        verify_one(&self.body.canonical_bytes()?, &self.signature, provider_keys)
+        verify_one(&self.body, &self.signature, provider_keys)
     }
 
     /// Verifies the provider's signature and the marketplace's countersignature.
     pub fn verify_countersigned(&self, provider_keys: &KeySet, marketplace_keys: &KeySet) -> Result<(), ReceiptError> {
         self.body.check()?;
-        let message = self.body.canonical_bytes()?;
-        verify_one(&message, &self.signature, provider_keys)?;
         let counter = self.countersignature.as_ref().ok_or(ReceiptError::MissingCountersignature)?;
-        verify_one(&message, counter, marketplace_keys)
+        self.body.with_canonical(|message| {
+            verify_message(message, &self.signature, provider_keys)?;
+            verify_message(message, counter, marketplace_keys)
+        })?
     }
 
     /// Adds the marketplace's countersignature (after the caller verified the receipt).
@@ -467,6 +562,33 @@ mod tests {
         assert_eq!(json["signature"]["alg"], "Ed25519");
         let back: Receipt = serde_json::from_value(json).unwrap();
         assert_eq!(back, receipt);
+    }
+
+    proptest::proptest! {
+        /// The direct canonical writer is RFC 8785 of the body's JSON value, on any body.
+        #[test]
+        fn the_canonical_writer_equals_jcs_of_the_json_value(
+            version in 1u32..=2, attempt in 1u32..=ATTEMPT_MAX, millis in 0u64..=1 << 40, nano in 0u64..=1 << 50,
+            started in TIMESTAMP_S_MIN..=TIMESTAMP_S_MAX, completed in TIMESTAMP_S_MIN..=TIMESTAMP_S_MAX,
+            tokens in proptest::option::of((0u32..=u32::MAX, 0u32..=u32::MAX)), with_model in proptest::bool::ANY,
+            id in "[a-z0-9]{1,24}", unit in 0usize..3,
+        ) {
+            let mut body = sample_body();
+            body.version = version;
+            body.attempt = attempt;
+            body.units = GpuMillis::from_millis(millis);
+            body.price = Amount::from_raw(nano);
+            body.started_at = started;
+            body.completed_at = completed;
+            body.prompt_tokens = tokens.map(|t| t.0);
+            body.completion_tokens = tokens.map(|t| t.1);
+            body.model = if with_model { Some(ModelName::parse(&format!("m-{id}")).unwrap()) } else { None };
+            body.receipt_id = ReceiptId::parse(&format!("rcpt-{id}")).unwrap();
+            body.job_id = JobId::parse(&format!("job-{id}")).unwrap();
+            body.unit_type = [UnitType::GpuSeconds, UnitType::CpuSeconds, UnitType::WallSeconds][unit];
+            let generic = jcs::canonicalize(&serde_json::to_value(&body).unwrap()).unwrap();
+            proptest::prop_assert_eq!(String::from_utf8(body.canonical_bytes().unwrap()).unwrap(), String::from_utf8(generic).unwrap());
+        }
     }
 
     #[test]
