@@ -936,6 +936,62 @@ pub async fn batches_get_their_discount_and_settle_job_by_job(backends: Box<dyn 
     assert_eq!((small.status, small.body["quote"]["terms"]["breakdown"]["batch_bps"].clone()), (StatusCode::CREATED, json!(10_000)), "below the minimum, no discount: {:?}", small.body);
 }
 
+/// Fixed-rate contracts: a provider offers a client a rate for GPU-hours; once accepted, the
+/// client's jobs on the provider pay it until the hours are used; bad offers and acceptances
+/// change nothing.
+pub async fn fixed_rate_contracts_price_a_client_s_jobs_until_the_hours_are_used(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    let s = seller(&app, 8).await;
+    let (c, other) = (buyer(&app, "100").await, buyer(&app, "100").await);
+    let offer = |client: &str, rate: &str, hours: u32| json!({"client": client, "fixed_rate": rate, "hours": hours});
+    assert_problem(&app.post("/v1/contracts", Some(&s.who.key), offer("ait1nobody000000", "0.036", 1)).await, 404, "not_found");
+    assert_problem(&app.post("/v1/contracts", Some(&s.who.key), offer(&c.address, "0", 1)).await, 400, "invalid_request");
+    assert_problem(&app.post("/v1/contracts", Some(&s.who.key), offer(&c.address, "0.036", 0)).await, 400, "invalid_request");
+    assert_problem(&app.post("/v1/contracts", Some(&s.who.key), offer(&c.address, "0.036", 8761)).await, 400, "invalid_request");
+    assert_problem(&app.post("/v1/contracts", Some(&s.who.key), offer(&s.who.address, "0.036", 1)).await, 400, "invalid_request");
+    assert_problem(&app.post("/v1/contracts", Some(&c.key), offer(&other.address, "0.036", 1)).await, 403, "forbidden");
+    let path = format!("/v1/contracts/{}/{}", s.who.address, c.address);
+    assert_problem(&app.get(&path, Some(&c.key)).await, 404, "not_found");
+
+    // 0.036 AITBC per GPU-hour is 0.00001 per GPU-second; one hour is 3600 GPU-seconds.
+    let offered = app.post("/v1/contracts", Some(&s.who.key), offer(&c.address, "0.036", 1)).await;
+    assert_eq!((offered.status, offered.body["state"].clone(), offered.body["remaining"].clone()), (StatusCode::CREATED, json!("offered"), json!("3600")), "{:?}", offered.body);
+    let accept = format!("/v1/contracts/{}/accept", s.who.address);
+    assert_problem(&app.post(&accept, Some(&other.key), json!({})).await, 404, "not_found");
+    assert_problem(&app.post(&accept, Some(&s.who.key), json!({})).await, 403, "forbidden");
+    // Offered, not accepted: the market price.
+    let mut body = job_body();
+    body["gpu_id"] = json!(s.gpu_id);
+    let before = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(body.clone()), Some("before")).await;
+    assert_eq!(before.body["unit_price"], "1.6", "{:?}", before.body);
+    let accepted = app.post(&accept, Some(&c.key), json!({})).await;
+    assert_eq!((accepted.status, accepted.body["state"].clone()), (StatusCode::OK, json!("active")), "{:?}", accepted.body);
+    assert_problem(&app.post(&accept, Some(&c.key), json!({})).await, 409, "conflict");
+    assert_problem(&app.post("/v1/contracts", Some(&s.who.key), offer(&c.address, "0.072", 1)).await, 409, "conflict");
+    assert_problem(&app.get(&path, Some(&other.key)).await, 403, "forbidden");
+
+    let on_contract = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(body.clone()), Some("on-contract")).await;
+    assert_eq!((on_contract.status, on_contract.body["unit_price"].clone(), on_contract.body["max_price"].clone()), (StatusCode::CREATED, json!("0.00001"), json!("0.000025")), "{:?}", on_contract.body);
+    assert_eq!(app.get(&path, Some(&s.who.key)).await.body["remaining"], "3597.5");
+    let not_theirs = app.call(Method::POST, "/v1/jobs", Some(&other.key), Some(body.clone()), Some("other")).await;
+    assert_eq!(not_theirs.body["unit_price"], "1.6", "another client pays the market");
+    // A job larger than the hours left pays the market, and uses nothing.
+    let mut big = body.clone();
+    big["units"] = json!("3598");
+    let over = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(big), Some("over")).await;
+    assert_ne!(over.body["unit_price"], "0.00001", "{:?}", over.body);
+    let mut rest = body.clone();
+    rest["units"] = json!("3597.5");
+    let last = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(rest), Some("rest")).await;
+    assert_eq!((last.status, last.body["unit_price"].clone()), (StatusCode::CREATED, json!("0.00001")), "{:?}", last.body);
+    assert_eq!(app.get(&path, Some(&c.key)).await.body["remaining"], "0");
+    let after = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(body), Some("after")).await;
+    assert_eq!(after.body["unit_price"], "1.6", "the hours are used: the market price again");
+    // A used-up contract may be offered again.
+    let again = app.post("/v1/contracts", Some(&s.who.key), offer(&c.address, "0.072", 2)).await;
+    assert_eq!((again.status, again.body["state"].clone()), (StatusCode::CREATED, json!("offered")), "{:?}", again.body);
+}
+
 macro_rules! api_suite {
     ($backend:ident, $factory:expr) => {
         mod $backend {
@@ -958,6 +1014,7 @@ macro_rules! api_suite {
             case!(providers_build_reputation_from_measured_facts);
             case!(listing_queues_are_bounded_ordered_and_preemptible);
             case!(batches_get_their_discount_and_settle_job_by_job);
+            case!(fixed_rate_contracts_price_a_client_s_jobs_until_the_hours_are_used);
         }
     };
 }

@@ -325,6 +325,7 @@ impl Market {
             }
             None => submit.model.clone(),
         };
+        let mut priced_now = None;
         let (quote, view) = match submit.quote {
             Some(quote) => {
                 self.check_quote(&quote)?;
@@ -343,8 +344,20 @@ impl Market {
                     kind: Some(kind),
                     batch_size: 0,
                 };
-                self.quote_with_view(&input).await?
+                let priced = self.quote_with_view(&input).await?;
+                priced_now = Some(input);
+                priced
             }
+        };
+        // A job priced now (no quote of its own) on a provider the client has an active
+        // fixed-rate contract with pays the contract's rate while its hours last.
+        let applied = match priced_now {
+            Some(_) => self.applicable_contract(&view.listing.provider, &caller.address, quote.terms.units.millis()).await?,
+            None => None,
+        };
+        let quote = match (&applied, &priced_now) {
+            (Some(applied), Some(input)) => self.quote_on_with(&view, input, Some(&applied.contract)).await?,
+            _ => quote,
         };
         let terms = &quote.terms;
         let listing = &view.listing;
@@ -416,6 +429,9 @@ impl Market {
         if let Some(tagged) = tagged {
             writes.push(tagged.write);
             writes.extend(crate::priority::entry_put(&job));
+        }
+        if let Some(applied) = applied {
+            writes.push(applied.write);
         }
         let hold = Transfer::Hold {
             id: TransferId::parse(&format!("tx-{uuid_part}-hold")).expect("valid id"),

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod contracts;
 pub mod error;
 pub mod explorer;
 pub mod idempotency;

@@ -260,6 +260,13 @@ pub fn queue_client(listing_id: &str, client_id: &str) -> Key {
     Key::new(format!("QUEUE#{}", id(listing_id)), format!("C#{}", id(client_id)))
 }
 
+// ---- fixed-rate contracts ----------------------------------------------------------------------
+
+/// The fixed-rate contract between a provider and one client (at most one per pair).
+pub fn contract(provider_id: &str, client_id: &str) -> Key {
+    Key::new(format!("CONTRACT#{}", id(provider_id)), format!("CLIENT#{}", id(client_id)))
+}
+
 // ---- jobs -------------------------------------------------------------------------------------
 
 /// A job.
