@@ -17,6 +17,7 @@
 //! (`available / completed`, this job included) below the guarantee pays the listing's SLA
 //! penalty out of the provider's share, as a late job does without a contract.
 
+use crate::money::BPS_ONE;
 use crate::values::Address;
 use serde::{Deserialize, Serialize};
 
@@ -24,8 +25,6 @@ use serde::{Deserialize, Serialize};
 pub const RESERVATION_HOURS_MAX: u32 = 90 * 24;
 /// Live reservations on one listing, at most (they live on the listing's item).
 pub const RESERVATIONS_PER_LISTING_MAX: usize = 16;
-/// Basis points of one (100%).
-pub const BPS_ONE: u32 = 10_000;
 
 /// A live reservation as the listing's item carries it (what routing reads).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

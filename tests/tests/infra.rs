@@ -305,6 +305,8 @@ fn source_routes() -> Vec<Route> {
         // The OpenAI-compatible routes are merged into the jobs group.
         let files: &[&str] = match group {
             "receipts" => &["receipts", "explorer"],
+            // Contracts and reservations are merged into the registry group.
+            "registry" => &["registry", "capacity"],
             // Served locally; their AWS routes (a streaming function URL) are not in the template yet.
             "jobs" => &["jobs"],
             _ => &[group],

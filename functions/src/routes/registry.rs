@@ -7,7 +7,6 @@ use crate::extract::{parse_path, ApiJson, ApiQuery, Auth, Public};
 use crate::openapi::{AuthErrors, BadRequest, BodyErrors, Conflict, Forbidden, NotFound, RateLimited, StoreErrors};
 use aitbc_core::signing::PublicKeyEntry;
 use aitbc_core::values::{Address, ListingId, ModelName, Region, WorkerId};
-use aitbc_market::contracts::{ContractRecord, NewContract};
 use aitbc_market::reputation::ProviderReputation;
 use aitbc_market::registry::{Earnings, Listing, ListingFilter, ListingPatch, ListingStatusView, ListingView, NewListing};
 use axum::extract::{Path, State};
@@ -20,9 +19,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/providers/keys", post(register_key).get(my_keys))
         .route("/v1/providers/{address}/reputation", get(reputation))
-        .route("/v1/contracts", post(offer_contract))
-        .route("/v1/contracts/{provider}/accept", post(accept_contract))
-        .route("/v1/contracts/{provider}/{client}", get(get_contract))
         .route("/v1/listings", post(create).get(list))
         .route("/v1/listings/{gpu_id}", get(get_one).patch(update).delete(delete))
         .route("/v1/listings/{gpu_id}/status", get(status))
@@ -32,7 +28,7 @@ pub fn router() -> Router<AppState> {
 
 /// The group's operations in the OpenAPI document (`crate::openapi`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(register_key, my_keys, reputation, offer_contract, accept_contract, get_contract, create, list, get_one, update, delete, status, earnings, heartbeat))]
+#[openapi(paths(register_key, my_keys, reputation, create, list, get_one, update, delete, status, earnings, heartbeat))]
 pub(crate) struct Paths;
 
 /// Register a public key for the provider's receipts.
@@ -247,45 +243,4 @@ async fn heartbeat(State(s): State<AppState>, Auth(caller): Auth, Path(gpu_id): 
 async fn reputation(State(s): State<AppState>, _: Public, Path(address): Path<String>) -> ApiResult<Json<ProviderReputation>> {
     let address = parse_path(&address, Address::parse)?;
     Ok(Json(s.market.provider_reputation(&address).await?))
-}
-
-/// Offer a client a fixed-rate contract (provider): a rate per GPU-hour for some GPU-hours.
-/// Once accepted, the client's jobs priced at submission on this provider's listings pay it
-/// until the hours are used.
-#[utoipa::path(
-    post,
-    path = "/v1/contracts",
-    request_body = NewContract,
-    responses((status = 201, description = "The contract, offered", body = ContractRecord), AuthErrors, BodyErrors, Forbidden, NotFound, Conflict, StoreErrors),
-    security(("bearer" = []))
-)]
-async fn offer_contract(State(s): State<AppState>, Auth(caller): Auth, ApiJson(body): ApiJson<NewContract>) -> ApiResult<(StatusCode, Json<ContractRecord>)> {
-    Ok((StatusCode::CREATED, Json(s.market.offer_contract(&caller, body).await?)))
-}
-
-/// Accept the contract a provider offered the caller (client).
-#[utoipa::path(
-    post,
-    path = "/v1/contracts/{provider}/accept",
-    params(("provider" = Address, Path, description = "The provider that offered it")),
-    responses((status = 200, description = "The contract, active", body = ContractRecord), AuthErrors, BadRequest, Forbidden, NotFound, Conflict, StoreErrors),
-    security(("bearer" = []))
-)]
-async fn accept_contract(State(s): State<AppState>, Auth(caller): Auth, Path(provider): Path<String>) -> ApiResult<Json<ContractRecord>> {
-    let provider = parse_path(&provider, Address::parse)?;
-    Ok(Json(s.market.accept_contract(&caller, &provider).await?))
-}
-
-/// A contract, with the GPU-seconds it has left (its provider or its client).
-#[utoipa::path(
-    get,
-    path = "/v1/contracts/{provider}/{client}",
-    params(("provider" = Address, Path, description = "The provider"), ("client" = Address, Path, description = "The client")),
-    responses((status = 200, description = "The contract", body = ContractRecord), AuthErrors, BadRequest, Forbidden, NotFound, StoreErrors),
-    security(("bearer" = []))
-)]
-async fn get_contract(State(s): State<AppState>, Auth(caller): Auth, Path((provider, client)): Path<(String, String)>) -> ApiResult<Json<ContractRecord>> {
-    let provider = parse_path(&provider, Address::parse)?;
-    let client = parse_path(&client, Address::parse)?;
-    Ok(Json(s.market.get_contract(&caller, &provider, &client).await?))
 }
