@@ -339,5 +339,5 @@ impl Market {
 
 /// Whether the listing's room counter lets one more job of a client in, above `floor`.
 pub(crate) fn room_allows(item: &Item, floor: i64) -> bool {
-    item.int(ATTR_QUEUE_ROOM).is_none_or(|room| room - 1 >= floor)
+    item.int(ATTR_QUEUE_ROOM).is_none_or(|room| room > floor)
 }
