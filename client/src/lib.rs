@@ -164,6 +164,23 @@ impl Client {
     pub async fn deposit(&self, address: &str, amount: &str, key: &str) -> Result<Value, ClientError> {
         self.post_idempotent(&format!("/v1/accounts/{address}/deposits"), &json!({ "amount": amount }), key).await
     }
+    /// Offers a client a fixed-rate contract (provider); `offer` is a `NewContract` body.
+    pub async fn offer_contract(&self, offer: &Value) -> Result<Value, ClientError> {
+        self.post("/v1/contracts", offer).await
+    }
+    /// Accepts the contract `provider` offered the caller (client).
+    pub async fn accept_contract(&self, provider: &str) -> Result<Value, ClientError> {
+        self.post(&format!("/v1/contracts/{provider}/accept"), &json!({})).await
+    }
+    /// Offers a client a reservation of a listing's capacity (provider); `offer` is a
+    /// `NewReservation` body.
+    pub async fn offer_reservation(&self, offer: &Value) -> Result<Value, ClientError> {
+        self.post("/v1/reservations", offer).await
+    }
+    /// Accepts a reservation offered to the caller (client) and pays its fee.
+    pub async fn accept_reservation(&self, reservation_id: &str) -> Result<Value, ClientError> {
+        self.post(&format!("/v1/reservations/{reservation_id}/accept"), &json!({})).await
+    }
     pub async fn register_key(&self, entry: &aitbc_core::signing::PublicKeyEntry) -> Result<Value, ClientError> {
         self.post("/v1/providers/keys", entry).await
     }

@@ -119,6 +119,9 @@ pub enum Transfer {
     Withdraw { id: TransferId, from: AccountId, amount: Amount },
     /// A plain transfer between two accounts (a payout, an SLA refund).
     Move { id: TransferId, from: AccountId, to: AccountId, amount: Amount },
+    /// A payment between two accounts with the platform's fee taken out of it: `amount` leaves
+    /// `from`, `amount - fee` reaches `to`, `fee` reaches `fee_to` (a reservation fee).
+    Pay { id: TransferId, from: AccountId, to: AccountId, amount: Amount, fee: Amount, fee_to: AccountId },
     /// A pending transfer: holds `amount` of `from`'s available funds.
     Hold { id: TransferId, hold: HoldId, from: AccountId, amount: Amount },
     /// Posts `amount` of a pending hold: `amount - fee` to `to`, `fee` to `fee_to`, and the rest
@@ -134,6 +137,7 @@ impl Transfer {
             Transfer::Deposit { id, .. }
             | Transfer::Withdraw { id, .. }
             | Transfer::Move { id, .. }
+            | Transfer::Pay { id, .. }
             | Transfer::Hold { id, .. }
             | Transfer::Post { id, .. }
             | Transfer::Void { id, .. } => id,
@@ -239,6 +243,21 @@ pub fn postings(transfer: &Transfer, hold: Option<&Hold>) -> Result<Effect, Ledg
             }
             let a = amount_i128(*amount);
             Effect { postings: vec![posting(from, -a, 0), posting(to, a, 0)], external_delta: 0, hold_after: None }
+        }
+        Transfer::Pay { from, to, amount, fee, fee_to, .. } => {
+            nonzero(*amount)?;
+            if fee > amount {
+                return Err(LedgerError::FeeExceedsAmount { fee: *fee, amount: *amount });
+            }
+            if from == to || (!fee.is_zero() && (fee_to == from || fee_to == to)) {
+                return Err(LedgerError::SameAccount);
+            }
+            let (a, f) = (amount_i128(*amount), amount_i128(*fee));
+            let mut postings = vec![posting(from, -a, 0), posting(to, a - f, 0)];
+            if f > 0 {
+                postings.push(posting(fee_to, f, 0));
+            }
+            Effect { postings, external_delta: 0, hold_after: None }
         }
         Transfer::Hold { hold: id, from, amount, .. } => {
             nonzero(*amount)?;
@@ -439,6 +458,24 @@ mod tests {
     }
 
     #[test]
+    fn a_payment_splits_into_the_payee_s_share_and_the_fee() {
+        let (client, provider, fee) = (addr(1), addr(2), addr(3));
+        let mut l = Ledger::new();
+        l.apply(&Transfer::Deposit { id: tx(1), to: client.clone(), amount: amt("60") }).unwrap();
+        let pay = Transfer::Pay { id: tx(2), from: client.clone(), to: provider.clone(), amount: amt("50"), fee: amt("50").share_bps(250), fee_to: fee.clone() };
+        assert_eq!(l.apply(&pay), Ok(Applied::Now));
+        assert_eq!((l.balance(&client).available, l.balance(&provider).available, l.balance(&fee).available), (amt("10"), amt("48.75"), amt("1.25")));
+        assert_eq!(l.apply(&pay), Ok(Applied::Replayed));
+        let too_much = Transfer::Pay { id: tx(3), from: client.clone(), to: provider.clone(), amount: amt("11"), fee: Amount::ZERO, fee_to: fee.clone() };
+        assert!(matches!(l.apply(&too_much), Err(LedgerError::InsufficientFunds { .. })));
+        let fee_over = Transfer::Pay { id: tx(4), from: client.clone(), to: provider.clone(), amount: amt("1"), fee: amt("2"), fee_to: fee.clone() };
+        assert!(matches!(l.apply(&fee_over), Err(LedgerError::FeeExceedsAmount { .. })));
+        let to_self = Transfer::Pay { id: tx(5), from: client.clone(), to: provider, amount: amt("1"), fee: amt("0.1"), fee_to: client };
+        assert_eq!(l.apply(&to_self), Err(LedgerError::SameAccount));
+        assert_eq!(l.total(), l.external_total());
+    }
+
+    #[test]
     fn errors_change_nothing() {
         let (client, provider) = (addr(1), addr(2));
         let mut l = Ledger::new();
@@ -500,6 +537,7 @@ mod tests {
         Deposit(u8, u64),
         Withdraw(u8, u64),
         Move(u8, u8, u64),
+        Pay(u8, u8, u64, u32),
         Hold(u8, u32, u64),
         Post(u32, u64, u8, u32),
         Void(u32),
@@ -514,6 +552,7 @@ mod tests {
             (account.clone(), amount.clone()).prop_map(|(a, m)| Op::Deposit(a, m)),
             (account.clone(), amount.clone()).prop_map(|(a, m)| Op::Withdraw(a, m)),
             (account.clone(), account.clone(), amount.clone()).prop_map(|(a, b, m)| Op::Move(a, b, m)),
+            (account.clone(), account.clone(), amount.clone(), 0u32..=10_000).prop_map(|(a, b, m, f)| Op::Pay(a, b, m, f)),
             (account.clone(), hold.clone(), amount.clone()).prop_map(|(a, h, m)| Op::Hold(a, h, m)),
             (hold.clone(), amount, account, 0u32..=10_000).prop_map(|(h, m, a, f)| Op::Post(h, m, a, f)),
             hold.prop_map(Op::Void),
@@ -537,6 +576,10 @@ mod tests {
                     Op::Deposit(a, m) => Transfer::Deposit { id, to: addr(a), amount: Amount::from_raw(m) },
                     Op::Withdraw(a, m) => Transfer::Withdraw { id, from: addr(a), amount: Amount::from_raw(m) },
                     Op::Move(a, b, m) => Transfer::Move { id, from: addr(a), to: addr(b), amount: Amount::from_raw(m) },
+                    Op::Pay(a, b, m, fee_bps) => {
+                        let amount = Amount::from_raw(m);
+                        Transfer::Pay { id, from: addr(a), to: addr(b), amount, fee: amount.share_bps(fee_bps), fee_to: fee_account.clone() }
+                    }
                     Op::Hold(a, h, m) => Transfer::Hold { id, hold: hold_id(h), from: addr(a), amount: Amount::from_raw(m) },
                     Op::Post(h, m, a, fee_bps) => {
                         let amount = Amount::from_raw(m);

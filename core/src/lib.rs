@@ -6,6 +6,7 @@
 //! - [`pricing`]: deterministic quotes and the strategies of the guides.
 //! - [`receipt`], [`signing`], [`jcs`]: signed usage receipts in RFC 8785 canonical form.
 //! - [`job`]: the job lifecycle as a transition function; [`jobspec`]: what a job runs.
+//! - [`capacity`]: reserved shares of listings, contracts' availability guarantees.
 //! - [`reputation`]: measured facts of listings and providers, and the score made of them.
 //! - [`config`]: the market's configuration, parsed from TOML text.
 //!
@@ -13,6 +14,7 @@
 //! the clock and the OS random source, for generated ids and keys.
 
 pub mod availability;
+pub mod capacity;
 pub mod config;
 pub mod jcs;
 pub mod jobspec;

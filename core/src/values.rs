@@ -169,6 +169,10 @@ id_value!(
     /// A scheduler batch (settlement, payout or sweep).
     BatchId, "batch_id", "batch"
 );
+id_value!(
+    /// A capacity reservation on a GPU listing, e.g. `resv-0192f...`.
+    ReservationId, "reservation_id", "resv"
+);
 
 string_value!(
     /// An account address: `ait1` then 8..=60 of `[a-z0-9]`, e.g. `ait1client...`. Clients and
@@ -182,6 +186,73 @@ string_value!(
     },
     pattern = "^ait1[a-z0-9]{8,60}$"
 );
+
+string_value!(
+    /// An agent's name for its account, e.g. `enterprise-agent-123` (the guide's `client_id`):
+    /// 3..=64 of `[a-z0-9]` in words joined by single dashes, with at least one dash so that it
+    /// never reads as an address (`ait1...` has none).
+    AgentName, "name", 64, |t| {
+        charset(t, |b| lower_alnum(b) || b == b'-', "a-z, 0-9, '-'")?;
+        if t.len() < 3 {
+            return Err("at least 3 characters".into());
+        }
+        if t.starts_with('-') || t.ends_with('-') || t.contains("--") {
+            return Err("dashes only between words".into());
+        }
+        if !t.contains('-') {
+            return Err("at least two words joined by '-' (a name never reads as an address)".into());
+        }
+        Ok(())
+    },
+    pattern = "^[a-z0-9]+(-[a-z0-9]+)+$"
+);
+
+/// An account named either way: its address, or the agent name it registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountRef {
+    Address(Address),
+    Name(AgentName),
+}
+
+impl AccountRef {
+    pub fn parse(text: &str) -> Result<Self, ValueError> {
+        if let Ok(address) = Address::parse(text) {
+            return Ok(Self::Address(address));
+        }
+        AgentName::parse(text).map(Self::Name).map_err(|_| ValueError::new("client", "an address (ait1...) or an agent name (words joined by '-')"))
+    }
+}
+
+impl fmt::Display for AccountRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Address(a) => a.fmt(f),
+            Self::Name(n) => n.fmt(f),
+        }
+    }
+}
+
+impl Serialize for AccountRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for AccountRef {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::schema::string(&["An account: its address (`ait1...`) or the agent name it registered (`enterprise-agent-123`)."], Address::LEN_MAX, Some("^(ait1[a-z0-9]{8,60}|[a-z0-9]+(-[a-z0-9]+)+)$".to_string()))
+    }
+}
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for AccountRef {}
 
 impl Address {
     /// A fresh random address.
@@ -372,6 +443,21 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2));
         let b = JobId::generate();
         assert!(a < b);
+    }
+
+    #[test]
+    fn agent_names_and_account_refs() {
+        assert!(AgentName::parse("enterprise-agent-123").is_ok());
+        for bad in ["ab", "agent", "-agent-1", "agent-", "agent--1", "Agent-1", "agent_1"] {
+            assert!(AgentName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(AccountRef::parse("ait1client0001").unwrap(), AccountRef::Address(Address::parse("ait1client0001").unwrap()));
+        assert!(matches!(AccountRef::parse("enterprise-agent-456").unwrap(), AccountRef::Name(_)));
+        assert!(AccountRef::parse("nobody").is_err());
+        let pattern = regex_lite::Regex::new("^(ait1[a-z0-9]{8,60}|[a-z0-9]+(-[a-z0-9]+)+)$").unwrap();
+        for text in ["ait1client0001", "enterprise-agent-456", "nobody", "ait1-x", "a-b", "ait1short"] {
+            assert_eq!(pattern.is_match(text), AccountRef::parse(text).is_ok(), "{text:?}");
+        }
     }
 
     #[test]

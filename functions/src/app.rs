@@ -47,7 +47,7 @@ impl Group {
 
     fn routes(self) -> Router<AppState> {
         match self {
-            Group::Registry => routes::registry::router(),
+            Group::Registry => routes::registry::router().merge(routes::capacity::router()),
             Group::Pricing => routes::pricing::router(),
             Group::Jobs => routes::jobs::router(),
             Group::Receipts => routes::receipts::router().merge(routes::explorer::router()),

@@ -5,7 +5,7 @@
 //! | group | routes |
 //! | --- | --- |
 //! | accounts | `POST /v1/accounts`, `GET /v1/accounts/{address}`, `GET /v1/accounts/{address}/ledger`, `POST /v1/accounts/{address}/deposits`, `POST /v1/accounts/{address}/withdrawals` |
-//! | registry | `POST|GET /v1/providers/keys`, `GET /v1/providers/{address}/reputation`, `POST|GET /v1/listings`, `GET|PATCH|DELETE /v1/listings/{gpu_id}`, `GET /v1/listings/{gpu_id}/status`, `GET /v1/listings/{gpu_id}/earnings`, `POST /v1/listings/{gpu_id}/heartbeat` |
+//! | registry | `POST|GET /v1/providers/keys`, `GET /v1/providers/{address}/reputation`, `POST|GET /v1/contracts`, `POST /v1/contracts/{provider}/accept`, `GET /v1/contracts/{provider}/{client}`, `POST|GET /v1/reservations`, `GET /v1/reservations/{reservation_id}`, `POST /v1/reservations/{reservation_id}/accept`, `POST|GET /v1/listings`, `GET|PATCH|DELETE /v1/listings/{gpu_id}`, `GET /v1/listings/{gpu_id}/status`, `GET /v1/listings/{gpu_id}/earnings`, `POST /v1/listings/{gpu_id}/heartbeat` |
 //! | pricing | `GET /v1/rate-card`, `POST /v1/quotes`, `GET /v1/market`, `GET /v1/openapi.json` |
 //! | jobs | `POST|GET /v1/jobs`, `POST /v1/batches`, `GET /v1/jobs/{id}`, `GET /v1/jobs/{id}/result`, `POST /v1/jobs/{id}/{claim,start,heartbeat,complete,fail,release,cancel}`, `POST|GET /v1/jobs/{id}/rating` |
 //! | receipts | `GET /v1/receipts`, `GET /v1/receipts/{id}`, `POST /v1/receipts/verify`, `GET /v1/keys` |

@@ -48,7 +48,7 @@ struct Frame;
 /// their operation ids (handler names, unique only within a group).
 fn group_document(group: Group) -> Document {
     let (name, mut document) = match group {
-        Group::Registry => ("registry", routes::registry::Paths::openapi()),
+        Group::Registry => ("registry", routes::registry::Paths::openapi().merge_from(routes::capacity::Paths::openapi())),
         Group::Pricing => ("pricing", routes::pricing::Paths::openapi()),
         Group::Jobs => ("jobs", routes::jobs::Paths::openapi()),
         Group::Receipts => ("receipts", routes::receipts::Paths::openapi().merge_from(routes::explorer::Paths::openapi())),
@@ -456,6 +456,8 @@ mod tests {
     fn openapi_documents_every_route_the_routers_serve_and_no_other() {
         let sources = [
             ("registry", include_str!("routes/registry.rs")),
+            // Contracts and reservations are merged into the registry group.
+            ("registry", include_str!("routes/capacity.rs")),
             ("pricing", include_str!("routes/pricing.rs")),
             ("jobs", include_str!("routes/jobs.rs")),
             ("receipts", include_str!("routes/receipts.rs")),

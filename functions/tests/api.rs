@@ -936,6 +936,238 @@ pub async fn batches_get_their_discount_and_settle_job_by_job(backends: Box<dyn 
     assert_eq!((small.status, small.body["quote"]["terms"]["breakdown"]["batch_bps"].clone()), (StatusCode::CREATED, json!(10_000)), "below the minimum, no discount: {:?}", small.body);
 }
 
+/// Fixed-rate contracts: a provider offers a client a rate for GPU-hours; once accepted, the
+/// client's jobs on the provider pay it until the hours are used; bad offers and acceptances
+/// change nothing.
+pub async fn fixed_rate_contracts_price_a_client_s_jobs_until_the_hours_are_used(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    let s = seller(&app, 8).await;
+    let (c, other) = (buyer(&app, "100").await, buyer(&app, "100").await);
+    let offer = |client: &str, rate: &str, hours: u32| json!({"client": client, "fixed_rate": rate, "hours": hours});
+    assert_problem(&app.post("/v1/contracts", Some(&s.who.key), offer("ait1nobody000000", "0.036", 1)).await, 404, "not_found");
+    assert_problem(&app.post("/v1/contracts", Some(&s.who.key), offer(&c.address, "0", 1)).await, 400, "invalid_request");
+    assert_problem(&app.post("/v1/contracts", Some(&s.who.key), offer(&c.address, "0.036", 0)).await, 400, "invalid_request");
+    assert_problem(&app.post("/v1/contracts", Some(&s.who.key), offer(&c.address, "0.036", 8761)).await, 400, "invalid_request");
+    assert_problem(&app.post("/v1/contracts", Some(&s.who.key), offer(&s.who.address, "0.036", 1)).await, 400, "invalid_request");
+    assert_problem(&app.post("/v1/contracts", Some(&c.key), offer(&other.address, "0.036", 1)).await, 403, "forbidden");
+    let mut out_of_range = offer(&c.address, "0.036", 1);
+    out_of_range["guaranteed_availability_bps"] = json!(10_001);
+    assert_problem(&app.post("/v1/contracts", Some(&s.who.key), out_of_range).await, 400, "invalid_request");
+    assert_problem(&app.post("/v1/contracts", Some(&s.who.key), offer("nobody-agent", "0.036", 1)).await, 404, "not_found");
+    let path = format!("/v1/contracts/{}/{}", s.who.address, c.address);
+    assert_problem(&app.get(&path, Some(&c.key)).await, 404, "not_found");
+    assert_eq!(app.get("/v1/contracts", Some(&s.who.key)).await.body["items"], json!([]), "bad offers changed nothing");
+
+    // A client known by its agent name (the guide's client_id); names are unique.
+    let named = app.post("/v1/accounts", None, json!({"role": "client", "name": "enterprise-agent-123"})).await;
+    assert_eq!((named.status, named.body["name"].clone()), (StatusCode::CREATED, json!("enterprise-agent-123")), "{:?}", named.body);
+    assert_problem(&app.post("/v1/accounts", None, json!({"role": "client", "name": "enterprise-agent-123"})).await, 409, "conflict");
+    assert_problem(&app.post("/v1/accounts", None, json!({"role": "client", "name": "ait1notaname00"})).await, 400, "invalid_request");
+    let by_name = app.post("/v1/contracts", Some(&s.who.key), offer("enterprise-agent-123", "0.036", 1)).await;
+    assert_eq!((by_name.status, by_name.body["client"].clone()), (StatusCode::CREATED, named.body["address"].clone()), "{:?}", by_name.body);
+    // An offer not accepted in time expires: accepting it is a conflict and changes nothing.
+    let key = aitbc_store::keys::contract(&s.who.address, named.body["address"].as_str().unwrap());
+    app.market.store.update(&key, aitbc_store::Update::new().set("offer_expires_at_ms", 1), aitbc_store::Condition::Present).await.unwrap();
+    let named_key = named.body["api_key"].as_str().unwrap();
+    assert_problem(&app.post(&format!("/v1/contracts/{}/accept", s.who.address), Some(named_key), json!({})).await, 409, "conflict");
+    let expired = app.get(&format!("/v1/contracts/{}/{}", s.who.address, named.body["address"].as_str().unwrap()), Some(named_key)).await;
+    assert_eq!((expired.body["state"].clone(), expired.body["accepted_at_ms"].clone()), (json!("expired"), Value::Null), "{:?}", expired.body);
+    let listed = app.get("/v1/contracts", Some(named_key)).await;
+    assert_eq!(listed.body["items"][0]["provider"], s.who.address.as_str(), "{:?}", listed.body);
+
+    // 0.036 AITBC per GPU-hour is 0.00001 per GPU-second; one hour is 3600 GPU-seconds.
+    let offered = app.post("/v1/contracts", Some(&s.who.key), offer(&c.address, "0.036", 1)).await;
+    assert_eq!((offered.status, offered.body["state"].clone(), offered.body["remaining"].clone()), (StatusCode::CREATED, json!("offered"), json!("3600")), "{:?}", offered.body);
+    let accept = format!("/v1/contracts/{}/accept", s.who.address);
+    assert_problem(&app.post(&accept, Some(&other.key), json!({})).await, 404, "not_found");
+    assert_problem(&app.post(&accept, Some(&s.who.key), json!({})).await, 403, "forbidden");
+    // Offered, not accepted: the market price.
+    let mut body = job_body();
+    body["gpu_id"] = json!(s.gpu_id);
+    let before = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(body.clone()), Some("before")).await;
+    assert_eq!(before.body["unit_price"], "1.6", "{:?}", before.body);
+    let accepted = app.post(&accept, Some(&c.key), json!({})).await;
+    assert_eq!((accepted.status, accepted.body["state"].clone()), (StatusCode::OK, json!("active")), "{:?}", accepted.body);
+    assert_problem(&app.post(&accept, Some(&c.key), json!({})).await, 409, "conflict");
+    assert_problem(&app.post("/v1/contracts", Some(&s.who.key), offer(&c.address, "0.072", 1)).await, 409, "conflict");
+    assert_problem(&app.get(&path, Some(&other.key)).await, 403, "forbidden");
+
+    let on_contract = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(body.clone()), Some("on-contract")).await;
+    assert_eq!((on_contract.status, on_contract.body["unit_price"].clone(), on_contract.body["max_price"].clone()), (StatusCode::CREATED, json!("0.00001"), json!("0.000025")), "{:?}", on_contract.body);
+    assert_eq!(app.get(&path, Some(&s.who.key)).await.body["remaining"], "3597.5");
+    let not_theirs = app.call(Method::POST, "/v1/jobs", Some(&other.key), Some(body.clone()), Some("other")).await;
+    assert_eq!(not_theirs.body["unit_price"], "1.6", "another client pays the market");
+    // A job larger than the hours left pays the market, and uses nothing.
+    let mut big = body.clone();
+    big["units"] = json!("3598");
+    let over = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(big), Some("over")).await;
+    assert_ne!(over.body["unit_price"], "0.00001", "{:?}", over.body);
+    let mut rest = body.clone();
+    rest["units"] = json!("3597.5");
+    let last = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(rest), Some("rest")).await;
+    assert_eq!((last.status, last.body["unit_price"].clone()), (StatusCode::CREATED, json!("0.00001")), "{:?}", last.body);
+    let used = app.get(&path, Some(&c.key)).await;
+    assert_eq!((used.body["remaining"].clone(), used.body["state"].clone()), (json!("0"), json!("used_up")), "{:?}", used.body);
+    let after = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(body), Some("after")).await;
+    assert_eq!(after.body["unit_price"], "1.6", "the hours are used: the market price again");
+    // A used-up contract may be offered again.
+    let again = app.post("/v1/contracts", Some(&s.who.key), offer(&c.address, "0.072", 2)).await;
+    assert_eq!((again.status, again.body["state"].clone()), (StatusCode::CREATED, json!("offered")), "{:?}", again.body);
+}
+
+/// A contract's availability guarantee: its jobs count as available when they start within the
+/// listing's SLA response time (changed after listing, as the guide's `define_sla`); a job whose
+/// completion leaves the measured availability below the guarantee pays the SLA penalty.
+pub async fn a_contract_pays_sla_penalties_below_its_guaranteed_availability(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    let s = seller(&app, 9).await;
+    let c = buyer(&app, "100").await;
+    let listing = format!("/v1/listings/{}", s.gpu_id);
+    assert_problem(&app.call(Method::PATCH, &listing, Some(&s.who.key), Some(json!({"sla": {"response_time_s": 0}})), None).await, 400, "invalid_request");
+    let patched = app.call(Method::PATCH, &listing, Some(&s.who.key), Some(json!({"sla": {"response_time_s": 1, "penalty_rate_bps": 5000}})), None).await;
+    assert_eq!((patched.status, patched.body["sla"].clone()), (StatusCode::OK, json!({"response_time_s": 1, "penalty_rate_bps": 5000})), "{:?}", patched.body);
+    let offered = app.post("/v1/contracts", Some(&s.who.key), json!({"client": c.address, "fixed_rate": "3.6", "hours": 10, "guaranteed_availability_bps": 5000})).await;
+    assert_eq!((offered.status, offered.body["sla_penalties"].clone()), (StatusCode::CREATED, json!(true)), "{:?}", offered.body);
+    let accepted = app.post(&format!("/v1/contracts/{}/accept", s.who.address), Some(&c.key), json!({})).await;
+    assert_eq!(accepted.status, StatusCode::OK, "{:?}", accepted.body);
+    let mut jobs = Vec::new();
+    // On time, late (availability 1/2: at the guarantee), late (1/3: below it).
+    for (i, wait_ms) in [0u64, 1_200, 1_200].into_iter().enumerate() {
+        let mut body = job_body();
+        body["gpu_id"] = json!(s.gpu_id);
+        let job = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(body), Some(&format!("sla-{i}"))).await;
+        assert_eq!((job.status, job.body["unit_price"].clone()), (StatusCode::CREATED, json!("0.001")), "{:?}", job.body);
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+        let job_id = job.body["job_id"].as_str().unwrap().to_string();
+        let claimed = app.post(&format!("/v1/jobs/{job_id}/claim"), Some(&s.who.key), json!({"worker_id": "wrk-1"})).await;
+        assert_eq!(claimed.status, StatusCode::OK, "{:?}", claimed.body);
+        let done = app.post(&format!("/v1/jobs/{job_id}/complete"), Some(&s.who.key), completion(&claimed.body, &s, "wrk-1")).await;
+        assert_eq!(done.status, StatusCode::OK, "{:?}", done.body);
+        jobs.push(job_id);
+    }
+    settle_now(&app).await;
+    let mut penalties = Vec::new();
+    for job in &jobs {
+        let settled = app.get(&format!("/v1/jobs/{job}"), Some(&c.key)).await;
+        assert_eq!(settled.body["status"]["state"], "settled", "{:?}", settled.body);
+        penalties.push(settled.body["settlement"]["penalty"].clone());
+    }
+    // 1.5 GPU-seconds at 0.001: 0.0015, half of it refunded below the guarantee only.
+    assert_eq!(penalties, vec![json!("0"), json!("0"), json!("0.00075")]);
+    let contract = app.get(&format!("/v1/contracts/{}/{}", s.who.address, c.address), Some(&s.who.key)).await;
+    assert_eq!((contract.body["jobs_completed"].clone(), contract.body["jobs_available"].clone(), contract.body["availability_bps"].clone()), (json!(3), json!(1), json!(3333)), "{:?}", contract.body);
+}
+
+/// Reserved capacity: a provider offers a client a share of a listing for a fee; the client's
+/// acceptance pays it (provider's earnings, platform fee) in one transaction; while it lasts the
+/// listing keeps the share's queue places for the client; it ends by time. Bad offers and
+/// acceptances are problems that change nothing.
+pub async fn reserved_capacity_is_paid_for_kept_for_its_client_and_expires(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    let s = seller(&app, 10).await;
+    let other_seller = seller(&app, 11).await;
+    let listing = format!("/v1/listings/{}", s.gpu_id);
+    let small = app.call(Method::PATCH, &listing, Some(&s.who.key), Some(json!({"queue_config": {"max_queue_size": 3}})), None).await;
+    assert_eq!(small.status, StatusCode::OK, "{:?}", small.body);
+    let holder = app.post("/v1/accounts", None, json!({"role": "client", "name": "enterprise-agent-456"})).await;
+    let (h_addr, h_key) = (holder.body["address"].as_str().unwrap().to_string(), holder.body["api_key"].as_str().unwrap().to_string());
+    let r = app.call(Method::POST, &format!("/v1/accounts/{h_addr}/deposits"), Some(&h_key), Some(json!({"amount": "100"})), Some("fund-1")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let (o, poor) = (buyer(&app, "100").await, buyer(&app, "1").await);
+    let offer = |client: &str, share: Value, duration: &str, fee: &str| {
+        let mut body = json!({"gpu_id": s.gpu_id, "client": client, "duration": duration, "fee": fee});
+        body.as_object_mut().unwrap().extend(share.as_object().unwrap().clone());
+        body
+    };
+    let bad = [
+        (offer("enterprise-agent-456", json!({"slots": 3}), "30d", "50"), 400, "invalid_request"),
+        (offer("enterprise-agent-456", json!({"gpu_memory_gib": 25}), "30d", "50"), 400, "invalid_request"),
+        (offer("enterprise-agent-456", json!({"slots": 1, "gpu_memory_gib": 8}), "30d", "50"), 400, "invalid_request"),
+        (offer("enterprise-agent-456", json!({}), "30d", "50"), 400, "invalid_request"),
+        (offer("enterprise-agent-456", json!({"slots": 0}), "30d", "50"), 400, "invalid_request"),
+        (offer("enterprise-agent-456", json!({"slots": 1}), "0d", "50"), 400, "invalid_request"),
+        (offer("enterprise-agent-456", json!({"slots": 1}), "91d", "50"), 400, "invalid_request"),
+        (offer("enterprise-agent-456", json!({"slots": 1}), "30d", "0"), 400, "invalid_request"),
+        (offer("nobody-agent", json!({"slots": 1}), "30d", "50"), 404, "not_found"),
+        (offer(&other_seller.who.address, json!({"slots": 1}), "30d", "50"), 400, "invalid_request"),
+    ];
+    for (body, status, code) in bad {
+        assert_problem(&app.post("/v1/reservations", Some(&s.who.key), body).await, status, code);
+    }
+    let mut unknown = offer("enterprise-agent-456", json!({"slots": 1}), "30d", "50");
+    unknown["gpu_id"] = json!("gpu-nothere");
+    assert_problem(&app.post("/v1/reservations", Some(&s.who.key), unknown).await, 404, "not_found");
+    assert_problem(&app.post("/v1/reservations", Some(&other_seller.who.key), offer("enterprise-agent-456", json!({"slots": 1}), "30d", "50")).await, 403, "forbidden");
+    assert_problem(&app.post("/v1/reservations", Some(&h_key), offer("enterprise-agent-456", json!({"slots": 1}), "30d", "50")).await, 403, "forbidden");
+    // Paused, or offline (listed, no worker's heartbeat): not reservable.
+    app.call(Method::PATCH, &listing, Some(&s.who.key), Some(json!({"status": "paused"})), None).await;
+    assert_problem(&app.post("/v1/reservations", Some(&s.who.key), offer("enterprise-agent-456", json!({"slots": 1}), "30d", "50")).await, 409, "conflict");
+    app.call(Method::PATCH, &listing, Some(&s.who.key), Some(json!({"status": "active"})), None).await;
+    let offline = app.post("/v1/listings", Some(&s.who.key), json!({"name": "Cold", "memory_gib": 24, "cuda_version": "12.1", "base_price": "0.05", "region": "us-west"})).await;
+    let mut cold = offer("enterprise-agent-456", json!({"slots": 1}), "30d", "50");
+    cold["gpu_id"] = offline.body["gpu_id"].clone();
+    assert_problem(&app.post("/v1/reservations", Some(&s.who.key), cold).await, 409, "conflict");
+    assert_eq!(app.get("/v1/reservations", Some(&s.who.key)).await.body["items"], json!([]), "bad offers changed nothing");
+
+    // 8 GiB of a 24 GiB listing with 2 slots: one slot.
+    let offered = app.post("/v1/reservations", Some(&s.who.key), offer("enterprise-agent-456", json!({"gpu_memory_gib": 8}), "30d", "50")).await;
+    assert_eq!(offered.status, StatusCode::CREATED, "{:?}", offered.body);
+    assert_eq!((offered.body["slots"].clone(), offered.body["state"].clone(), offered.body["platform_fee"].clone(), offered.body["duration_hours"].clone()), (json!(1), json!("offered"), json!("1.25"), json!(720)));
+    let id = offered.body["reservation_id"].as_str().unwrap().to_string();
+    let accept = format!("/v1/reservations/{id}/accept");
+    assert_problem(&app.post(&accept, Some(&o.key), json!({})).await, 404, "not_found");
+    assert_problem(&app.post(&accept, Some(&s.who.key), json!({})).await, 403, "forbidden");
+    assert_problem(&app.get(&format!("/v1/reservations/{id}"), Some(&o.key)).await, 403, "forbidden");
+    // Too little money: 402, and nothing moves.
+    let for_poor = app.post("/v1/reservations", Some(&s.who.key), offer(&poor.address, json!({"slots": 1}), "1h", "5")).await;
+    let poor_id = for_poor.body["reservation_id"].as_str().unwrap();
+    assert_problem(&app.post(&format!("/v1/reservations/{poor_id}/accept"), Some(&poor.key), json!({})).await, 402, "insufficient_funds");
+    assert_eq!(app.get(&format!("/v1/accounts/{}", poor.address), Some(&poor.key)).await.body["wallet"], json!({"available": "1", "held": "0"}));
+    assert_eq!(app.get(&format!("/v1/reservations/{poor_id}"), Some(&poor.key)).await.body["state"], "offered");
+    assert_eq!(app.get(&listing, None).await.body["reserved_slots"], 0);
+
+    let accepted = app.post(&accept, Some(&h_key), json!({})).await;
+    assert_eq!((accepted.status, accepted.body["state"].clone()), (StatusCode::OK, json!("active")), "{:?}", accepted.body);
+    assert_problem(&app.post(&accept, Some(&h_key), json!({})).await, 409, "conflict");
+    assert_eq!(app.get(&format!("/v1/accounts/{h_addr}"), Some(&h_key)).await.body["wallet"], json!({"available": "50", "held": "0"}));
+    assert_eq!(app.get(&format!("/v1/accounts/{}", s.who.address), Some(&s.who.key)).await.body["earnings"]["available"], "48.75", "the fee less 2.5%");
+    assert_eq!(app.get(&listing, None).await.body["reserved_slots"], 1);
+    // One of two slots is reserved: another slot or two cannot be.
+    assert_problem(&app.post("/v1/reservations", Some(&s.who.key), offer(&o.address, json!({"slots": 2}), "1d", "1")).await, 409, "conflict");
+
+    // A queue of 3 with 1 place kept for the holder: the others get 2.
+    let submit = |key: String, idem: String| {
+        let app = &app;
+        let mut body = job_body();
+        body["gpu_id"] = json!(s.gpu_id);
+        async move { app.call(Method::POST, "/v1/jobs", Some(&key), Some(body), Some(&idem)).await }
+    };
+    let first = submit(o.key.clone(), "o-1".into()).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    assert_eq!(submit(o.key.clone(), "o-2".into()).await.status, StatusCode::CREATED);
+    let refused = submit(o.key.clone(), "o-3".into()).await;
+    assert_problem(&refused, 503, "queue_full");
+    assert_eq!(app.get(&format!("/v1/accounts/{}", o.address), Some(&o.key)).await.body["wallet"]["held"], "8", "the refused job held nothing");
+    assert_eq!(submit(h_key.clone(), "h-1".into()).await.status, StatusCode::CREATED, "the holder's place");
+    assert_problem(&submit(h_key.clone(), "h-2".into()).await, 503, "queue_full");
+
+    // It ends by time: once past its end it keeps nothing.
+    let job_id = first.body["job_id"].as_str().unwrap();
+    assert_eq!(app.post(&format!("/v1/jobs/{job_id}/claim"), Some(&s.who.key), json!({"worker_id": "wrk-1"})).await.status, StatusCode::OK);
+    assert_problem(&submit(o.key.clone(), "o-4".into()).await, 503, "queue_full");
+    let ended = json!([{"client": h_addr, "slots": 1, "ends_at_ms": 1}]);
+    app.market.store.update(&aitbc_store::keys::listing(&s.gpu_id), aitbc_store::Update::new().set("reservations", ended), aitbc_store::Condition::Present).await.unwrap();
+    app.market.store.update(&aitbc_store::keys::reservation(&id), aitbc_store::Update::new().set("ends_at_ms", 1), aitbc_store::Condition::Present).await.unwrap();
+    assert_eq!(app.get(&format!("/v1/reservations/{id}"), Some(&h_key)).await.body["state"], "ended");
+    // The end time was edited behind the market's back: let its one-second listing cache lapse
+    // (a real end needs no such wait; it is computed from the stored end time).
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let again = submit(o.key.clone(), "o-5".into()).await;
+    assert_eq!(again.status, StatusCode::CREATED, "the place is free again: {:?}", again.body);
+    let mine = app.get("/v1/reservations", Some(&h_key)).await;
+    assert_eq!(mine.body["items"].as_array().unwrap().len(), 1, "{:?}", mine.body);
+}
+
 macro_rules! api_suite {
     ($backend:ident, $factory:expr) => {
         mod $backend {
@@ -958,6 +1190,9 @@ macro_rules! api_suite {
             case!(providers_build_reputation_from_measured_facts);
             case!(listing_queues_are_bounded_ordered_and_preemptible);
             case!(batches_get_their_discount_and_settle_job_by_job);
+            case!(fixed_rate_contracts_price_a_client_s_jobs_until_the_hours_are_used);
+            case!(a_contract_pays_sla_penalties_below_its_guaranteed_availability);
+            case!(reserved_capacity_is_paid_for_kept_for_its_client_and_expires);
         }
     };
 }

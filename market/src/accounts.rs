@@ -6,7 +6,7 @@ use crate::records::to_item;
 use crate::{Market, MarketError};
 use aitbc_core::ledger::{AccountId, Applied, Balance, Transfer};
 use aitbc_core::money::Amount;
-use aitbc_core::values::{Address, TransferId};
+use aitbc_core::values::{AccountRef, Address, AgentName, TransferId};
 use aitbc_store::{keys, Condition};
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,9 @@ pub struct OpenedAccount {
     pub address: Address,
     pub role: Role,
     pub api_key: String,
+    /// The agent name it registered, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<AgentName>,
 }
 
 /// A provider's profile in the registry.
@@ -48,6 +51,19 @@ impl Market {
         role: Role,
         spending_limit: Option<Amount>,
     ) -> Result<OpenedAccount, MarketError> {
+        self.open_named_account(caller, role, spending_limit, None).await
+    }
+
+    /// [`Market::open_account_with_key`] with an agent name others may use for the account
+    /// (a contract's or reservation's `client`). The name's guard is written first, only if
+    /// absent: a taken name refuses the request before an account exists.
+    pub async fn open_named_account(
+        &self,
+        caller: Option<&Principal>,
+        role: Role,
+        spending_limit: Option<Amount>,
+        name: Option<AgentName>,
+    ) -> Result<OpenedAccount, MarketError> {
         let is_admin = caller.is_some_and(|p| p.role == Role::Admin);
         if !is_admin && (role == Role::Admin || !self.settings.open_signup) {
             return match caller {
@@ -56,6 +72,14 @@ impl Market {
             };
         }
         let address = Address::generate();
+        if let Some(name) = &name {
+            let guard = aitbc_store::Item::new(keys::agent_name(name.as_str())).with("address", address.as_str()).with("role", role.name());
+            match self.store.put(guard, Condition::Absent).await {
+                Ok(()) => {}
+                Err(aitbc_store::StoreError::ConditionFailed { .. }) => return Err(MarketError::Conflict(format!("the name {name} is taken"))),
+                Err(e) => return Err(e.into()),
+            }
+        }
         self.open_account(&AccountId::wallet(&address), spending_limit).await?;
         if role == Role::Provider {
             self.open_account(&AccountId::earnings(&address), None).await?;
@@ -64,13 +88,31 @@ impl Market {
             self.store.put(item, Condition::Absent).await?;
         }
         let api_key = self.issue_api_key(&address, role).await?;
-        Ok(OpenedAccount { address, role, api_key })
+        Ok(OpenedAccount { address, role, api_key, name })
     }
 
     /// Makes sure the platform's fee account exists, and an admin key if `admin` is given
     /// (`aitbc up` keeps one in its data directory).
     pub async fn bootstrap(&self) -> Result<(), MarketError> {
         self.open_account(&AccountId::fee(&self.platform), None).await
+    }
+
+    /// The address an account reference names: itself, or the account that registered the
+    /// name. A name nobody took, or an address without a wallet, is not found.
+    pub async fn resolve_account(&self, account: &AccountRef) -> Result<Address, MarketError> {
+        let address = match account {
+            AccountRef::Address(address) => address.clone(),
+            AccountRef::Name(name) => {
+                let guard = self.store.get(&keys::agent_name(name.as_str())).await?.ok_or_else(|| MarketError::not_found(format!("agent {name}")))?;
+                let text = guard.str("address").ok_or_else(|| MarketError::Internal(format!("agent name {name} without an address")))?;
+                Address::parse(text).map_err(|e| MarketError::Internal(format!("agent name {name}: {e}")))?
+            }
+        };
+        match self.account(&AccountId::wallet(&address)).await {
+            Ok(_) => Ok(address),
+            Err(MarketError::NotFound { .. }) => Err(MarketError::not_found(format!("account {account}"))),
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether `address` is a registered provider.

@@ -81,6 +81,10 @@ pub struct JobRecord {
     /// (`priority::tier_rank` and this place it among the queued jobs); absent on a FIFO one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_tag: Option<u64>,
+    /// The fixed-rate contract that priced the job, if one did (its unit price is the
+    /// contract's rate; its completion counts towards the contract's availability).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<crate::contracts::JobContract>,
     /// In a heartbeat's answer only (never stored): hand the job back now, a job of a higher
     /// tier waits (graceful preemption); release it and it is queued again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -325,6 +329,7 @@ impl Market {
             }
             None => submit.model.clone(),
         };
+        let mut priced_now = None;
         let (quote, view) = match submit.quote {
             Some(quote) => {
                 self.check_quote(&quote)?;
@@ -343,8 +348,20 @@ impl Market {
                     kind: Some(kind),
                     batch_size: 0,
                 };
-                self.quote_with_view(&input).await?
+                let priced = self.quote_with_view(&input).await?;
+                priced_now = Some(input);
+                priced
             }
+        };
+        // A job priced now (no quote of its own) on a provider the client has an active
+        // fixed-rate contract with pays the contract's rate while its hours last.
+        let applied = match priced_now {
+            Some(_) => self.applicable_contract(&view.listing.provider, &caller.address, quote.terms.units.millis()).await?,
+            None => None,
+        };
+        let quote = match (&applied, &priced_now) {
+            (Some(applied), Some(input)) => self.quote_on_with(&view, input, Some(&applied.contract)).await?,
+            _ => quote,
         };
         let terms = &quote.terms;
         let listing = &view.listing;
@@ -369,8 +386,16 @@ impl Market {
         // A full queue refuses the job before anything is held (the view may be a second old;
         // the room counter's floor in the transaction below is the authority).
         let config = listing.queue_config;
-        if view.room_counted && view.queue_room <= 0 && self.listing_item(&listing.gpu_id).await?.int(crate::registry::ATTR_QUEUE_ROOM).is_some_and(|r| r <= 0) {
-            return Err(queue_full(listing));
+        // Other clients' live capacity reservations keep their places free (`reservations`).
+        let mut floor = i64::from(aitbc_core::capacity::reserved_by_others(&view.held, self.now_ms(), Some(&caller.address)));
+        let mut reservations_read = crate::reservations::unchanged(view.reservations_version);
+        if view.room_counted && view.queue_room - 1 < floor {
+            // The view may be a second old: decide, and write, by the listing as it is now.
+            let fresh = self.listing_item(&listing.gpu_id).await?;
+            (floor, reservations_read) = self.reserved_floor(&fresh, &caller.address)?;
+            if !crate::reservations::room_allows(&fresh, floor) {
+                return Err(queue_full_reserved(listing, floor));
+            }
         }
         let now = self.now_ms();
         let uuid_part = &job_id.as_str()[4..];
@@ -402,20 +427,26 @@ impl Market {
             failure: None,
             price: None,
             queue_tag: tagged.as_ref().map(|t| t.tag),
+            contract: applied.as_ref().map(|a| a.job),
             preempt: false,
             settlement: None,
         };
         let job_item = job_item(&job, &job_indexes(&job, now)).with(ATTR_VERSION, 0);
         let mut writes = vec![TxWrite::Put { item: job_item, condition: Condition::Absent }];
         if view.room_counted {
-            // One place in the queue, refused below zero: a full queue fails the whole
-            // transaction, the hold with it.
-            let room = aitbc_store::Update::new().add(crate::registry::ATTR_QUEUE_ROOM, -1, Some(0));
-            writes.push(TxWrite::Update { key: keys::listing(listing.gpu_id.as_str()), update: room, condition: Condition::Present });
+            // One place in the queue, refused below the places other clients' reservations
+            // keep (zero without any): a full queue fails the whole transaction, the hold with
+            // it. Conditional on the reservations read, so one accepted meanwhile is honoured.
+            let room = aitbc_store::Update::new().add(crate::registry::ATTR_QUEUE_ROOM, -1, Some(floor));
+            let condition = Condition::And(vec![Condition::Present, reservations_read]);
+            writes.push(TxWrite::Update { key: keys::listing(listing.gpu_id.as_str()), update: room, condition });
         }
         if let Some(tagged) = tagged {
             writes.push(tagged.write);
             writes.extend(crate::priority::entry_put(&job));
+        }
+        if let Some(applied) = applied {
+            writes.push(applied.write);
         }
         let hold = Transfer::Hold {
             id: TransferId::parse(&format!("tx-{uuid_part}-hold")).expect("valid id"),
@@ -431,10 +462,13 @@ impl Market {
                 // A used key, or the queue filled meanwhile, or a racing submission of the same
                 // client moved its fair-share clock: only the first is a replay.
                 if self.store.get(&keys::job(job_id.as_str())).await?.is_none() {
-                    let room = self.listing_item(&listing.gpu_id).await?.int(crate::registry::ATTR_QUEUE_ROOM);
-                    if room.is_some_and(|r| r <= 0) {
-                        return Err(queue_full(listing));
+                    let fresh = self.listing_item(&listing.gpu_id).await?;
+                    let (fresh_floor, _) = self.reserved_floor(&fresh, &caller.address)?;
+                    if !crate::reservations::room_allows(&fresh, fresh_floor) {
+                        return Err(queue_full_reserved(listing, fresh_floor));
                     }
+                    // Perhaps the cached view's reservations were stale: read them afresh next time.
+                    self.forget_listing(&listing.gpu_id, &listing.region);
                     return Err(MarketError::Conflict(format!("{why}; submit again with the same Idempotency-Key")));
                 }
                 false
@@ -494,8 +528,11 @@ impl Market {
         if balance.available < total {
             return Err(MarketError::InsufficientFunds(format!("the batch holds {total}; {} is available", balance.available)));
         }
-        if view.room_counted && view.queue_room < n as i64 {
-            let room = self.listing_item(&view.listing.gpu_id).await?.int(crate::registry::ATTR_QUEUE_ROOM).unwrap_or(i64::MAX);
+        let floor = i64::from(aitbc_core::capacity::reserved_by_others(&view.held, self.now_ms(), Some(&caller.address)));
+        if view.room_counted && view.queue_room - floor < n as i64 {
+            let fresh = self.listing_item(&view.listing.gpu_id).await?;
+            let (fresh_floor, _) = self.reserved_floor(&fresh, &caller.address)?;
+            let room = fresh.int(crate::registry::ATTR_QUEUE_ROOM).unwrap_or(i64::MAX).saturating_sub(fresh_floor);
             if room < n as i64 {
                 return Err(MarketError::QueueFull(format!("GPU listing {} has room for {} more jobs, not {n}; nothing was held", view.listing.gpu_id, room.max(0))));
             }
@@ -687,9 +724,10 @@ impl Market {
         next.output = Some(output);
         next.price = Some(receipt.body.price);
         // What the receipt posts is decided now: the settlement record a batch will cover.
-        let (due, sla_breach) = self.settlement_due_for(&job, receipt.body.price, now).await?;
+        let (due, sla_breach, contract_write) = self.settlement_due_for(&job, receipt.body.price, now).await?;
         let fact = Fact::Completed { sla_breach };
         let mut writes = vec![self.job_write(&next, version)];
+        writes.extend(contract_write);
         writes.push(crate::Market::listing_counter_write(&job.gpu_id, -1, Some((receipt.body.units.millis(), receipt.body.price)), Some(fact)));
         writes.push(fact.provider_write(&job.provider));
         writes.extend(receipt_writes(&receipt, now));
@@ -870,5 +908,16 @@ fn queue_full(listing: &crate::registry::Listing) -> MarketError {
     MarketError::QueueFull(format!(
         "GPU listing {} has {} jobs waiting, its max_queue_size; nothing was held, submit again later",
         listing.gpu_id, listing.queue_config.max_queue_size
+    ))
+}
+
+/// A full queue, or one whose remaining places other clients' reservations keep.
+fn queue_full_reserved(listing: &crate::registry::Listing, reserved: i64) -> MarketError {
+    if reserved <= 0 {
+        return queue_full(listing);
+    }
+    MarketError::QueueFull(format!(
+        "GPU listing {}: its free queue places are kept for other clients' capacity reservations ({reserved}); nothing was held, submit again later",
+        listing.gpu_id
     ))
 }

@@ -73,6 +73,7 @@ fn transfer_kind(t: &Transfer) -> &'static str {
         Transfer::Deposit { .. } => "deposit",
         Transfer::Withdraw { .. } => "withdraw",
         Transfer::Move { .. } => "move",
+        Transfer::Pay { .. } => "pay",
         Transfer::Hold { .. } => "hold",
         Transfer::Post { .. } => "post",
         Transfer::Void { .. } => "void",
@@ -283,7 +284,7 @@ fn transfer_amounts(t: &Transfer) -> Vec<Amount> {
         Transfer::Deposit { amount, .. } | Transfer::Withdraw { amount, .. } | Transfer::Move { amount, .. } | Transfer::Hold { amount, .. } => {
             vec![*amount]
         }
-        Transfer::Post { amount, fee, .. } => vec![*amount, *fee],
+        Transfer::Post { amount, fee, .. } | Transfer::Pay { amount, fee, .. } => vec![*amount, *fee],
         Transfer::Void { .. } => vec![],
     }
 }

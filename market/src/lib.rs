@@ -8,6 +8,8 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod contracts;
+pub mod reservations;
 pub mod error;
 pub mod explorer;
 pub mod idempotency;

@@ -189,6 +189,11 @@ impl Market {
     /// A listing serves a model it registered (rate-card pricing of any job) or one its worker
     /// has loaded (text generation).
     pub async fn quote_on(&self, view: &ListingView, input: &QuoteInput) -> Result<SignedQuote, MarketError> {
+        self.quote_on_with(view, input, None).await
+    }
+
+    /// [`Market::quote_on`] at a fixed-rate contract's rate, when one applies.
+    pub async fn quote_on_with(&self, view: &ListingView, input: &QuoteInput, contract: Option<&aitbc_core::pricing::Contract>) -> Result<SignedQuote, MarketError> {
         let listing = &view.listing;
         if let Some(model) = &input.model {
             if !serves(view, model) {
@@ -209,7 +214,7 @@ impl Market {
             return Err(MarketError::invalid("batch_size", format!("at most {}", aitbc_core::pricing::BATCH_JOBS_MAX)));
         }
         let request = QuoteRequest { model: input.model.clone(), units: input.units, tier: input.tier, duration_hours: input.duration_hours, batch_size: input.batch_size };
-        let priced = quote(&self.config.rate_card, &listing.terms(self), signals, now, &request, None)
+        let priced = quote(&self.config.rate_card, &listing.terms(self), signals, now, &request, contract)
             .map_err(|e| MarketError::invalid("units", e.to_string()))?;
         let terms = QuoteTerms {
             quote_id: QuoteId::generate(),

@@ -57,6 +57,15 @@ pub struct Sla {
     pub penalty_rate_bps: u32,
 }
 
+impl Sla {
+    pub fn validate(&self) -> Result<(), MarketError> {
+        if self.response_time_s == 0 || self.response_time_s > SLA_RESPONSE_S_MAX || self.penalty_rate_bps > 10_000 {
+            return Err(invalid("sla", format!("response_time_s must be 1..={SLA_RESPONSE_S_MAX}, penalty_rate_bps at most 10000")));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Sla {
     fn default() -> Self {
         Self { response_time_s: 30, penalty_rate_bps: 5_000 }
@@ -223,6 +232,9 @@ pub struct ListingPatch {
     pub availability: Option<Schedule>,
     pub queue_config: Option<QueueConfig>,
     pub batch: Option<aitbc_core::pricing::BatchOffer>,
+    /// New service-level targets (the guide's `define_sla`): jobs completing after the change
+    /// are held to them.
+    pub sla: Option<Sla>,
 }
 
 /// A listing with its live counters.
@@ -249,6 +261,13 @@ pub struct ListingView {
     pub room_counted: bool,
     /// What its jobs' measured facts and its clients' ratings say (`aitbc_core::reputation`).
     pub reputation: aitbc_core::reputation::Reputation,
+    /// Slots that live capacity reservations hold now (queue places kept for their clients).
+    pub reserved_slots: u32,
+    /// The live reservations and the version of their list (routing reads them).
+    #[serde(skip)]
+    pub held: Vec<aitbc_core::capacity::Held>,
+    #[serde(skip)]
+    pub reservations_version: Option<i64>,
 }
 
 impl ListingView {
@@ -376,9 +395,7 @@ impl Market {
         if let Some(schedule) = &new.availability {
             schedule.validate().map_err(|e| invalid("availability", e.to_string()))?;
         }
-        if new.sla.response_time_s == 0 || new.sla.response_time_s > SLA_RESPONSE_S_MAX || new.sla.penalty_rate_bps > 10_000 {
-            return Err(invalid("sla", format!("response_time_s must be 1..={SLA_RESPONSE_S_MAX}, penalty_rate_bps at most 10000")));
-        }
+        new.sla.validate()?;
         new.queue_config.validate()?;
         if let Some(offer) = &new.batch {
             offer.validate().map_err(|e| invalid("batch", e.to_string()))?;
@@ -437,6 +454,7 @@ impl Market {
 
     pub fn listing_view(&self, item: &Item) -> Result<ListingView, MarketError> {
         let listing: Listing = from_item(item)?;
+        let (held, reservations_version) = crate::reservations::held_of(item)?;
         let last_heartbeat_ms = item.int(ATTR_HEARTBEAT_MS);
         let online = last_heartbeat_ms.is_some_and(|t| self.now_ms() - t < self.settings.online_window_ms);
         let gpu_ms = item.int(ATTR_GPU_MS).unwrap_or(0).max(0) as u64;
@@ -460,6 +478,9 @@ impl Market {
             queue_room: item.int(ATTR_QUEUE_ROOM).unwrap_or(i64::from(QUEUE_SIZE_MAX)),
             room_counted: item.int(ATTR_QUEUE_ROOM).is_some(),
             reputation: crate::reputation::facts_from_item(item).reputation(),
+            reserved_slots: aitbc_core::capacity::reserved_by_others(&held, self.now_ms(), None),
+            held,
+            reservations_version,
         })
     }
 
@@ -539,6 +560,10 @@ impl Market {
         if let Some(offer) = patch.batch {
             offer.validate().map_err(|e| invalid("batch", e.to_string()))?;
             listing.batch = Some(offer);
+        }
+        if let Some(sla) = patch.sla {
+            sla.validate()?;
+            listing.sla = sla;
         }
         listing.strategy = patch.strategy.unwrap_or(listing.strategy);
         listing.status = patch.status.unwrap_or(listing.status);

@@ -376,6 +376,12 @@ impl SettlementDue {
     pub fn new(job: &JobRecord, price: Amount, completed_at_ms: i64, sla: Option<&Sla>, fee_bps: u32) -> Result<SettlementDue, MarketError> {
         let started_ms = job.claimed_at_ms.unwrap_or(job.created_at_ms);
         let penalty_bps = sla.filter(|s| sla_missed(job.created_at_ms, started_ms, s)).map_or(0, |s| s.penalty_rate_bps);
+        Self::with_penalty_bps(job, price, completed_at_ms, penalty_bps, fee_bps)
+    }
+
+    /// The record of `job` with the penalty rate decided by the caller (a contract job's, by
+    /// the contract's availability).
+    pub fn with_penalty_bps(job: &JobRecord, price: Amount, completed_at_ms: i64, penalty_bps: u32, fee_bps: u32) -> Result<SettlementDue, MarketError> {
         assert_eq!(job.hold_id, crate::jobs::hold_id_for(&job.job_id), "a job's hold is named after the job");
         Ok(SettlementDue {
             job_id: job.job_id.clone(),
@@ -974,7 +980,7 @@ impl Market {
     /// The settlement record of a job completing now for `price`, with the SLA of the job's
     /// listing (a listing deleted since has no SLA left to apply).
     /// Also says whether the job missed its listing's SLA (a fact of its reputation).
-    pub async fn settlement_due_for(&self, job: &JobRecord, price: Amount, completed_at_ms: i64) -> Result<(SettlementDue, bool), MarketError> {
+    pub async fn settlement_due_for(&self, job: &JobRecord, price: Amount, completed_at_ms: i64) -> Result<(SettlementDue, bool, Option<TxWrite>), MarketError> {
         let sla = match self.listing(&job.gpu_id).await {
             Ok(listing) => Some(listing.sla),
             Err(MarketError::NotFound { .. }) => None,
@@ -982,7 +988,16 @@ impl Market {
         };
         let started_ms = job.claimed_at_ms.unwrap_or(job.created_at_ms);
         let missed = sla.as_ref().is_some_and(|s| sla_missed(job.created_at_ms, started_ms, s));
-        Ok((SettlementDue::new(job, price, completed_at_ms, sla.as_ref(), self.config.fee_bps)?, missed))
+        // A contract job pays the penalty by the contract's measured availability instead of
+        // by its own start time (`aitbc_core::capacity`).
+        if let (Some(terms), Some(sla)) = (&job.contract, &sla) {
+            if let Some((breached, write)) = self.contract_completion(&job.provider, &job.client, terms, !missed).await? {
+                let penalty_bps = if breached { sla.penalty_rate_bps } else { 0 };
+                let due = SettlementDue::with_penalty_bps(job, price, completed_at_ms, penalty_bps, self.config.fee_bps)?;
+                return Ok((due, missed, Some(write)));
+            }
+        }
+        Ok((SettlementDue::new(job, price, completed_at_ms, sla.as_ref(), self.config.fee_bps)?, missed, None))
     }
 
     /// How a completed job was settled: Some once the batch that settles its record is done:

@@ -9,7 +9,10 @@
 //! into the range of a finished, not yet reconciled batch, as a stalled process or clock skew
 //! would): reconciliation, itself killed now and then, settles each of them exactly once.
 //! Clients rate settled jobs; every listing's and provider's reputation counters then equal the
-//! jobs' outcomes, and every queue is empty with all its room back.
+//! jobs' outcomes, and every queue is empty with all its room back. Some clients have fixed-rate
+//! contracts (their jobs pay the contract's rate while its hours last, penalized by the
+//! contract's measured availability) and some paid for reserved capacity (the fee is in the
+//! replay); the contracts' counters equal their jobs.
 //!
 //! On SQLite at full size; on DynamoDB + SQS (moto_server, `AITBC_TEST_AWS_ENDPOINT`) smaller.
 //! `AITBC_SIM_SEED` replays a seed.
@@ -138,6 +141,10 @@ struct Sim {
     late: HashSet<JobId>,
     /// Ratings given, by job.
     ratings: HashMap<JobId, u8>,
+    /// Accepted contracts, as (provider, client) indexes.
+    contracts: Vec<(usize, usize)>,
+    /// Paid reservations.
+    reservations: Vec<aitbc_market::reservations::Reservation>,
 }
 
 impl Sim {
@@ -182,7 +189,28 @@ impl Sim {
             deposits.push((AccountId::wallet(&client.address), amount));
             clients.push(client);
         }
-        Sim { market, clock, rng, providers, clients, jobs: Vec::new(), deposits, stats: Stats::default(), in_flight_max: params.in_flight_max, late_chance: params.late_chance, batch_chance: params.batch_chance, late: HashSet::new(), ratings: HashMap::new() }
+        // Each provider offers a contract to one client (90% availability guaranteed, one
+        // GPU-hour); the client accepts. Jobs of that client priced on that provider pay it.
+        let mut contracts = Vec::new();
+        for (n, p) in providers.iter().enumerate() {
+            let c = n % clients.len();
+            let offer = serde_json::from_value(serde_json::json!({"client": clients[c].address, "fixed_rate": "0.036", "hours": 1, "guaranteed_availability_bps": 9_000})).unwrap();
+            market.offer_contract(&p.who, offer).await.unwrap();
+            market.accept_contract(&clients[c], &p.who.address).await.unwrap();
+            contracts.push((n, c));
+        }
+        // Reserved capacity: the second provider's small queue keeps 2 places for the last
+        // client, who pays 5 AITBC for a day of it (a heartbeat first: only an online listing
+        // can be reserved).
+        let mut reservations = Vec::new();
+        if providers.len() > 1 {
+            let (p, c) = (&providers[1], &clients[clients.len() - 1]);
+            market.heartbeat(&p.who, &p.gpu_id, &p.workers[0], None).await.unwrap();
+            let offer = serde_json::from_value(serde_json::json!({"gpu_id": p.gpu_id, "client": c.address, "slots": 2, "duration": "1d", "fee": "5"})).unwrap();
+            let offered = market.offer_reservation(&p.who, offer).await.unwrap();
+            reservations.push(market.accept_reservation(c, &offered.reservation_id).await.unwrap());
+        }
+        Sim { market, clock, rng, providers, clients, jobs: Vec::new(), deposits, stats: Stats::default(), in_flight_max: params.in_flight_max, late_chance: params.late_chance, batch_chance: params.batch_chance, late: HashSet::new(), ratings: HashMap::new(), contracts, reservations }
     }
 
     async fn heartbeats(&mut self) {
@@ -485,6 +513,13 @@ async fn check(sim: &Sim) {
     for (account, amount) in &sim.deposits {
         reference.apply(&Transfer::Deposit { id: TransferId::generate(), to: account.clone(), amount: *amount }).unwrap();
     }
+    // Reservation fees, paid before any job.
+    for r in &sim.reservations {
+        let pay = Transfer::Pay { id: TransferId::generate(), from: AccountId::wallet(&r.client), to: AccountId::earnings(&r.provider), amount: r.fee, fee: r.fee.share_bps(m.config.fee_bps), fee_to: AccountId::fee(&m.platform) };
+        reference.apply(&pay).unwrap();
+    }
+    // Per contract: GPU-milliseconds its jobs took, its completed jobs and the late ones.
+    let mut contract_use: HashMap<(String, String), (u64, u64, u64)> = HashMap::new();
     let mut states: BTreeMap<&'static str, usize> = BTreeMap::new();
     // Every settlement record, each of one job and one receipt: one posted transfer each.
     let mut due_jobs: HashSet<String> = HashSet::new();
@@ -517,6 +552,10 @@ async fn check(sim: &Sim) {
             sim_job.plan
         );
         let (hold, phase) = m.hold_with_phase(job.hold_id.as_str()).await.unwrap().expect("every job has its hold");
+        if job.contract.is_some() {
+            assert_eq!(job.unit_price, aitbc_core::money::Rate::per_hour(Amount::parse("0.036").unwrap()), "a contract job pays the contract's rate");
+            contract_use.entry((job.provider.to_string(), job.client.to_string())).or_default().0 += job.units_max.millis();
+        }
         let hold_transfer = Transfer::Hold { id: TransferId::generate(), hold: job.hold_id.clone(), from: AccountId::wallet(&job.client), amount: job.max_price };
         reference.apply(&hold_transfer).unwrap();
         if job.status.state == JobState::Settled {
@@ -539,16 +578,38 @@ async fn check(sim: &Sim) {
             // The settlement's numbers, computed again here from the receipt, the job and the SLA.
             let listing = m.listing(&job.gpu_id).await.unwrap();
             let late = sla_missed(job.created_at_ms, job.claimed_at_ms.unwrap(), &listing.sla);
-            let amounts = settle_amounts(job.max_price, receipt.body.price, m.config.fee_bps, if late { listing.sla.penalty_rate_bps } else { 0 }).unwrap();
-            assert_eq!(settlement.amounts, amounts);
+            let penalty_bps = if late { listing.sla.penalty_rate_bps } else { 0 };
+            if job.contract.is_some() {
+                // By the contract's availability: the listing's penalty or none.
+                let none = settle_amounts(job.max_price, receipt.body.price, m.config.fee_bps, 0).unwrap();
+                let full = settle_amounts(job.max_price, receipt.body.price, m.config.fee_bps, listing.sla.penalty_rate_bps).unwrap();
+                assert!(settlement.amounts == none || settlement.amounts == full, "job {}: {:?}", job.job_id, settlement.amounts);
+                let used = contract_use.entry((job.provider.to_string(), job.client.to_string())).or_default();
+                used.1 += 1;
+                used.2 += u64::from(late);
+            } else {
+                assert_eq!(settlement.amounts, settle_amounts(job.max_price, receipt.body.price, m.config.fee_bps, penalty_bps).unwrap());
+            }
             assert_eq!(job.price, Some(receipt.body.price));
-            reference.apply(&settle_transfer(&job.job_id, &job.hold_id, &job.provider, &amounts, &m.platform)).unwrap();
+            reference.apply(&settle_transfer(&job.job_id, &job.hold_id, &job.provider, &settlement.amounts, &m.platform)).unwrap();
         } else {
             assert_eq!((phase.as_str(), hold.state), ("voided", HoldState::Voided), "job {} ended {} and voided its hold", job.job_id, job.status.state);
             reference.apply(&Transfer::Void { id: TransferId::generate(), hold: HoldId::parse(job.hold_id.as_str()).unwrap() }).unwrap();
         }
     }
     assert!(due_jobs.is_empty(), "settlement records of jobs not settled: {due_jobs:?}");
+    // Each contract's hours and counters equal its jobs: units taken at submission (refused or
+    // cancelled jobs keep theirs: the hours were sold), completions and available ones.
+    let mut contract_jobs = 0;
+    for (p, c) in &sim.contracts {
+        let (provider, client) = (&sim.providers[*p].who, &sim.clients[*c]);
+        let record = m.get_contract(provider, &provider.address, &client.address).await.unwrap();
+        let (used_ms, completed, late) = contract_use.get(&(provider.address.to_string(), client.address.to_string())).copied().unwrap_or_default();
+        assert_eq!(record.remaining.as_deref(), Some(aitbc_core::money::GpuMillis::from_millis(3_600_000 - used_ms).to_string().as_str()), "contract of provider {p}");
+        assert_eq!((record.jobs_completed, record.jobs_available), (completed, completed - late), "contract of provider {p}");
+        contract_jobs += completed;
+    }
+    assert!(contract_jobs > 0, "the simulation settled some contract jobs");
     // Receipts exist only for settled jobs: each client's receipts are exactly its settled ones.
     for client in &sim.clients {
         let mut count = 0;

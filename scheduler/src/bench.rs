@@ -229,6 +229,7 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
             failure: None,
             price: Some(body.price),
             queue_tag: None,
+            contract: None,
             preempt: false,
             settlement: None,
         };

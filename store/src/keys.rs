@@ -260,6 +260,62 @@ pub fn queue_client(listing_id: &str, client_id: &str) -> Key {
     Key::new(format!("QUEUE#{}", id(listing_id)), format!("C#{}", id(client_id)))
 }
 
+// ---- fixed-rate contracts ----------------------------------------------------------------------
+
+/// The fixed-rate contract between a provider and one client (at most one per pair).
+pub fn contract(provider_id: &str, client_id: &str) -> Key {
+    Key::new(format!("CONTRACT#{}", id(provider_id)), format!("CLIENT#{}", id(client_id)))
+}
+
+/// A provider's contracts, one per client.
+pub fn contracts_by_provider(provider_id: &str) -> Query {
+    Query::table(format!("CONTRACT#{}", id(provider_id))).sort(SortCondition::Prefix("CLIENT#".into()))
+}
+
+/// Index key of a contract under its client (gsi1).
+pub fn contract_client_index(client_id: &str, provider_id: &str) -> IndexKey {
+    IndexKey { index: Index::Gsi1, pk: format!("CLIENT#{}#CONTRACTS", id(client_id)), sk: format!("PROVIDER#{}", id(provider_id)) }
+}
+
+/// A client's contracts, one per provider.
+pub fn contracts_by_client(client_id: &str) -> Query {
+    index_query(Index::Gsi1, format!("CLIENT#{}#CONTRACTS", id(client_id)))
+}
+
+// ---- capacity reservations ---------------------------------------------------------------------
+
+/// A capacity reservation (offered, then active until its end).
+pub fn reservation(reservation_id: &str) -> Key {
+    main_key("RESERVATION", reservation_id)
+}
+
+/// Index key of a reservation under its client (gsi1), newest last.
+pub fn reservation_client_index(client_id: &str, created_ms: i64, reservation_id: &str) -> IndexKey {
+    IndexKey { index: Index::Gsi1, pk: format!("CLIENT#{}#RESERVATIONS", id(client_id)), sk: timed(created_ms, reservation_id) }
+}
+
+/// A client's reservations in time order.
+pub fn reservations_by_client(client_id: &str) -> Query {
+    index_query(Index::Gsi1, format!("CLIENT#{}#RESERVATIONS", id(client_id)))
+}
+
+/// Index key of a reservation under its provider (gsi2, beside the provider's listings).
+pub fn reservation_provider_index(provider_id: &str, created_ms: i64, reservation_id: &str) -> IndexKey {
+    IndexKey { index: Index::Gsi2, pk: format!("PROVIDER#{}", id(provider_id)), sk: format!("RESERVATION#{}", timed(created_ms, reservation_id)) }
+}
+
+/// A provider's reservations in time order.
+pub fn reservations_by_provider(provider_id: &str) -> Query {
+    index_query(Index::Gsi2, format!("PROVIDER#{}", id(provider_id))).sort(SortCondition::Prefix("RESERVATION#".into()))
+}
+
+// ---- agent names -------------------------------------------------------------------------------
+
+/// The guard of an agent name: which account took it (written once, only if absent).
+pub fn agent_name(name: &str) -> Key {
+    main_key("AGENTNAME", name)
+}
+
 // ---- jobs -------------------------------------------------------------------------------------
 
 /// A job.

@@ -306,6 +306,8 @@ fn source_routes() -> Vec<Route> {
         let files: &[&str] = match group {
             "receipts" => &["receipts", "explorer"],
             "chat" => &["openai"],
+            // Contracts and reservations are merged into the registry group.
+            "registry" => &["registry", "capacity"],
             _ => &[group],
         };
         let src: String = files
@@ -456,7 +458,8 @@ async fn is_fallback(response: Response) -> bool {
 fn concrete(path: &str) -> String {
     path.split('/')
         .map(|seg| match seg {
-            "{address}" => "ait1someone0000000",
+            "{address}" | "{provider}" | "{client}" => "ait1someone0000000",
+            "{reservation_id}" => "resv-0190a0a0-0000-7000-8000-000000000000",
             "{gpu_id}" => "gpu-0190a0a0-0000-7000-8000-000000000000",
             "{job_id}" => "job-0190a0a0-0000-7000-8000-000000000000",
             "{receipt_id}" => "rcpt-0190a0a0-0000-7000-8000-000000000000",

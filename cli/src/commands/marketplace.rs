@@ -15,6 +15,12 @@ pub struct MarketplaceArgs {
 enum MarketplaceCommand {
     /// Register, list and update GPU listings.
     Gpu(GpuArgs),
+    /// Fixed-rate contracts: offer a client a rate for GPU-hours (provider), accept (client),
+    /// show, list.
+    Contract(super::capacity::ContractArgs),
+    /// Capacity reservations: offer a client a share of a GPU for a fee (provider), accept and
+    /// pay (client), show, list.
+    Reservation(super::capacity::ReservationArgs),
     /// A GPU's earnings over a period, by client, model and hour of day.
     #[command(after_help = "Example:\n  aitbc marketplace earnings --gpu-id gpu-0192... --period 30d")]
     Earnings {
@@ -183,6 +189,8 @@ enum GpuCommand {
 pub async fn run(args: MarketplaceArgs, ctx: Ctx) -> Result<(), CliError> {
     match args.command {
         MarketplaceCommand::Gpu(gpu) => gpu_run(gpu, ctx).await,
+        MarketplaceCommand::Contract(a) => super::capacity::contract(a, ctx).await,
+        MarketplaceCommand::Reservation(a) => super::capacity::reservation(a, ctx).await,
         MarketplaceCommand::Earnings { gpu_id, period } => {
             let e: Value = ctx.authed()?.get(&format!("/v1/listings/{gpu_id}/earnings?period={period}")).await?;
             if ctx.json {

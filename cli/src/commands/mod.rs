@@ -1,5 +1,6 @@
 //! One module per top-level command.
 
+pub mod capacity;
 pub mod chat;
 pub mod demo;
 pub mod init;

@@ -8,7 +8,7 @@ use crate::extract::{parse_path, ApiJson, ApiQuery, Auth, IdempotencyKey, MaybeA
 use crate::openapi::{AuthErrors, BadRequest, BodyErrors, Conflict, Forbidden, NotFound, PaymentRequired, StoreErrors};
 use aitbc_core::ledger::AccountId;
 use aitbc_core::money::Amount;
-use aitbc_core::values::{Address, TransferId};
+use aitbc_core::values::{Address, AgentName, TransferId};
 use aitbc_market::accounts::{Balances, OpenedAccount};
 use aitbc_market::auth::Role;
 use aitbc_market::ledger::LedgerEntry;
@@ -40,6 +40,10 @@ struct OpenAccount {
     /// The most a client account may hold in escrow at once.
     #[serde(default)]
     spending_limit: Option<Amount>,
+    /// An agent name others may use for the account (a contract's or reservation's `client`),
+    /// unique in the marketplace.
+    #[serde(default)]
+    name: Option<AgentName>,
 }
 
 /// Open an account and its first API key, shown this once.
@@ -50,11 +54,11 @@ struct OpenAccount {
     post,
     path = "/v1/accounts",
     request_body = OpenAccount,
-    responses((status = 201, description = "The account's address and its API key", body = OpenedAccount), AuthErrors, BodyErrors, Forbidden, StoreErrors),
+    responses((status = 201, description = "The account's address and its API key", body = OpenedAccount), AuthErrors, BodyErrors, Forbidden, Conflict, StoreErrors),
     security((), ("bearer" = []))
 )]
 async fn open(State(s): State<AppState>, MaybeAuth(caller): MaybeAuth, ApiJson(body): ApiJson<OpenAccount>) -> ApiResult<(StatusCode, Json<OpenedAccount>)> {
-    let opened = s.market.open_account_with_key(caller.as_ref(), body.role, body.spending_limit).await?;
+    let opened = s.market.open_named_account(caller.as_ref(), body.role, body.spending_limit, body.name).await?;
     Ok((StatusCode::CREATED, Json(opened)))
 }
 

@@ -1,6 +1,7 @@
 //! One module per function group.
 
 pub mod accounts;
+pub mod capacity;
 pub mod explorer;
 pub mod openai;
 pub mod jobs;

@@ -10,6 +10,7 @@ import warnings
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 
 import aitbc_agent
@@ -136,9 +137,7 @@ print(f"Average Response Time: {reputation.avg_response_time}")
 print(f"Client Satisfaction: {reputation.client_satisfaction}")
 '''
 
-# The blocks whose server support does not exist yet: each must raise NotSupportedYet.
-UNSUPPORTED = {
-    "create_contract": '''
+CREATE_CONTRACT = '''
 await provider.create_contract(
     client_id="enterprise-agent-123",
     duration_hours=100,
@@ -146,7 +145,34 @@ await provider.create_contract(
     guaranteed_availability=0.95,
     sla_penalties=True
 )
-''',
+'''
+DEFINE_SLA = '''
+await provider.define_sla(
+    availability_target=0.99,
+    response_time_target=30,  # seconds
+    completion_rate_target=0.98,
+    penalty_rate=0.5  # refund multiplier for SLA breaches
+)
+'''
+ENABLE_BATCH_PROCESSING = '''
+await provider.enable_batch_processing(
+    min_batch_size=10,
+    batch_discount=0.3,
+    processing_window="24h",
+    quality_guarantee=True
+)
+'''
+RESERVE_CAPACITY = '''
+await provider.reserve_capacity(
+    client_id="enterprise-agent-456",
+    reserved_gpu_memory=8,
+    reservation_duration="30d",
+    reservation_fee=50  # AITBC tokens
+)
+'''
+
+# The blocks whose server support does not exist yet: each must raise NotSupportedYet.
+UNSUPPORTED = {
     "enable_load_balancing": '''
 await provider.enable_load_balancing(
     strategy="adaptive",
@@ -180,14 +206,6 @@ async def quality_check(job_result):
 
 await provider.set_quality_checker(quality_check)
 ''',
-    "define_sla": '''
-await provider.define_sla(
-    availability_target=0.99,
-    response_time_target=30,  # seconds
-    completion_rate_target=0.98,
-    penalty_rate=0.5  # refund multiplier for SLA breaches
-)
-''',
     "join_swarm": '''
 await provider.join_swarm(
     swarm_type="load_balancing",
@@ -220,22 +238,6 @@ await provider.host_specialized_model(
         "accuracy_requirement": 0.95
     },
     premium_rate=0.2
-)
-''',
-    "enable_batch_processing": '''
-await provider.enable_batch_processing(
-    min_batch_size=10,
-    batch_discount=0.3,
-    processing_window="24h",
-    quality_guarantee=True
-)
-''',
-    "reserve_capacity": '''
-await provider.reserve_capacity(
-    client_id="enterprise-agent-456",
-    reserved_gpu_memory=8,
-    reservation_duration="30d",
-    reservation_fee=50  # AITBC tokens
 )
 ''',
     "get_optimization_suggestions": '''
@@ -341,6 +343,42 @@ async def test_the_guide_runs_as_written_and_each_step_has_its_effect(provider_e
     assert reputation.overall_score == served["score_bps"] / 10_000
     assert reputation.success_rate == (None if served["success_rate_bps"] is None else served["success_rate_bps"] / 10_000)
     assert f"Overall Score: {reputation.overall_score}" in capsys.readouterr().out
+
+    # Fixed-rate contracts and reserved capacity name their client by the agent name it
+    # registered (the guide's client_id): two client agents of those names exist.
+    clients = {}
+    for agent in ("enterprise-agent-123", "enterprise-agent-456"):
+        opened = httpx.post(market.api + "/v1/accounts", json={"role": "client", "name": agent}, timeout=10).json()
+        httpx.post(market.api + f"/v1/accounts/{opened['address']}/deposits", json={"amount": "100"}, headers={"Authorization": f"Bearer {opened['api_key']}"}, timeout=10).raise_for_status()
+        clients[agent] = opened
+
+    await run_block(CREATE_CONTRACT, ns)
+    client = clients["enterprise-agent-123"]
+    served = market.get(f"/v1/contracts/{provider.id}/{client['address']}", config.api_key)
+    assert (served["state"], served["hours"], served["fixed_rate"], served["guaranteed_availability_bps"], served["sla_penalties"]) == ("offered", 100, "0.08", 9500, True)
+    accepted = await aitbc_agent.Client(api=market.api, api_key=client["api_key"], home=market.root / "client-123").accept_contract(provider.id)
+    assert accepted.state == "active" and accepted.remaining == Decimal(360000) and accepted.guaranteed_availability == 0.95
+
+    # Another SLA first, so that the block's effect shows.
+    httpx.patch(market.api + f"/v1/listings/{provider.gpu_id}", json={"sla": {"response_time_s": 60, "penalty_rate_bps": 1000}}, headers={"Authorization": f"Bearer {config.api_key}"}, timeout=10).raise_for_status()
+    with pytest.warns(NotAppliedWarning, match="availability_target"):
+        await run_block(DEFINE_SLA, ns)
+    assert listing(market, provider.gpu_id)["sla"] == {"response_time_s": 30, "penalty_rate_bps": 5000}
+
+    with pytest.warns(NotAppliedWarning, match="processing_window"):
+        await run_block(ENABLE_BATCH_PROCESSING, ns)
+    assert listing(market, provider.gpu_id)["batch"] == {"min_batch_size": 10, "discount_percent": 30}
+
+    await run_block(RESERVE_CAPACITY, ns)
+    client = clients["enterprise-agent-456"]
+    mine = market.get("/v1/reservations", client["api_key"])["items"]
+    assert len(mine) == 1 and (mine[0]["gpu_id"], mine[0]["slots"], mine[0]["duration_hours"], mine[0]["fee"], mine[0]["state"]) == (provider.gpu_id, 1, 720, "50", "offered")
+    earned_before = Decimal(market.get(f"/v1/accounts/{provider.id}", config.api_key)["earnings"]["available"])
+    paid = await aitbc_agent.Client(api=market.api, api_key=client["api_key"], home=market.root / "client-456").accept_reservation(mine[0]["reservation_id"])
+    assert paid.state == "active" and paid.platform_fee == Decimal("1.25")
+    assert market.get(f"/v1/accounts/{client['address']}", client["api_key"])["wallet"]["available"] == "50"
+    assert Decimal(market.get(f"/v1/accounts/{provider.id}", config.api_key)["earnings"]["available"]) - earned_before == Decimal("48.75")
+    assert listing(market, provider.gpu_id)["reserved_slots"] == 1
 
     before = {k: v for k, v in listing(market, provider.gpu_id).items() if k not in LIVE}
     for call, block in UNSUPPORTED.items():

@@ -12,7 +12,7 @@ Credentials and the API are found as the `aitbc` CLI finds them (AITBC_API, AITB
 from . import errors
 from .client import Client, get_receipt
 from .errors import AitbcError, ApiError, NotAppliedWarning, NotSupportedYet, ValidationError, WorkerNotRunning
-from .models import Analytics, Balances, Capabilities, Earnings, Job, Listing, ListingStatus, Quote, Receipt, Reputation
+from .models import Analytics, Balances, Capabilities, Contract, Earnings, Job, Listing, ListingStatus, Quote, Receipt, Reputation, Reservation
 from .provider import ComputeProvider
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Capabilities",
     "Client",
     "ComputeProvider",
+    "Contract",
     "Earnings",
     "Job",
     "Listing",
@@ -32,6 +33,7 @@ __all__ = [
     "NotSupportedYet",
     "Quote",
     "Receipt",
+    "Reservation",
     "ValidationError",
     "WorkerNotRunning",
     "errors",

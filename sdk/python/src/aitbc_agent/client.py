@@ -14,7 +14,7 @@ from . import _units
 from ._http import Transport
 from .errors import ConfigError, JobFailed, ValidationError
 from .home import HomeConfig, discover_api, home_dir
-from .models import Balances, Job, Quote, Receipt
+from .models import Balances, Contract, Job, Quote, Receipt, Reservation
 
 TIERS = ("basic", "premium", "enterprise")
 # Page size asked for when listing receipts or jobs (the server's pages hold at most 100).
@@ -43,14 +43,19 @@ class Client:
         return self.config.address
 
     @classmethod
-    def open_account(cls, *, api: str | None = None, home: str | os.PathLike[str] | None = None) -> "Client":
+    def open_account(cls, *, api: str | None = None, home: str | os.PathLike[str] | None = None, name: str | None = None) -> "Client":
         """A client account saved in the home, as `aitbc init --role client`; the one already
-        there if it is a client's."""
+        there if it is a client's. `name` registers an agent name for a new account (e.g.
+        "enterprise-agent-123": words joined by '-'), by which providers can offer it
+        contracts and reservations."""
         home_path = home_dir(home)
         config = HomeConfig.load(home_path)
         base = discover_api(api, home_path)
         if config.api_key is None:
-            opened = Transport(base).request("POST", "/v1/accounts", json={"role": "client"})
+            body: dict[str, Any] = {"role": "client"}
+            if name is not None:
+                body["name"] = name
+            opened = Transport(base).request("POST", "/v1/accounts", json=body)
             HomeConfig(api=base, address=opened["address"], role="client", api_key=opened["api_key"]).save(home_path)
         elif config.role != "client":
             raise ConfigError(f"the home {home_path} holds a {config.role} account; a client needs its own home (AITBC_HOME)")
@@ -67,6 +72,16 @@ class Client:
         body = {"amount": _units.amount(amount, "amount")}
         done = await self._http.arequest("POST", f"/v1/accounts/{self.address}/deposits", json=body)
         return Balances.from_wire(done["balances"])
+
+    # --- contracts and reservations ---------------------------------------------------------
+
+    async def accept_contract(self, provider: str) -> Contract:
+        """Accepts the fixed-rate contract `provider` (an address) offered this client."""
+        return Contract.from_wire(await self._http.arequest("POST", f"/v1/contracts/{provider}/accept"))
+
+    async def accept_reservation(self, reservation_id: str) -> Reservation:
+        """Accepts a capacity reservation offered to this client and pays its fee."""
+        return Reservation.from_wire(await self._http.arequest("POST", f"/v1/reservations/{reservation_id}/accept"))
 
     # --- jobs -----------------------------------------------------------------------------
 

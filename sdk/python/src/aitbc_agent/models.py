@@ -81,8 +81,62 @@ class Listing(WireModel):
     earned: Decimal = Decimal(0)
     loaded_models: list[str] = field(default_factory=list)
     queue_room: int = 0
+    # Slots that live capacity reservations hold now (queue places kept for their clients).
+    reserved_slots: int = 0
     # The listing's `Reputation`: `score_bps` (0..=10000) and the measured rates behind it.
     reputation: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Contract(WireModel):
+    """A fixed-rate contract (`ContractRecord`): `fixed_rate` is AITBC per GPU-hour, `remaining`
+    GPU-seconds; `guaranteed_availability` and `availability` (measured) are fractions."""
+
+    SCHEMA: ClassVar[str] = "ContractRecord"
+    CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {"fixed_rate": _dec, "remaining": _dec}
+    provider: str = ""
+    client: str = ""
+    fixed_rate: Decimal = Decimal(0)
+    hours: int = 0
+    state: str = ""
+    guaranteed_availability_bps: int = 0
+    sla_penalties: bool = True
+    offered_at_ms: int = 0
+    offer_expires_at_ms: int = 0
+    accepted_at_ms: int | None = None
+    remaining: Decimal | None = None
+    jobs_completed: int = 0
+    jobs_available: int = 0
+    availability_bps: int | None = None
+    guaranteed_availability: float = derived(0.0)
+    availability: float | None = derived()
+
+    def _derive(self) -> None:
+        self.guaranteed_availability = self.guaranteed_availability_bps / 10_000
+        self.availability = None if self.availability_bps is None else self.availability_bps / 10_000
+
+
+@dataclass
+class Reservation(WireModel):
+    """A capacity reservation (`Reservation`): `slots` of a listing for `duration_hours` from
+    acceptance, for `fee` AITBC (of which `platform_fee` is the platform's)."""
+
+    SCHEMA: ClassVar[str] = "Reservation"
+    CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {"fee": _dec, "platform_fee": _dec}
+    reservation_id: str = ""
+    gpu_id: str = ""
+    provider: str = ""
+    client: str = ""
+    slots: int = 0
+    gpu_memory_gib: int | None = None
+    duration_hours: int = 0
+    fee: Decimal = Decimal(0)
+    platform_fee: Decimal = Decimal(0)
+    state: str = ""
+    offered_at_ms: int = 0
+    offer_expires_at_ms: int = 0
+    accepted_at_ms: int | None = None
+    ends_at_ms: int | None = None
 
 
 @dataclass

@@ -24,7 +24,7 @@ from ._http import Transport
 from .capabilities import WORKER_CUDA_VERSION, assess, worker_binary
 from .errors import ConfigError, NotAppliedWarning, NotSupportedYet, ValidationError, WorkerNotRunning
 from .home import KEY_FILE, HomeConfig, SigningKey, discover_api, home_dir, write_private
-from .models import Analytics, Capabilities, Earnings, Listing, ListingStatus, Reputation
+from .models import Analytics, Capabilities, Contract, Earnings, Listing, ListingStatus, Reputation, Reservation
 from .worker import WorkerConfig, spawn_worker, worker_command
 
 DEFAULT_REGION = "us-west"
@@ -35,6 +35,8 @@ PERIOD = re.compile(r"^(([1-9]|[1-9][0-9]|[1-9][0-9][0-9]|[1-7][0-9]{3}|8[0-6][0
 # The guide's breakdown names, and the API's field for each.
 BREAKDOWNS = {"client": "by_client", "model_type": "by_model", "model": "by_model", "time_of_day": "by_hour_of_day", "hour_of_day": "by_hour_of_day"}
 FREQUENCY = re.compile(r"^[1-9][0-9]{0,4}(s|min|h)$")
+# The server's reservation durations: 1..=2160 hours or 1..=90 days (aitbc_core::capacity::DURATION_PATTERN).
+DURATION = re.compile(r"^(([1-9]|[1-9][0-9]|[1-9][0-9][0-9]|1[0-9]{3}|20[0-9]{2}|21[0-5][0-9]|2160)h|([1-9]|[1-8][0-9]|90)d)$")
 # start_offering waits this long for a worker's heartbeat; the local worker of `aitbc up` finds
 # a new listing within 2 s and heartbeats every 3 s.
 ONLINE_WAIT_S = 30.0
@@ -414,11 +416,67 @@ class ComputeProvider:
 
     # --- the guide's calls without server support yet ---------------------------------------
 
-    async def define_sla(self, **_: Any) -> None:
-        raise NotSupportedYet("define_sla", "way to change a listing's SLA after it is listed (pass sla={'response_time_s': 30, 'penalty_rate_bps': 5000} to register)")
+    async def define_sla(
+        self,
+        availability_target: Any = None,
+        response_time_target: Any = None,
+        completion_rate_target: Any = None,
+        penalty_rate: Any = None,
+    ) -> Listing:
+        """The listing's SLA: jobs should start within `response_time_target` seconds
+        (1..=3600) of submission; a job that starts later refunds `penalty_rate` (0..=1) of its
+        price to the client, out of the provider's share. Unchanged parts keep their values.
+        The marketplace measures availability and completion rates itself (get_reputation);
+        targets for them are not stored (a NotAppliedWarning says so)."""
+        await self.refresh()
+        sla = dict(self.listing.sla)
+        if response_time_target is not None:
+            sla["response_time_s"] = _whole(response_time_target, "response_time_target", 1, 3600)
+        if penalty_rate is not None:
+            rate = _units.bps(penalty_rate, "penalty_rate")
+            if rate > 10_000:
+                raise ValidationError(f"penalty_rate {penalty_rate!r} must be 0..=1", field="penalty_rate")
+            sla["penalty_rate_bps"] = rate
+        ignored = [n for n, v in (("availability_target", availability_target), ("completion_rate_target", completion_rate_target)) if v is not None]
+        for name, value in (("availability_target", availability_target), ("completion_rate_target", completion_rate_target)):
+            if value is not None and not 0 <= _units.bps(value, name) <= 10_000:
+                raise ValidationError(f"{name} {value!r} must be 0..=1", field=name)
+        _not_applied("define_sla", ignored, "the marketplace measures these rates itself (get_reputation); contracts carry an availability guarantee")
+        return await self._patch({"sla": sla})
 
-    async def create_contract(self, **_: Any) -> None:
-        raise NotSupportedYet("create_contract", "fixed-rate contract endpoint")
+    async def create_contract(
+        self,
+        client_id: str,
+        duration_hours: int,
+        fixed_rate: Any,
+        guaranteed_availability: Any = 0,
+        sla_penalties: bool = True,
+        offer_valid_hours: int | None = None,
+    ) -> Contract:
+        """Offers the client `client_id` (its address, or the agent name it registered) a
+        fixed rate (AITBC per GPU-hour) for `duration_hours` GPU-hours. Once the client accepts
+        (`Client.accept_contract`), its jobs on this provider's listings pay that rate until
+        the hours are used. `guaranteed_availability` (0..=1) is the share of its jobs that
+        start within the listing's SLA response time; with `sla_penalties`, a job completing
+        below it pays the listing's SLA penalty."""
+        if not isinstance(client_id, str) or not client_id:
+            raise ValidationError("client_id must be a client's address or agent name", field="client_id")
+        body: dict[str, Any] = {
+            "client": client_id,
+            "hours": _whole(duration_hours, "duration_hours", 1, 8760),
+            "fixed_rate": _units.amount(fixed_rate, "fixed_rate"),
+            "guaranteed_availability_bps": _units.bps(guaranteed_availability, "guaranteed_availability"),
+            "sla_penalties": bool(sla_penalties),
+        }
+        if body["guaranteed_availability_bps"] > 10_000:
+            raise ValidationError(f"guaranteed_availability {guaranteed_availability!r} must be 0..=1", field="guaranteed_availability")
+        if offer_valid_hours is not None:
+            body["offer_valid_hours"] = _whole(offer_valid_hours, "offer_valid_hours", 1, 720)
+        return Contract.from_wire(await self._http.arequest("POST", "/v1/contracts", json=body))
+
+    async def get_contract(self, client: str) -> Contract:
+        """The contract with `client` (an address): hours left, measured availability."""
+        return Contract.from_wire(await self._http.arequest("GET", f"/v1/contracts/{self.id}/{client}"))
 
     async def configure_queue(
         self,
@@ -466,11 +524,53 @@ class ComputeProvider:
     async def participate_in_pricing(self, _proposal: Any = None) -> None:
         raise NotSupportedYet("participate_in_pricing", "collective pricing decisions")
 
-    async def enable_batch_processing(self, **_: Any) -> None:
-        raise NotSupportedYet("enable_batch_processing", "batch-processing discounts")
+    async def enable_batch_processing(self, min_batch_size: int, batch_discount: Any, processing_window: Any = None, quality_guarantee: Any = None) -> Listing:
+        """A batch discount on the listing: a batch of at least `min_batch_size` jobs
+        (2..=100, one `POST /v1/batches`) pays `1 - batch_discount` (0..=1, whole percent) of
+        each job's price. Batches run as their jobs are claimed; the marketplace stores no
+        processing window or quality guarantee (a NotAppliedWarning says so)."""
+        size = _whole(min_batch_size, "min_batch_size", 2, 100)
+        percent = _units.to_decimal(batch_discount, "batch_discount") * 100
+        if percent != percent.to_integral_value() or not 0 <= percent <= 100:
+            raise ValidationError(f"batch_discount {batch_discount!r} must be 0..=1 in whole percent (0.3, not 0.305)", field="batch_discount")
+        ignored = [n for n, v in (("processing_window", processing_window), ("quality_guarantee", quality_guarantee)) if v is not None]
+        _not_applied("enable_batch_processing", ignored, "batches are not scheduled in windows, and quality is measured as reputation")
+        return await self._patch({"batch": {"min_batch_size": size, "discount_percent": int(percent)}})
 
-    async def reserve_capacity(self, **_: Any) -> None:
-        raise NotSupportedYet("reserve_capacity", "capacity reservations")
+    async def reserve_capacity(
+        self,
+        client_id: str,
+        reserved_gpu_memory: int | None = None,
+        reservation_duration: str = "30d",
+        reservation_fee: Any = None,
+        reserved_slots: int | None = None,
+        offer_valid_hours: int | None = None,
+    ) -> Reservation:
+        """Offers the client `client_id` (address or agent name) a share of this listing:
+        `reserved_gpu_memory` GiB (converted to whole slots of its concurrent jobs) or
+        `reserved_slots`, for `reservation_duration` ("<N>h" or "<N>d", up to 90d) from its
+        acceptance, at `reservation_fee` AITBC. The client accepts and pays
+        (`Client.accept_reservation`): the fee goes to this provider's earnings less the
+        platform's fee, and the listing keeps that many queue places for the client."""
+        if not isinstance(client_id, str) or not client_id:
+            raise ValidationError("client_id must be a client's address or agent name", field="client_id")
+        if (reserved_gpu_memory is None) == (reserved_slots is None):
+            raise ValidationError("give reserved_gpu_memory (GiB) or reserved_slots", field="reserved_gpu_memory")
+        if reservation_fee is None:
+            raise ValidationError("reservation_fee (AITBC) is required", field="reservation_fee")
+        if not isinstance(reservation_duration, str) or not DURATION.match(reservation_duration):
+            raise ValidationError(f"reservation_duration {reservation_duration!r}: write <N>h or <N>d, from 1h to 90d", field="reservation_duration")
+        body: dict[str, Any] = {"gpu_id": self.gpu_id, "client": client_id, "duration": reservation_duration, "fee": _units.amount(reservation_fee, "reservation_fee")}
+        if reserved_gpu_memory is not None:
+            body["gpu_memory_gib"] = _whole(reserved_gpu_memory, "reserved_gpu_memory", 1, 4096)
+        else:
+            body["slots"] = _whole(reserved_slots, "reserved_slots", 1, 4096)
+        if offer_valid_hours is not None:
+            body["offer_valid_hours"] = _whole(offer_valid_hours, "offer_valid_hours", 1, 720)
+        return Reservation.from_wire(await self._http.arequest("POST", "/v1/reservations", json=body))
+
+    async def get_reservation(self, reservation_id: str) -> Reservation:
+        return Reservation.from_wire(await self._http.arequest("GET", f"/v1/reservations/{reservation_id}"))
 
     async def get_optimization_suggestions(self) -> None:
         raise NotSupportedYet("get_optimization_suggestions", "optimization suggestions")
