@@ -7,6 +7,8 @@
 //! - [`receipt`], [`signing`], [`jcs`]: signed usage receipts in RFC 8785 canonical form.
 //! - [`job`]: the job lifecycle as a transition function; [`jobspec`]: what a job runs.
 //! - [`reputation`]: measured facts of listings and providers, and the score made of them.
+//! - [`health`]: workers' health reports and alert thresholds; [`insight`]: market percentiles,
+//!   trends and the optimization-suggestion rules.
 //! - [`config`]: the market's configuration, parsed from TOML text.
 //!
 //! Nothing here reads files, opens sockets or spawns tasks; the only environment it touches is
@@ -14,6 +16,8 @@
 
 pub mod availability;
 pub mod config;
+pub mod health;
+pub mod insight;
 pub mod jcs;
 pub mod jobspec;
 pub mod job;

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod error;
 pub mod explorer;
 pub mod idempotency;
+pub mod insight;
 pub mod jobs;
 pub mod ledger;
 pub mod quotes;

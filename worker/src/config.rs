@@ -56,6 +56,10 @@ pub struct FileConfig {
     /// Language models to serve: `[[models]]` with `name`, `path` (a GGUF file) and `sha256`.
     #[serde(default)]
     pub models: Vec<crate::models::ModelConfig>,
+    /// The provider's quality check: a command (program and arguments) that receives each
+    /// job's result as JSON on stdin before the worker completes it; exit 0 accepts, exit 1
+    /// refuses (the job fails and its hold is voided), anything else fails it retryably.
+    pub quality_check: Option<Vec<String>>,
 }
 
 /// Flags of `aitbc-worker run`; each also reads its environment variable.
@@ -109,7 +113,12 @@ pub struct WorkerSettings {
     pub gpu_index: usize,
     pub agent: AgentConfig,
     pub models: Vec<crate::models::ModelConfig>,
+    pub quality_check: Option<Vec<String>>,
 }
+
+/// A quality check's command: at most this many arguments, each at most this many bytes.
+pub const QUALITY_CHECK_ARGS_MAX: usize = 64;
+pub const QUALITY_CHECK_ARG_BYTES_MAX: usize = 4_096;
 
 fn read_bounded(path: &Path, what: &str) -> Result<String, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
@@ -156,6 +165,11 @@ impl RunArgs {
         if file.models.len() > crate::models::MODELS_MAX {
             return Err(format!("at most {} models", crate::models::MODELS_MAX));
         }
+        if let Some(argv) = &file.quality_check {
+            if argv.is_empty() || argv.len() > QUALITY_CHECK_ARGS_MAX || argv.iter().any(|a| a.len() > QUALITY_CHECK_ARG_BYTES_MAX) {
+                return Err(format!("quality_check is a command: 1..={QUALITY_CHECK_ARGS_MAX} strings of at most {QUALITY_CHECK_ARG_BYTES_MAX} bytes"));
+            }
+        }
         Ok(WorkerSettings {
             api_url,
             api_key,
@@ -165,6 +179,7 @@ impl RunArgs {
             gpu_index: self.gpu_index.or(file.gpu_index).unwrap_or(0),
             agent,
             models: file.models,
+            quality_check: file.quality_check,
         })
     }
 }

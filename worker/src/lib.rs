@@ -25,6 +25,7 @@ pub mod agent;
 pub mod assess;
 pub mod backend;
 pub mod config;
+pub mod health;
 pub mod models;
 
 pub use backend::{
@@ -53,6 +54,9 @@ pub async fn run(settings: config::WorkerSettings, shutdown: tokio::sync::watch:
     let client = aitbc_client::Client::new(&settings.api_url, Some(settings.api_key.clone()));
     // Loading a model takes seconds and is never billed: it happens once, before any claim.
     let models = std::sync::Arc::new(tokio::task::spawn_blocking(move || models::Models::load(&settings.models)).await.map_err(|e| e.to_string())?);
-    let agent = agent::Agent::new(client, queue, settings.key, settings.agent, backends)?.with_models(models);
+    let mut agent = agent::Agent::new(client, queue, settings.key, settings.agent, backends)?.with_models(models).with_gpu_index(settings.gpu_index);
+    if let Some(argv) = settings.quality_check {
+        agent = agent.with_quality_check(argv);
+    }
     agent.run(shutdown).await
 }

@@ -3,6 +3,7 @@
 pub mod chat;
 pub mod demo;
 pub mod init;
+pub mod insight;
 pub mod job;
 pub mod marketplace;
 pub mod models;
