@@ -169,11 +169,11 @@ pub async fn health_reports_raise_bounded_alerts_for_their_provider(backends: Bo
     let config = json!({"report_interval_s": 10, "alerts": {"gpu_failure": true, "gpu_temperature_c_max": 80, "failure_rate_bps_max": 1000, "queue_length_max": 5}});
 
     // Who may: the provider only.
-    assert_problem(&app.call(m.clone(), &monitoring_path, None, Some(config.clone()), None).await, 401, "unauthorized");
+    assert_problem(&app.call(m.clone(), &monitoring_path, None, Some(config.clone()), None).await, 401, "unauthenticated");
     assert_problem(&app.call(m.clone(), &monitoring_path, Some(&other.who.key), Some(config.clone()), None).await, 403, "forbidden");
     assert_problem(&app.call(m.clone(), &monitoring_path, Some(&client.key), Some(config.clone()), None).await, 403, "forbidden");
     assert_problem(&app.get(&alerts_path, Some(&other.who.key)).await, 403, "forbidden");
-    assert_problem(&app.get(&alerts_path, None).await, 401, "unauthorized");
+    assert_problem(&app.get(&alerts_path, None).await, 401, "unauthenticated");
     // Bad configs change nothing.
     for bad in [json!({"report_interval_s": 9}), json!({"alerts": {"memory_used_bps_max": 10_001}}), json!({"alerts": {"queue_length_max": 0}}), json!({"alerts": {"nope": 1}})] {
         assert_problem(&app.call(m.clone(), &monitoring_path, Some(&s.who.key), Some(bad), None).await, 400, "invalid_request");
@@ -247,7 +247,7 @@ pub async fn market_intelligence_is_measured_and_signals_are_only_shown(backends
 
     // Before joining as an active member, signals are refused and nothing is recorded.
     assert_problem(&app.post("/v1/market/signals", Some(&s.who.key), proposal.clone()).await, 403, "forbidden");
-    assert_problem(&app.post("/v1/market/signals", None, proposal.clone()).await, 401, "unauthorized");
+    assert_problem(&app.post("/v1/market/signals", None, proposal.clone()).await, 401, "unauthenticated");
     assert_problem(&app.post("/v1/market/signals", Some(&client.key), proposal.clone()).await, 403, "forbidden");
     assert_problem(&app.call(Method::PUT, &sharing_path, Some(&other.who.key), Some(json!({"performance_metrics": true})), None).await, 403, "forbidden");
     assert_problem(&app.get(&sharing_path, Some(&other.who.key)).await, 403, "forbidden");
