@@ -99,11 +99,7 @@ pub struct Suggestion {
 }
 
 fn bps_of(part: u128, whole: u128) -> u32 {
-    if whole == 0 {
-        0
-    } else {
-        (part * u128::from(BPS_ONE) / whole).min(u128::from(u32::MAX)) as u32
-    }
+    (part * u128::from(BPS_ONE)).checked_div(whole).map_or(0, |b| b.min(u128::from(u32::MAX)) as u32)
 }
 
 fn pct(bps: u32) -> String {

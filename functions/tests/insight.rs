@@ -15,8 +15,6 @@ use std::sync::Arc;
 
 struct App {
     base: String,
-    /// The market behind the server, for what no route does (running settlement now).
-    market: Market,
     http: reqwest::Client,
     _backends: Box<dyn Backends>,
 }
@@ -31,7 +29,7 @@ async fn spawn(backends: Box<dyn Backends>) -> App {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = local_router(AppState { market: market.clone() });
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    App { base, market, http: reqwest::Client::new(), _backends: backends }
+    App { base, http: reqwest::Client::new(), _backends: backends }
 }
 
 struct Reply {

@@ -375,11 +375,7 @@ pub struct ListingSuggestions {
 }
 
 fn bps(part: u128, whole: u128) -> u32 {
-    if whole == 0 {
-        0
-    } else {
-        (part * 10_000 / whole).min(10_000) as u32
-    }
+    (part * 10_000).checked_div(whole).map_or(0, |b| b.min(10_000) as u32)
 }
 
 fn fraction(bps: u32) -> String {
