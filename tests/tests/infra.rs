@@ -305,6 +305,9 @@ fn source_routes() -> Vec<Route> {
         // The OpenAI-compatible routes are merged into the jobs group.
         let files: &[&str] = match group {
             "receipts" => &["receipts", "explorer"],
+            // Provider insight's routes are merged into the registry and pricing groups.
+            "registry" => &["registry", "monitoring"],
+            "pricing" => &["pricing", "intelligence"],
             // Served locally; their AWS routes (a streaming function URL) are not in the template yet.
             "jobs" => &["jobs"],
             _ => &[group],
