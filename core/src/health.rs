@@ -35,21 +35,27 @@ pub struct HealthReport {
     pub gpu_ok: bool,
     /// Degrees Celsius (0..=150), where the device reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 150))]
     pub gpu_temperature_c: Option<u32>,
     /// The device's utilization in basis points (0..=10000), where it reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 10000))]
     pub gpu_utilization_bps: Option<u32>,
     /// Device (or, on a CPU worker, host) memory in use, MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 1073741824))]
     pub memory_used_mib: Option<u64>,
     /// Device (or host) memory in all, MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 1073741824))]
     pub memory_total_mib: Option<u64>,
     /// Jobs the worker completed since its previous report.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 1000000))]
     pub jobs_completed: u32,
     /// Jobs the worker failed since its previous report.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 1000000))]
     pub jobs_failed: u32,
 }
 
@@ -117,19 +123,24 @@ pub struct AlertThresholds {
     pub gpu_failure: bool,
     /// Alert above this temperature, degrees Celsius (1..=150).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 150))]
     pub gpu_temperature_c_max: Option<u32>,
     /// Alert above this device utilization, basis points (1..=10000).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub gpu_utilization_bps_max: Option<u32>,
     /// Alert above this share of memory in use, basis points (1..=10000).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub memory_used_bps_max: Option<u32>,
     /// Alert above this share of failed jobs in one report (of at least 5 ended), basis points
     /// (1..=10000).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub failure_rate_bps_max: Option<u32>,
     /// Alert above this many jobs waiting in the listing's queue (1..=100000).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100000))]
     pub queue_length_max: Option<u32>,
 }
 
@@ -141,6 +152,7 @@ pub struct MonitoringConfig {
     /// Seconds between a worker's health reports (10..=3600, default 60). A worker also
     /// heartbeats every 10 s whatever this says; a listing whose worker stops goes offline.
     #[serde(default = "default_interval")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 10, maximum = 3600))]
     pub report_interval_s: u32,
     #[serde(default)]
     pub alerts: AlertThresholds,

@@ -38,9 +38,10 @@ pub const ALERTS_PAGE_MAX: usize = 100;
 pub const SIGNAL_TTL_S: i64 = 30 * 86_400;
 /// Signals of one region read for one view, at most (two per provider).
 pub const SIGNALS_READ_MAX: usize = 2_000;
-/// A proposal's rationale and expected impact, at most (bytes).
-pub const RATIONALE_BYTES_MAX: usize = 500;
-pub const IMPACT_BYTES_MAX: usize = 200;
+/// A proposal's rationale and expected impact, at most (characters: what the document's
+/// maxLength counts; at most 4 bytes each).
+pub const RATIONALE_CHARS_MAX: usize = 500;
+pub const IMPACT_CHARS_MAX: usize = 200;
 /// The intelligence view's window: 1..=168 hours, hourly buckets.
 pub const INTELLIGENCE_HOURS_MAX: u32 = 168;
 pub const INTELLIGENCE_HOURS_DEFAULT: u32 = 24;
@@ -190,11 +191,13 @@ pub struct Observation {
 pub struct PricingProposal {
     /// AITBC per GPU-hour.
     pub proposed_base_rate: Amount,
-    /// Why (at most 500 bytes).
+    /// Why (at most 500 characters).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 500))]
     pub rationale: String,
-    /// What the provider expects (at most 200 bytes).
+    /// What the provider expects (at most 200 characters).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 200))]
     pub expected_impact: String,
 }
 
@@ -501,11 +504,11 @@ impl Market {
             if p.proposed_base_rate.is_zero() || p.proposed_base_rate > crate::registry::BASE_PRICE_PER_HOUR_MAX {
                 return Err(invalid("proposal.proposed_base_rate", format!("must be above 0 and at most {}", crate::registry::BASE_PRICE_PER_HOUR_MAX)));
             }
-            if p.rationale.len() > RATIONALE_BYTES_MAX {
-                return Err(invalid("proposal.rationale", format!("at most {RATIONALE_BYTES_MAX} bytes")));
+            if p.rationale.chars().count() > RATIONALE_CHARS_MAX {
+                return Err(invalid("proposal.rationale", format!("at most {RATIONALE_CHARS_MAX} characters")));
             }
-            if p.expected_impact.len() > IMPACT_BYTES_MAX {
-                return Err(invalid("proposal.expected_impact", format!("at most {IMPACT_BYTES_MAX} bytes")));
+            if p.expected_impact.chars().count() > IMPACT_CHARS_MAX {
+                return Err(invalid("proposal.expected_impact", format!("at most {IMPACT_CHARS_MAX} characters")));
             }
         }
         if self.sharing(&caller.address).await?.contribution_level != ContributionLevel::Active {
