@@ -126,6 +126,11 @@ impl Client {
         self.request(Method::PATCH, path, Some(&body), None).await
     }
 
+    pub async fn put<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let body = serde_json::to_value(body).expect("request bodies serialize");
+        self.request(Method::PUT, path, Some(&body), None).await
+    }
+
     /// POSTs `body` and reads the answer as server-sent events, calling `on_event(event, data)`
     /// for each (`event` is "message" unless the server named it) until the stream ends or
     /// `on_event` returns false. A refusal before the stream starts is a problem document.
@@ -198,6 +203,40 @@ impl Client {
             body["models"] = json!(models);
         }
         self.post(&format!("/v1/listings/{gpu_id}/heartbeat"), &body).await
+    }
+    /// A heartbeat that also carries the worker's health report (`None`: none this time).
+    pub async fn listing_heartbeat_with_health(&self, gpu_id: &str, worker_id: &str, models: Option<&[String]>, health: Option<&Value>) -> Result<Value, ClientError> {
+        let mut body = json!({ "worker_id": worker_id });
+        if let Some(models) = models {
+            body["models"] = json!(models);
+        }
+        if let Some(health) = health {
+            body["health"] = health.clone();
+        }
+        self.post(&format!("/v1/listings/{gpu_id}/heartbeat"), &body).await
+    }
+    // Provider insight: monitoring, alerts, analytics, suggestions, sharing, market intelligence.
+    pub async fn set_monitoring(&self, gpu_id: &str, config: &Value) -> Result<Value, ClientError> {
+        self.put(&format!("/v1/listings/{gpu_id}/monitoring"), config).await
+    }
+    pub async fn listing_alerts(&self, gpu_id: &str, limit: usize) -> Result<Value, ClientError> {
+        self.get(&format!("/v1/listings/{gpu_id}/alerts?limit={limit}")).await
+    }
+    pub async fn listing_analytics(&self, gpu_id: &str, period: &str) -> Result<Value, ClientError> {
+        self.get(&format!("/v1/listings/{gpu_id}/analytics?period={period}")).await
+    }
+    pub async fn listing_suggestions(&self, gpu_id: &str) -> Result<Value, ClientError> {
+        self.get(&format!("/v1/listings/{gpu_id}/suggestions")).await
+    }
+    pub async fn set_sharing(&self, address: &str, sharing: &Value) -> Result<Value, ClientError> {
+        self.put(&format!("/v1/providers/{address}/sharing"), sharing).await
+    }
+    pub async fn market_intelligence(&self, region: Option<&str>, hours: u32) -> Result<Value, ClientError> {
+        let region = region.map(|r| format!("&region={r}")).unwrap_or_default();
+        self.get(&format!("/v1/market/intelligence?hours={hours}{region}")).await
+    }
+    pub async fn post_market_signal(&self, signal: &Value) -> Result<Value, ClientError> {
+        self.post("/v1/market/signals", signal).await
     }
     pub async fn quote(&self, input: &Value) -> Result<Value, ClientError> {
         self.post("/v1/quotes", input).await

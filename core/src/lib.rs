@@ -8,6 +8,8 @@
 //! - [`job`]: the job lifecycle as a transition function; [`jobspec`]: what a job runs.
 //! - [`capacity`]: reserved shares of listings, contracts' availability guarantees.
 //! - [`reputation`]: measured facts of listings and providers, and the score made of them.
+//! - [`health`]: workers' health reports and alert thresholds; [`insight`]: market percentiles,
+//!   trends and the optimization-suggestion rules.
 //! - [`config`]: the market's configuration, parsed from TOML text.
 //!
 //! Nothing here reads files, opens sockets or spawns tasks; the only environment it touches is
@@ -16,6 +18,8 @@
 pub mod availability;
 pub mod capacity;
 pub mod config;
+pub mod health;
+pub mod insight;
 pub mod jcs;
 pub mod jobspec;
 pub mod job;

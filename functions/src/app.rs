@@ -47,8 +47,8 @@ impl Group {
 
     fn routes(self) -> Router<AppState> {
         match self {
-            Group::Registry => routes::registry::router().merge(routes::capacity::router()),
-            Group::Pricing => routes::pricing::router(),
+            Group::Registry => routes::registry::router().merge(routes::capacity::router()).merge(routes::monitoring::router()),
+            Group::Pricing => routes::pricing::router().merge(routes::intelligence::router()),
             Group::Jobs => routes::jobs::router(),
             Group::Receipts => routes::receipts::router().merge(routes::explorer::router()),
             Group::Accounts => routes::accounts::router(),

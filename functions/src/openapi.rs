@@ -48,8 +48,8 @@ struct Frame;
 /// their operation ids (handler names, unique only within a group).
 fn group_document(group: Group) -> Document {
     let (name, mut document) = match group {
-        Group::Registry => ("registry", routes::registry::Paths::openapi().merge_from(routes::capacity::Paths::openapi())),
-        Group::Pricing => ("pricing", routes::pricing::Paths::openapi()),
+        Group::Registry => ("registry", routes::registry::Paths::openapi().merge_from(routes::capacity::Paths::openapi()).merge_from(routes::monitoring::Paths::openapi())),
+        Group::Pricing => ("pricing", routes::pricing::Paths::openapi().merge_from(routes::intelligence::Paths::openapi())),
         Group::Jobs => ("jobs", routes::jobs::Paths::openapi()),
         Group::Receipts => ("receipts", routes::receipts::Paths::openapi().merge_from(routes::explorer::Paths::openapi())),
         Group::Accounts => ("accounts", routes::accounts::Paths::openapi()),
@@ -129,6 +129,9 @@ fn constrain(document: &mut serde_json::Value) {
     }
     let earnings = document.pointer_mut("/paths/~1v1~1listings~1{gpu_id}~1earnings/get/parameters").and_then(serde_json::Value::as_array_mut);
     let period = earnings.into_iter().flatten().find(|p| p["name"] == "period").expect("the earnings period parameter");
+    period["schema"]["pattern"] = aitbc_market::registry::EARNINGS_PERIOD_PATTERN.into();
+    let analytics = document.pointer_mut("/paths/~1v1~1listings~1{gpu_id}~1analytics/get/parameters").and_then(serde_json::Value::as_array_mut);
+    let period = analytics.into_iter().flatten().find(|p| p["name"] == "period").expect("the analytics period parameter");
     period["schema"]["pattern"] = aitbc_market::registry::EARNINGS_PERIOD_PATTERN.into();
     for (path, method, status, links) in links() {
         let pointer = format!("/paths/{}/{method}/responses/{status}", path.replace('~', "~0").replace('/', "~1"));
@@ -458,6 +461,9 @@ mod tests {
             ("registry", include_str!("routes/registry.rs")),
             // Contracts and reservations are merged into the registry group.
             ("registry", include_str!("routes/capacity.rs")),
+            // Provider insight's routes are merged into the registry and pricing groups.
+            ("registry", include_str!("routes/monitoring.rs")),
+            ("pricing", include_str!("routes/intelligence.rs")),
             ("pricing", include_str!("routes/pricing.rs")),
             ("jobs", include_str!("routes/jobs.rs")),
             ("receipts", include_str!("routes/receipts.rs")),

@@ -235,7 +235,7 @@ pub struct HistoryWindow {
 }
 
 impl HistoryWindow {
-    fn new(interval: Interval, buckets: u32, now_ms: i64) -> Result<HistoryWindow, MarketError> {
+    pub(crate) fn new(interval: Interval, buckets: u32, now_ms: i64) -> Result<HistoryWindow, MarketError> {
         if !(1..=HISTORY_BUCKETS_MAX).contains(&buckets) {
             return Err(MarketError::invalid("buckets", format!("must be 1..={HISTORY_BUCKETS_MAX}")));
         }
@@ -248,12 +248,12 @@ impl HistoryWindow {
         (0..i64::from(self.buckets)).map(|i| Bucket { t_ms: self.from_ms + i * self.interval_ms, ..Default::default() }).collect()
     }
 
-    fn index(&self, completed_at_s: i64) -> Option<usize> {
+    pub(crate) fn index(&self, completed_at_s: i64) -> Option<usize> {
         let t = completed_at_s.saturating_mul(1_000);
         (t >= self.from_ms && t < self.to_ms).then(|| ((t - self.from_ms) / self.interval_ms) as usize)
     }
 
-    fn filter(&self) -> ReceiptFilter {
+    pub(crate) fn filter(&self) -> ReceiptFilter {
         ReceiptFilter { since_ms: Some(self.from_ms), until_ms: Some(self.to_ms - 1), ..Default::default() }
     }
 }
@@ -489,7 +489,7 @@ impl Market {
 
     /// The newest receipts of the window that pass `filter` (at most SUMMARY_RECEIPTS_MAX) and
     /// whether there were more.
-    async fn window_receipts(&self, filter: &ReceiptFilter) -> Result<(Vec<Receipt>, bool), MarketError> {
+    pub(crate) async fn window_receipts(&self, filter: &ReceiptFilter) -> Result<(Vec<Receipt>, bool), MarketError> {
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         loop {

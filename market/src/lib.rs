@@ -13,6 +13,7 @@ pub mod reservations;
 pub mod error;
 pub mod explorer;
 pub mod idempotency;
+pub mod insight;
 pub mod jobs;
 pub mod ledger;
 pub mod quotes;

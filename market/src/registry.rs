@@ -739,7 +739,7 @@ fn fraction(bps: u32) -> String {
     aitbc_core::money::Rate::from_raw(u64::from(bps) * 100_000_000).to_string()
 }
 
-fn parse_period(period: &str) -> Result<i64, MarketError> {
+pub(crate) fn parse_period(period: &str) -> Result<i64, MarketError> {
     let err = || invalid("period", "write it as <N>h or <N>d, e.g. 24h or 30d");
     let (number, unit_ms) = match period.as_bytes().last() {
         Some(b'h') => (&period[..period.len() - 1], 3_600_000),

@@ -169,6 +169,31 @@ pub fn listings_by_provider(provider_id: &str) -> Query {
     index_query(Index::Gsi2, format!("PROVIDER#{}", id(provider_id))).sort(SortCondition::Prefix("LISTING#".into()))
 }
 
+/// Sort-key prefix of a listing's alerts (beside the listing's own item).
+const ALERT_PREFIX: &str = "ALERT#";
+
+/// An alert of a listing: a health report crossed `metric`'s threshold in the window starting
+/// at `window_ms`. Written only if absent (one alert per metric and window) and expiring.
+pub fn listing_alert(listing_id: &str, window_ms: i64, metric: &str) -> Key {
+    Key::new(listing(listing_id).pk, format!("{ALERT_PREFIX}{}#{}", time(window_ms), id(metric)))
+}
+
+/// A listing's alerts, in time order (query descending for the newest first).
+pub fn listing_alerts(listing_id: &str) -> Query {
+    Query::table(listing(listing_id).pk).sort(SortCondition::Prefix(ALERT_PREFIX.into()))
+}
+
+/// A provider's latest market signal of `kind` (`OBS`: an observation, `PROP`: a pricing
+/// proposal) in a region: one per provider, kind and region, replaced by the next, expiring.
+pub fn market_signal(region: &str, kind: &str, provider_id: &str) -> Key {
+    Key::new(format!("MARKETSIG#{}", id(region)), format!("{}#{}", id(kind), id(provider_id)))
+}
+
+/// The market signals of a region (query pk).
+pub fn market_signals(region: &str) -> Query {
+    Query::table(format!("MARKETSIG#{}", id(region)))
+}
+
 // ---- accounts, transfers, holds ---------------------------------------------------------------
 
 /// An account with its balances (integer minor units).

@@ -306,8 +306,10 @@ fn source_routes() -> Vec<Route> {
         let files: &[&str] = match group {
             "receipts" => &["receipts", "explorer"],
             "chat" => &["openai"],
-            // Contracts and reservations are merged into the registry group.
-            "registry" => &["registry", "capacity"],
+            // Contracts, reservations and provider insight's monitoring are merged into the
+            // registry group; market intelligence into the pricing group.
+            "registry" => &["registry", "capacity", "monitoring"],
+            "pricing" => &["pricing", "intelligence"],
             _ => &[group],
         };
         let src: String = files

@@ -97,6 +97,12 @@ struct Shared {
     models: Arc<Models>,
     in_flight: Mutex<HashMap<JobId, InFlight>>,
     stats: Mutex<Stats>,
+    /// Per listing queue: jobs completed and failed since its last health report.
+    health_counts: Mutex<HashMap<String, (u32, u32)>>,
+    /// The provider's quality check (a command: the result JSON on stdin, exit 0 to accept).
+    quality_check: Option<Vec<String>>,
+    /// The GPU the health probe reads.
+    gpu_index: usize,
 }
 
 /// The worker: an API client, the queues, the provider's signing key and one backend per slot.
@@ -128,6 +134,9 @@ impl Agent {
             models: Arc::new(Models::default()),
             in_flight: Mutex::new(HashMap::new()),
             stats: Mutex::new(Stats::default()),
+            health_counts: Mutex::new(HashMap::new()),
+            quality_check: None,
+            gpu_index: 0,
         };
         Ok(Self { shared: Arc::new(shared) })
     }
@@ -138,6 +147,21 @@ impl Agent {
         self
     }
 
+    /// Runs the provider's quality check on every job's result before completing it: `argv`
+    /// gets the result as JSON on stdin; exit 0 accepts, exit 1 refuses (the job fails and its
+    /// hold is voided), any other outcome fails it retryably (`health::quality_check`).
+    pub fn with_quality_check(mut self, argv: Vec<String>) -> Self {
+        assert!(!argv.is_empty(), "a quality check is a command");
+        Arc::get_mut(&mut self.shared).expect("not yet running").quality_check = Some(argv);
+        self
+    }
+
+    /// The GPU whose health the worker reports.
+    pub fn with_gpu_index(mut self, gpu_index: usize) -> Self {
+        Arc::get_mut(&mut self.shared).expect("not yet running").gpu_index = gpu_index;
+        self
+    }
+
     /// Runs until `shutdown` turns true, then drains within the grace period.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<Stats, String> {
         let s = &self.shared;
@@ -145,15 +169,43 @@ impl Agent {
         let slots = Arc::new(Semaphore::new(s.config.max_concurrent_jobs));
         let mut tasks = JoinSet::new();
         let mut next_listing_heartbeat = Instant::now();
+        // Per listing: the health interval its provider asks for (from the last heartbeat's
+        // answer) and when the next report is due.
+        let mut health_due: HashMap<ListingId, (Duration, Instant)> = HashMap::new();
         let mut turn = 0usize;
         let mut errors = 0u32;
         tracing::info!(worker = %s.config.worker_id, listings = queues.len(), slots = s.config.max_concurrent_jobs, "worker started");
         while !*shutdown.borrow() {
             if Instant::now() >= next_listing_heartbeat {
                 let models: Vec<String> = s.models.names().iter().map(ToString::to_string).collect();
-                for (gpu_id, _) in &queues {
-                    if let Err(e) = s.client.listing_heartbeat(gpu_id.as_str(), s.config.worker_id.as_str(), Some(&models)).await {
-                        tracing::warn!(error = %e, gpu_id = %gpu_id, "listing heartbeat failed");
+                for (gpu_id, queue_name) in &queues {
+                    let due = health_due.get(gpu_id).is_some_and(|(_, at)| Instant::now() >= *at);
+                    let health = if due { Some(health_report(s, queue_name).await) } else { None };
+                    match s.client.listing_heartbeat_with_health(gpu_id.as_str(), s.config.worker_id.as_str(), Some(&models), health.as_ref()).await {
+                        Ok(ack) => match ack["health_interval_s"].as_u64() {
+                            Some(seconds) => {
+                                let every = Duration::from_secs(seconds.clamp(1, 86_400));
+                                // The first report goes with the next heartbeat; then one every
+                                // `every` (heartbeats come every LISTING_HEARTBEAT_MS, so a
+                                // report is at most that late).
+                                let next = match health_due.get(gpu_id) {
+                                    Some((_, at)) if !due => *at,
+                                    Some(_) => Instant::now() + every,
+                                    None => Instant::now(),
+                                };
+                                health_due.insert(gpu_id.clone(), (every, next));
+                            }
+                            None => {
+                                health_due.remove(gpu_id);
+                            }
+                        },
+                        Err(e) => {
+                            // The counts of an undelivered report go with the next one.
+                            if let Some(report) = &health {
+                                restore_counts(s, queue_name, report);
+                            }
+                            tracing::warn!(error = %e, gpu_id = %gpu_id, "listing heartbeat failed")
+                        }
                     }
                 }
                 next_listing_heartbeat = Instant::now() + Duration::from_millis(LISTING_HEARTBEAT_MS);
@@ -272,14 +324,30 @@ async fn handle(s: &Arc<Shared>, queue: &str, message: Message) {
     s.in_flight.lock().expect("in flight").insert(job_id.clone(), flight.clone());
     let _ = s.client.job_action(job_id.as_str(), "start", worker, None).await;
     let heartbeat = tokio::spawn(heartbeats(s.clone(), job_id.clone(), flight.clone()));
-    let outcome = run_job(s, &job).await;
+    let began = Instant::now();
+    let mut outcome = run_job(s, &job).await;
+    if let (Some(argv), Ok((output, _))) = (&s.quality_check, &outcome) {
+        let result = quality_input(&job, output, began.elapsed());
+        match crate::health::quality_check(argv, &result).await {
+            crate::health::Verdict::Accept => {}
+            crate::health::Verdict::Refuse(reason) => outcome = Err((format!("quality check refused the result: {reason}"), false)),
+            crate::health::Verdict::Broken(why) => outcome = Err((format!("quality check failed: {why}"), true)),
+        }
+    }
     heartbeat.abort();
     let finished = match outcome {
-        Ok((output, started_s)) => complete(s, &job, output, started_s).await,
+        Ok((output, started_s)) => {
+            let done = complete(s, &job, output, started_s).await;
+            if done.is_ok() {
+                s.health_counts.lock().expect("counts").entry(queue.to_string()).or_default().0 += 1;
+            }
+            done
+        }
         Err((reason, retryable)) => {
             let result = s.client.fail_job(job_id.as_str(), worker, &reason, retryable).await;
             if result.is_ok() {
                 s.stats.lock().expect("stats").failed += 1;
+                s.health_counts.lock().expect("counts").entry(queue.to_string()).or_default().1 += 1;
             }
             result.map(|_| ()).map_err(|e| e.to_string())
         }
@@ -293,6 +361,39 @@ async fn handle(s: &Arc<Shared>, queue: &str, message: Message) {
             Err(e) => tracing::warn!(job_id = %job_id, error = %e, "job not finished through the API; its lease will lapse"),
         }
     }
+}
+
+/// A listing's health report: the device measured now, and the jobs its queue's jobs ended
+/// since the last report (taken: they are counted once).
+async fn health_report(s: &Arc<Shared>, queue: &str) -> Value {
+    let mut report = crate::health::measure(s.gpu_index).await;
+    let (completed, failed) = s.health_counts.lock().expect("counts").remove(queue).unwrap_or_default();
+    report["jobs_completed"] = json!(completed.min(aitbc_core::health::REPORT_JOBS_MAX));
+    report["jobs_failed"] = json!(failed.min(aitbc_core::health::REPORT_JOBS_MAX));
+    report
+}
+
+fn restore_counts(s: &Arc<Shared>, queue: &str, report: &Value) {
+    let count = |name: &str| report[name].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+    let mut counts = s.health_counts.lock().expect("counts");
+    let entry = counts.entry(queue.to_string()).or_default();
+    entry.0 = entry.0.saturating_add(count("jobs_completed"));
+    entry.1 = entry.1.saturating_add(count("jobs_failed"));
+}
+
+/// What a quality check reads: the job's identity and limits, how long it ran, its output.
+/// `error_rate` is the share of the output the worker knows to be wrong: 0 for a result the
+/// backend returned (a failed run never reaches the check).
+fn quality_input(job: &Value, output: &JobOutput, ran: Duration) -> Value {
+    json!({
+        "job_id": job["job_id"],
+        "kind": job["spec"]["kind"],
+        "model": job["model"],
+        "completion_time": ran.as_secs_f64(),
+        "timeout": job["timeout_ms"].as_u64().unwrap_or(aitbc_core::jobspec::JOB_TIMEOUT_MS_DEFAULT) as f64 / 1_000.0,
+        "error_rate": 0.0,
+        "output": output,
+    })
 }
 
 /// Extends the job's lease and the message's visibility until aborted.

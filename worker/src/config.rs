@@ -60,6 +60,10 @@ pub struct FileConfig {
     /// `[[upstream_models]]` with `name`, `base_url` and optionally `model` (its name there).
     #[serde(default)]
     pub upstream_models: Vec<crate::upstream::UpstreamConfig>,
+    /// The provider's quality check: a command (program and arguments) that receives each
+    /// job's result as JSON on stdin before the worker completes it; exit 0 accepts, exit 1
+    /// refuses (the job fails and its hold is voided), anything else fails it retryably.
+    pub quality_check: Option<Vec<String>>,
 }
 
 /// Flags of `aitbc-worker run`; each also reads its environment variable.
@@ -114,7 +118,12 @@ pub struct WorkerSettings {
     pub agent: AgentConfig,
     pub models: Vec<crate::models::ModelConfig>,
     pub upstream_models: Vec<crate::upstream::UpstreamConfig>,
+    pub quality_check: Option<Vec<String>>,
 }
+
+/// A quality check's command: at most this many arguments, each at most this many bytes.
+pub const QUALITY_CHECK_ARGS_MAX: usize = 64;
+pub const QUALITY_CHECK_ARG_BYTES_MAX: usize = 4_096;
 
 fn read_bounded(path: &Path, what: &str) -> Result<String, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
@@ -164,6 +173,11 @@ impl RunArgs {
         for upstream in &file.upstream_models {
             upstream.validate()?;
         }
+        if let Some(argv) = &file.quality_check {
+            if argv.is_empty() || argv.len() > QUALITY_CHECK_ARGS_MAX || argv.iter().any(|a| a.len() > QUALITY_CHECK_ARG_BYTES_MAX) {
+                return Err(format!("quality_check is a command: 1..={QUALITY_CHECK_ARGS_MAX} strings of at most {QUALITY_CHECK_ARG_BYTES_MAX} bytes"));
+            }
+        }
         Ok(WorkerSettings {
             api_url,
             api_key,
@@ -174,6 +188,7 @@ impl RunArgs {
             agent,
             models: file.models,
             upstream_models: file.upstream_models,
+            quality_check: file.quality_check,
         })
     }
 }

@@ -25,6 +25,7 @@ pub mod agent;
 pub mod assess;
 pub mod backend;
 pub mod config;
+pub mod health;
 pub mod models;
 pub mod upstream;
 
@@ -57,6 +58,9 @@ pub async fn run(settings: config::WorkerSettings, shutdown: tokio::sync::watch:
     // Models on the provider's own inference server: advertised only if the server lists them.
     models.add_upstreams(&settings.upstream_models).await;
     let models = std::sync::Arc::new(models);
-    let agent = agent::Agent::new(client, queue, settings.key, settings.agent, backends)?.with_models(models);
+    let mut agent = agent::Agent::new(client, queue, settings.key, settings.agent, backends)?.with_models(models).with_gpu_index(settings.gpu_index);
+    if let Some(argv) = settings.quality_check {
+        agent = agent.with_quality_check(argv);
+    }
     agent.run(shutdown).await
 }

@@ -45,6 +45,8 @@ enum MarketplaceCommand {
         #[arg(long)]
         provider: Option<String>,
     },
+    #[command(flatten)]
+    Insight(super::insight::InsightCommand),
 }
 
 /// A fraction in basis points as a percentage, or "-" when nothing was measured.
@@ -191,6 +193,7 @@ pub async fn run(args: MarketplaceArgs, ctx: Ctx) -> Result<(), CliError> {
         MarketplaceCommand::Gpu(gpu) => gpu_run(gpu, ctx).await,
         MarketplaceCommand::Contract(a) => super::capacity::contract(a, ctx).await,
         MarketplaceCommand::Reservation(a) => super::capacity::reservation(a, ctx).await,
+        MarketplaceCommand::Insight(command) => super::insight::run(command, ctx).await,
         MarketplaceCommand::Earnings { gpu_id, period } => {
             let e: Value = ctx.authed()?.get(&format!("/v1/listings/{gpu_id}/earnings?period={period}")).await?;
             if ctx.json {

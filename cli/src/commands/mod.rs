@@ -4,6 +4,7 @@ pub mod capacity;
 pub mod chat;
 pub mod demo;
 pub mod init;
+pub mod insight;
 pub mod job;
 pub mod marketplace;
 pub mod models;

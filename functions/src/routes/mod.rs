@@ -3,6 +3,8 @@
 pub mod accounts;
 pub mod capacity;
 pub mod explorer;
+pub mod intelligence;
+pub mod monitoring;
 pub mod openai;
 pub mod jobs;
 pub mod pricing;

@@ -206,6 +206,10 @@ struct HeartbeatBody {
     /// `text_generation` jobs; absent leaves the last report as it was.
     #[serde(default)]
     models: Option<Vec<ModelName>>,
+    /// What the worker measured since its previous report (GPU, memory, jobs), sent as often as
+    /// the listing's monitoring says (`health_interval_s`); checked against its alert thresholds.
+    #[serde(default)]
+    health: Option<aitbc_core::health::HealthReport>,
 }
 
 /// What a heartbeat answers: the listing's liveness and the queue its workers poll.
@@ -215,6 +219,9 @@ struct HeartbeatAck {
     online: bool,
     active_jobs: i64,
     queue: String,
+    /// Seconds between health reports the listing's provider asks for; absent: no monitoring.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_interval_s: Option<u32>,
 }
 
 /// A worker's heartbeat for a listing: keeps it online (its provider).
@@ -228,8 +235,13 @@ struct HeartbeatAck {
 )]
 async fn heartbeat(State(s): State<AppState>, Auth(caller): Auth, Path(gpu_id): Path<String>, ApiJson(body): ApiJson<HeartbeatBody>) -> ApiResult<Json<HeartbeatAck>> {
     let gpu_id = parse_path(&gpu_id, ListingId::parse)?;
+    if let Some(report) = &body.health {
+        // Checked before the heartbeat writes anything: bad input changes nothing.
+        aitbc_market::Market::check_health(report)?;
+    }
     let view = s.market.heartbeat(&caller, &gpu_id, &body.worker_id, body.models.as_deref()).await?;
-    Ok(Json(HeartbeatAck { gpu_id, online: view.online, active_jobs: view.active_jobs, queue: view.listing.queue }))
+    let health_interval_s = s.market.record_health(&caller, &gpu_id, &body.worker_id, body.health.as_ref()).await?;
+    Ok(Json(HeartbeatAck { gpu_id, online: view.online, active_jobs: view.active_jobs, queue: view.listing.queue, health_interval_s }))
 }
 
 /// A provider's reputation: measured facts of its jobs and its clients' ratings, the score made

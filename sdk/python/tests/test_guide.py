@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import time
 import warnings
 from decimal import Decimal
 from typing import Any
@@ -171,16 +172,7 @@ await provider.reserve_capacity(
 )
 '''
 
-# The blocks whose server support does not exist yet: each must raise NotSupportedYet.
-UNSUPPORTED = {
-    "enable_load_balancing": '''
-await provider.enable_load_balancing(
-    strategy="adaptive",
-    metrics=["gpu_utilization", "memory_usage", "job_completion_time"],
-    optimization_target="throughput"
-)
-''',
-    "configure_monitoring": '''
+CONFIGURE_MONITORING = '''
 await provider.configure_monitoring(
     health_checks={
         "gpu_status": "30s",
@@ -194,6 +186,45 @@ await provider.configure_monitoring(
         "job_failure_rate": "10%"
     }
 )
+'''
+JOIN_SWARM = '''
+await provider.join_swarm(
+    swarm_type="load_balancing",
+    contribution_level="active",
+    data_sharing="performance_metrics"
+)
+'''
+SHARE_MARKET_DATA = '''
+await provider.share_market_data({
+    "current_demand": "high",
+    "price_trends": "increasing",
+    "resource_constraints": "gpu_memory",
+    "competitive_landscape": "moderate"
+})
+'''
+PARTICIPATE_IN_PRICING = '''
+await provider.participate_in_pricing({
+    "proposed_base_rate": 0.12,
+    "rationale": "Increased demand for LLM inference",
+    "expected_impact": "revenue_increase_15%"
+})
+'''
+GET_OPTIMIZATION_SUGGESTIONS = '''
+suggestions = await provider.get_optimization_suggestions()
+for suggestion in suggestions:
+    print(f"Suggestion: {suggestion.description}")
+    print(f"Expected Impact: {suggestion.impact}")
+    print(f"Implementation: {suggestion.implementation_steps}")
+'''
+
+# The blocks whose server support does not exist yet: each must raise NotSupportedYet.
+UNSUPPORTED = {
+    "enable_load_balancing": '''
+await provider.enable_load_balancing(
+    strategy="adaptive",
+    metrics=["gpu_utilization", "memory_usage", "job_completion_time"],
+    optimization_target="throughput"
+)
 ''',
     "set_quality_checker": '''
 async def quality_check(job_result):
@@ -206,28 +237,6 @@ async def quality_check(job_result):
 
 await provider.set_quality_checker(quality_check)
 ''',
-    "join_swarm": '''
-await provider.join_swarm(
-    swarm_type="load_balancing",
-    contribution_level="active",
-    data_sharing="performance_metrics"
-)
-''',
-    "share_market_data": '''
-await provider.share_market_data({
-    "current_demand": "high",
-    "price_trends": "increasing",
-    "resource_constraints": "gpu_memory",
-    "competitive_landscape": "moderate"
-})
-''',
-    "participate_in_pricing": '''
-await provider.participate_in_pricing({
-    "proposed_base_rate": 0.12,
-    "rationale": "Increased demand for LLM inference",
-    "expected_impact": "revenue_increase_15%"
-})
-''',
     "host_specialized_model": '''
 await provider.host_specialized_model(
     model_name="custom-medical-llm",
@@ -239,13 +248,6 @@ await provider.host_specialized_model(
     },
     premium_rate=0.2
 )
-''',
-    "get_optimization_suggestions": '''
-suggestions = await provider.get_optimization_suggestions()
-for suggestion in suggestions:
-    print(f"Suggestion: {suggestion.description}")
-    print(f"Expected Impact: {suggestion.impact}")
-    print(f"Implementation: {suggestion.implementation_steps}")
 ''',
 }
 
@@ -330,8 +332,12 @@ async def test_the_guide_runs_as_written_and_each_step_has_its_effect(provider_e
     assert f"Total Revenue: {earnings.total} AITBC" in capsys.readouterr().out
 
     await run_block(ANALYTICS, ns)
-    status = market.get(f"/v1/listings/{provider.gpu_id}/status")
-    assert ns["analytics"].utilization_rate == float(status["utilization"])
+    served = market.get(f"/v1/listings/{provider.gpu_id}/analytics", config.api_key, period="30d")
+    analytics = ns["analytics"]
+    assert analytics.utilization_rate == served["utilization_bps"] / 10_000
+    assert analytics.peak_hours == served["peak_hours"] and analytics.profitable_models == [m["model"] for m in served["profitable_models"]]
+    assert analytics.earnings is not None and analytics.earnings.total == earnings.total
+    assert f"Peak Demand Hours: {analytics.peak_hours}" in capsys.readouterr().out
 
     await run_block(QUEUE, ns)
     queue = listing(market, provider.gpu_id)["queue_config"]
@@ -379,6 +385,37 @@ async def test_the_guide_runs_as_written_and_each_step_has_its_effect(provider_e
     assert market.get(f"/v1/accounts/{client['address']}", client["api_key"])["wallet"]["available"] == "50"
     assert Decimal(market.get(f"/v1/accounts/{provider.id}", config.api_key)["earnings"]["available"]) - earned_before == Decimal("48.75")
     assert listing(market, provider.gpu_id)["reserved_slots"] == 1
+
+    with pytest.warns(NotAppliedWarning, match="network_latency"):
+        await run_block(CONFIGURE_MONITORING, ns)
+    alerts = market.get(f"/v1/listings/{provider.gpu_id}/alerts", config.api_key)
+    assert alerts["monitoring"]["report_interval_s"] == 10, "the shortest check the worker measures"
+    assert alerts["monitoring"]["alerts"] == {"gpu_failure": True, "memory_used_bps_max": 8500, "failure_rate_bps_max": 1000}
+    # `aitbc up`'s worker learns the interval from its next heartbeat (every 10 s) and reports
+    # with the one after: the listing's health arrives within about 20 s.
+    deadline = time.monotonic() + 40
+    while (health := market.get(f"/v1/listings/{provider.gpu_id}/alerts", config.api_key).get("health")) is None and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+    assert health is not None and health["report"]["gpu_ok"] is True, health
+    assert health == await provider.get_health()
+
+    await run_block(JOIN_SWARM, ns)
+    assert market.get(f"/v1/providers/{provider.id}/sharing", config.api_key) == {"performance_metrics": True, "contribution_level": "active"}
+    await run_block(SHARE_MARKET_DATA, ns)
+    await run_block(PARTICIPATE_IN_PRICING, ns)
+    view = market.get("/v1/market/intelligence", region=provider.listing.region)["regions"][0]
+    signals = view["signals"]
+    assert signals["observations"] == 1 and signals["current_demand"] == {"high": 1} and signals["resource_constraints"] == {"gpu_memory": 1}
+    assert (signals["proposals"], signals["proposed_rate_median"]) == (1, "0.12")
+    assert view["shared_performance"]["providers"] == 1, "joined with performance_metrics"
+    assert listing(market, provider.gpu_id)["base_price"] == "0.05", "a proposal never changes a price"
+
+    await run_block(GET_OPTIMIZATION_SUGGESTIONS, ns)
+    served = market.get(f"/v1/listings/{provider.gpu_id}/suggestions", config.api_key)
+    assert [s.code for s in ns["suggestions"]] == [i["code"] for i in served["items"]]
+    out = capsys.readouterr().out
+    for item in served["items"]:
+        assert f"Suggestion: {item['description']}" in out
 
     before = {k: v for k, v in listing(market, provider.gpu_id).items() if k not in LIVE}
     for call, block in UNSUPPORTED.items():

@@ -15,7 +15,7 @@ import pytest
 from aitbc_agent import models
 from aitbc_agent.provider import PERIOD
 
-MODELS = [models.Listing, models.ListingStatus, models.Earnings, models.Receipt, models.Job, models.Quote, models.Balance, models.Balances, models.Contract, models.Reservation]
+MODELS = [models.Listing, models.ListingStatus, models.Earnings, models.Receipt, models.Job, models.Quote, models.Balance, models.Balances, models.Contract, models.Reservation, models.Analytics, models.Monitoring, models.Suggestion, models.Sharing, models.Signal]
 REPO = Path(__file__).resolve().parents[3]
 
 

@@ -12,7 +12,7 @@ Credentials and the API are found as the `aitbc` CLI finds them (AITBC_API, AITB
 from . import errors
 from .client import Client, get_receipt
 from .errors import AitbcError, ApiError, NotAppliedWarning, NotSupportedYet, ValidationError, WorkerNotRunning
-from .models import Analytics, Balances, Capabilities, Contract, Earnings, Job, Listing, ListingStatus, Quote, Receipt, Reputation, Reservation
+from .models import Analytics, Balances, Capabilities, Contract, Earnings, Job, Listing, ListingStatus, Monitoring, Quote, Receipt, Reputation, Reservation, Sharing, Signal, Suggestion
 from .provider import ComputeProvider
 
 __all__ = [
@@ -28,6 +28,10 @@ __all__ = [
     "Job",
     "Listing",
     "ListingStatus",
+    "Monitoring",
+    "Sharing",
+    "Signal",
+    "Suggestion",
     "NotAppliedWarning",
     "Reputation",
     "NotSupportedYet",

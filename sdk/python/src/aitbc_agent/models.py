@@ -381,13 +381,76 @@ class Capabilities:
 
 
 @dataclass
-class Analytics:
-    """Performance analytics derived from the listing's status and 30 days of earnings:
-    `utilization_rate` (float in [0, 1], now), `peak_hours` (local hours of the listing's region,
-    best first) and `profitable_models` (by gross earnings, best first)."""
+class Analytics(WireModel):
+    """A listing's analytics over a period (`GET /v1/listings/{gpu_id}/analytics`):
+    `utilization_rate` (float in [0, 1]: metered GPU time over the listing's GPUs and the
+    period), `peak_hours` (local hours of the listing's region with the most jobs started, most
+    first), `profitable_models` (model names by gross earnings, most first; `model_profits` has
+    each one's jobs, gross and gross per GPU-hour) and the period's `earnings`."""
 
-    utilization_rate: float
-    peak_hours: list[int]
-    profitable_models: list[str]
-    status: ListingStatus
-    earnings: Earnings
+    SCHEMA: ClassVar[str] = "ListingAnalytics"
+    CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "gpu_seconds": _dec,
+        "earnings": lambda v: Earnings.from_wire(v),
+        "profitable_models": lambda v: [m["model"] for m in v],
+        "jobs_by_hour_of_day": lambda v: {int(h): int(n) for h, n in v.items()},
+    }
+    gpu_id: str = ""
+    period: str = ""
+    jobs: int = 0
+    gpu_seconds: Decimal = Decimal(0)
+    utilization_bps: int = 0
+    utilization: str = "0"
+    peak_hours: list[int] = field(default_factory=list)
+    jobs_by_hour_of_day: dict[int, int] = field(default_factory=dict)
+    profitable_models: list[str] = field(default_factory=list)
+    earnings: Earnings | None = None
+    utilization_rate: float = derived(0.0)
+    model_profits: list[dict[str, Any]] = derived(None)
+
+    def _derive(self) -> None:
+        self.utilization_rate = self.utilization_bps / 10_000
+        self.model_profits = list(self.raw.get("profitable_models", []))
+
+
+@dataclass
+class Monitoring(WireModel):
+    """A listing's health monitoring (`configure_monitoring`): seconds between its workers'
+    health reports and the alert thresholds (degrees Celsius, basis points, jobs)."""
+
+    SCHEMA: ClassVar[str] = "MonitoringConfig"
+    report_interval_s: int = 60
+    alerts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Suggestion(WireModel):
+    """One optimization suggestion: its rule (`code`), what it saw (`description`), the effect
+    to expect (`impact`) and how (`implementation_steps`)."""
+
+    SCHEMA: ClassVar[str] = "Suggestion"
+    code: str = ""
+    description: str = ""
+    impact: str = ""
+    implementation_steps: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Sharing(WireModel):
+    """The provider's membership of the market-intelligence group (`join_swarm`)."""
+
+    SCHEMA: ClassVar[str] = "Sharing"
+    performance_metrics: bool = False
+    contribution_level: str = "passive"
+
+
+@dataclass
+class Signal(WireModel):
+    """A market signal as recorded (`share_market_data`, `participate_in_pricing`)."""
+
+    SCHEMA: ClassVar[str] = "SignalRecord"
+    region: str = ""
+    provider: str = ""
+    at_ms: int = 0
+    observation: dict[str, Any] | None = None
+    proposal: dict[str, Any] | None = None

@@ -24,7 +24,7 @@ from ._http import Transport
 from .capabilities import WORKER_CUDA_VERSION, assess, worker_binary
 from .errors import ConfigError, NotAppliedWarning, NotSupportedYet, ValidationError, WorkerNotRunning
 from .home import KEY_FILE, HomeConfig, SigningKey, discover_api, home_dir, write_private
-from .models import Analytics, Capabilities, Contract, Earnings, Listing, ListingStatus, Reputation, Reservation
+from .models import Analytics, Capabilities, Contract, Earnings, Listing, ListingStatus, Monitoring, Reputation, Reservation, Sharing, Signal, Suggestion
 from .worker import WorkerConfig, spawn_worker, worker_command
 
 DEFAULT_REGION = "us-west"
@@ -376,14 +376,13 @@ class ComputeProvider:
         earnings.breakdown = {b: getattr(earnings, BREAKDOWNS[b]) for b in wanted}
         return earnings
 
-    async def get_analytics(self) -> Analytics:
-        """Utilization now, and the peak hours and most profitable models of the last 30 days,
-        computed from the listing's status and earnings."""
-        status = await self.get_status()
-        earnings = await self.get_earnings("30d")
-        hours = sorted((h for h, v in earnings.by_hour_of_day.items() if v > 0), key=lambda h: (-earnings.by_hour_of_day[h], int(h)))
-        models = sorted((m for m, v in earnings.by_model.items() if v > 0), key=lambda m: (-earnings.by_model[m], m))
-        return Analytics(status.utilization, [int(h) for h in hours], models, status, earnings)
+    async def get_analytics(self, period: str = "30d") -> Analytics:
+        """The listing's analytics over `period` ("24h", "30d", up to 366 days), measured by the
+        marketplace from its receipts: utilization rate, peak demand hours (local), the most
+        profitable models, and the period's earnings by client, model and hour of day."""
+        if not isinstance(period, str) or not PERIOD.match(period):
+            raise ValidationError(f"period {period!r}: write <N>h or <N>d, from 1h to 366d", field="period")
+        return Analytics.from_wire(await self._http.arequest("GET", f"/v1/listings/{self.gpu_id}/analytics", params={"period": period}))
 
     # --- models ---------------------------------------------------------------------------
 
@@ -502,10 +501,54 @@ class ComputeProvider:
         return await self._patch({"queue_config": config})
 
     async def enable_load_balancing(self, **_: Any) -> None:
-        raise NotSupportedYet("enable_load_balancing", "provider-side load balancing settings")
+        # Nothing on the server to set: a listing's workers all pull from its one queue (a free
+        # worker takes the next job, so load spreads by itself), and routing across listings
+        # already weighs price, reputation and load. Honest refusal rather than a no-op.
+        raise NotSupportedYet(
+            "enable_load_balancing",
+            "per-listing load-balancing settings (none are needed yet: a listing's workers pull jobs from its one queue, "
+            "and routing across listings already weighs price, reputation and load)",
+        )
 
-    async def configure_monitoring(self, **_: Any) -> None:
-        raise NotSupportedYet("configure_monitoring", "health checks and alerts")
+    async def configure_monitoring(self, health_checks: Mapping[str, Any] | None = None, alerts: Mapping[str, Any] | None = None) -> Monitoring:
+        """The listing's health monitoring. Its workers report GPU status, memory use and job
+        results as often as the shortest of `health_checks` ("30s", "5min"; the server takes
+        10 s to 1 h); checks the worker cannot measure (network latency) are named in a
+        NotAppliedWarning. `alerts` are recorded as the listing's alerts
+        (`get_alerts()`) when a report crosses them: "gpu_failure": "immediate", "high_memory":
+        "85%", "job_failure_rate": "10%", "high_temperature": 85 (degrees C),
+        "high_utilization": "95%", "queue_length": 50."""
+        checks = dict(health_checks or {})
+        seconds = []
+        unmeasured = []
+        for name, every in checks.items():
+            if not isinstance(every, str) or not FREQUENCY.match(every):
+                raise ValidationError(f"health_checks.{name}: an interval like '30s', '5min' or '1h', not {every!r}", field="health_checks")
+            if name not in HEALTH_CHECKS:
+                unmeasured.append(f"health_checks.{name}")
+                continue
+            seconds.append(_seconds(every))
+        interval = min(seconds) if seconds else 60
+        clamped = min(max(interval, REPORT_INTERVAL_S[0]), REPORT_INTERVAL_S[1])
+        if clamped != interval:
+            unmeasured.append(f"an interval of {interval} s (reports come every {clamped} s)")
+        _not_applied("configure_monitoring", unmeasured, "the worker does not measure it, or the server bounds it")
+        thresholds: dict[str, Any] = {"gpu_failure": False}
+        for name, value in dict(alerts or {}).items():
+            if name not in ALERTS:
+                raise ValidationError(f"alerts.{name}: choose from {', '.join(ALERTS)}", field="alerts")
+            key, parse = ALERTS[name]
+            thresholds[key] = parse(value, f"alerts.{name}")
+        body = {"report_interval_s": clamped, "alerts": thresholds}
+        return Monitoring.from_wire(await self._http.arequest("PUT", f"/v1/listings/{self.gpu_id}/monitoring", json=body))
+
+    async def get_alerts(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The listing's alerts, newest first (kept 7 days; one per metric per 5 minutes)."""
+        return list((await self._http.arequest("GET", f"/v1/listings/{self.gpu_id}/alerts", params={"limit": limit}))["items"])
+
+    async def get_health(self) -> dict[str, Any] | None:
+        """The latest health report of the listing's worker (`at_ms`, `worker_id`, `report`)."""
+        return (await self._http.arequest("GET", f"/v1/listings/{self.gpu_id}/alerts", params={"limit": 1})).get("health")
 
     async def get_reputation(self) -> Reputation:
         """This provider's reputation, measured by the marketplace from its jobs and its clients'
@@ -513,16 +556,62 @@ class ComputeProvider:
         return Reputation.from_wire(await self._http.arequest("GET", f"/v1/providers/{self.id}/reputation"))
 
     async def set_quality_checker(self, _checker: Any = None) -> None:
-        raise NotSupportedYet("set_quality_checker", "hook for provider-side quality checks")
+        # The worker can run a checker command on each result (worker TOML `quality_check`);
+        # running a Python coroutine of this process from the worker is not built yet.
+        raise NotSupportedYet("set_quality_checker", "bridge from a Python checker to the worker's quality_check command (set quality_check in the worker's TOML config instead)")
 
-    async def join_swarm(self, **_: Any) -> None:
-        raise NotSupportedYet("join_swarm", "swarms")
+    async def join_swarm(self, swarm_type: str = "market_intelligence", contribution_level: str = "active", data_sharing: str = "performance_metrics") -> Sharing:
+        """Joins the marketplace's one swarm, its market-intelligence group (every `swarm_type`
+        of the guide: "load_balancing", "market_intelligence", "pricing"): with `data_sharing`
+        "performance_metrics" the provider's measured listing metrics count in the public market
+        view (`GET /v1/market/intelligence`); "active" members also post signals
+        (share_market_data, participate_in_pricing); "passive" ones only read."""
+        if swarm_type not in SWARM_TYPES:
+            raise ValidationError(f"swarm_type must be one of {', '.join(SWARM_TYPES)}", field="swarm_type")
+        if contribution_level not in ("active", "passive"):
+            raise ValidationError("contribution_level must be 'active' or 'passive'", field="contribution_level")
+        if data_sharing not in ("performance_metrics", "none"):
+            raise ValidationError("data_sharing must be 'performance_metrics' or 'none'", field="data_sharing")
+        body = {"performance_metrics": data_sharing == "performance_metrics", "contribution_level": contribution_level}
+        return Sharing.from_wire(await self._http.arequest("PUT", f"/v1/providers/{self.id}/sharing", json=body))
 
-    async def share_market_data(self, _data: Any = None) -> None:
-        raise NotSupportedYet("share_market_data", "market-intelligence sharing")
+    async def share_market_data(self, data: Mapping[str, Any]) -> Signal:
+        """Posts what the provider sees in its listing's region (current_demand, competitive_landscape:
+        low/moderate/high; price_trends: decreasing/stable/increasing, or rising/falling;
+        resource_constraints: none/gpu_memory/compute/network/storage). Shown as counts in
+        the market view, apart from its measured figures. Needs join_swarm(contribution_level="active")."""
+        if not isinstance(data, Mapping):
+            raise ValidationError("data must be a dict", field="data")
+        unknown = sorted(set(data) - set(OBSERVATION_FIELDS))
+        if unknown:
+            raise ValidationError(f"unknown market data {unknown}: give {', '.join(OBSERVATION_FIELDS)}", field="data")
+        observation = {}
+        for name, allowed in OBSERVATION_FIELDS.items():
+            value = SYNONYMS.get(data.get(name), data.get(name))
+            if value not in allowed:
+                raise ValidationError(f"{name} must be one of {', '.join(allowed)}", field=name)
+            observation[name] = value
+        return Signal.from_wire(await self._http.arequest("POST", "/v1/market/signals", json={"region": self.listing.region, "observation": observation}))
 
-    async def participate_in_pricing(self, _proposal: Any = None) -> None:
-        raise NotSupportedYet("participate_in_pricing", "collective pricing decisions")
+    async def participate_in_pricing(self, proposal: Mapping[str, Any]) -> Signal:
+        """Records a pricing proposal for the listing's region (proposed_base_rate in AITBC per
+        GPU-hour, rationale, expected_impact). Proposals are shown aggregated (count, least,
+        median, greatest) in the market view and never change any price."""
+        if not isinstance(proposal, Mapping) or "proposed_base_rate" not in proposal:
+            raise ValidationError("proposal needs proposed_base_rate (AITBC per GPU-hour)", field="proposed_base_rate")
+        unknown = sorted(set(proposal) - {"proposed_base_rate", "rationale", "expected_impact"})
+        if unknown:
+            raise ValidationError(f"unknown proposal fields {unknown}", field="proposal")
+        body = {
+            "proposed_base_rate": _units.amount(proposal["proposed_base_rate"], "proposed_base_rate"),
+            "rationale": str(proposal.get("rationale", "")),
+            "expected_impact": str(proposal.get("expected_impact", "")),
+        }
+        return Signal.from_wire(await self._http.arequest("POST", "/v1/market/signals", json={"region": self.listing.region, "proposal": body}))
+
+    async def get_market_intelligence(self, hours: int = 24) -> dict[str, Any]:
+        """The public market view of the listing's region over the last `hours` (1..=168)."""
+        return dict(await self._http.arequest("GET", "/v1/market/intelligence", params={"region": self.listing.region, "hours": hours}))
 
     async def enable_batch_processing(self, min_batch_size: int, batch_discount: Any, processing_window: Any = None, quality_guarantee: Any = None) -> Listing:
         """A batch discount on the listing: a batch of at least `min_batch_size` jobs
@@ -572,8 +661,67 @@ class ComputeProvider:
     async def get_reservation(self, reservation_id: str) -> Reservation:
         return Reservation.from_wire(await self._http.arequest("GET", f"/v1/reservations/{reservation_id}"))
 
-    async def get_optimization_suggestions(self) -> None:
-        raise NotSupportedYet("get_optimization_suggestions", "optimization suggestions")
+    async def get_optimization_suggestions(self) -> list[Suggestion]:
+        """Suggestions from the listing's measured data of the last 7 days: its price against
+        the region's median, its utilization, hours its schedule closes while the region has
+        demand, its failure rate (the rules are in the repository's ARCHITECTURE.md)."""
+        answer = await self._http.arequest("GET", f"/v1/listings/{self.gpu_id}/suggestions")
+        return [Suggestion.from_wire(item) for item in answer["items"]]
+
+
+# configure_monitoring: the checks a worker measures, the server's report interval bounds, and
+# the guide's alert names with the threshold each sets.
+HEALTH_CHECKS = ("gpu_status", "memory_usage", "job_success_rate", "gpu_temperature", "gpu_utilization", "queue_length")
+REPORT_INTERVAL_S = (10, 3600)
+
+
+def _seconds(every: str) -> int:
+    number = int(re.sub(r"[a-z]+$", "", every))
+    return number * {"s": 1, "min": 60, "h": 3600}[re.sub(r"^[0-9]+", "", every)]
+
+
+def _percent_bps(value: Any, field: str) -> int:
+    text = str(value).strip()
+    if not re.match(r"^[0-9]{1,3}(\.[0-9]{1,2})?%$", text):
+        raise ValidationError(f"{field}: a percentage like '85%', not {value!r}", field=field)
+    bps = int((Decimal(text[:-1]) * 100).to_integral_value())
+    if not 1 <= bps <= 10_000:
+        raise ValidationError(f"{field}: between 0.01% and 100%", field=field)
+    return bps
+
+
+def _immediate(value: Any, field: str) -> bool:
+    if value not in ("immediate", True):
+        raise ValidationError(f"{field}: 'immediate' (an alert at the first report of a failed GPU)", field=field)
+    return True
+
+
+def _celsius(value: Any, field: str) -> int:
+    text = str(value).strip().removesuffix("C").removesuffix("°")
+    return _whole(int(text) if text.isdigit() else value, field, 1, 150)
+
+
+def _jobs(value: Any, field: str) -> int:
+    return _whole(value, field, 1, 100_000)
+
+
+ALERTS: dict[str, tuple[str, Any]] = {
+    "gpu_failure": ("gpu_failure", _immediate),
+    "high_memory": ("memory_used_bps_max", _percent_bps),
+    "job_failure_rate": ("failure_rate_bps_max", _percent_bps),
+    "high_utilization": ("gpu_utilization_bps_max", _percent_bps),
+    "high_temperature": ("gpu_temperature_c_max", _celsius),
+    "queue_length": ("queue_length_max", _jobs),
+}
+SWARM_TYPES = ("load_balancing", "market_intelligence", "pricing")
+LEVELS = ("low", "moderate", "high")
+OBSERVATION_FIELDS = {
+    "current_demand": LEVELS,
+    "price_trends": ("decreasing", "stable", "increasing"),
+    "resource_constraints": ("none", "gpu_memory", "compute", "network", "storage"),
+    "competitive_landscape": LEVELS,
+}
+SYNONYMS = {"rising": "increasing", "falling": "decreasing", "flat": "stable", "medium": "moderate"}
 
 
 def _card_models(card: Mapping[str, Any]) -> set[str]:
