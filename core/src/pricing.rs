@@ -399,7 +399,6 @@ fn model_prices_schema(description: &str, value: utoipa::openapi::RefOr<utoipa::
 #[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for ModelPrices {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::PartialSchema;
         model_prices_schema(
             "The listing's own price per model, AITBC per GPU-hour (like base_price; above 0, at most 1000000): a job for one of these models pays this price instead of the base price, at least the rate card's rate when the model is on the card. At most 16 models.",
             Amount::schema(),
@@ -413,7 +412,6 @@ impl utoipa::ToSchema for ModelPrices {}
 impl utoipa::PartialSchema for ModelPricesPatch {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::schema::{OneOfBuilder, Type};
-        use utoipa::PartialSchema;
         let value = OneOfBuilder::new().item(Amount::schema()).item(utoipa::openapi::schema::ObjectBuilder::new().schema_type(Type::Null)).into();
         model_prices_schema(
             "Changes to the listing's model prices (a JSON merge patch): a price (AITBC per GPU-hour, above 0, at most 1000000) sets the model's price, null removes it. At most 16 entries, and the listing prices at most 16 models afterwards.",
