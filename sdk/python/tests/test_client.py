@@ -163,3 +163,16 @@ async def test_host_specialized_model_writes_the_workers_models_config(market: A
         await provider.host_specialized_model("codellama", tmp_path / "model.pt")
     with pytest.raises(ValidationError, match="rate card"):
         await provider.host_specialized_model("custom-medical-llm", gguf)
+    # With a premium rate the listing prices it (a model off the card, too); a bad name or rate
+    # is the server's 400 and leaves the worker's config as it was.
+    done = await provider.host_specialized_model("custom-medical-llm", gguf, premium_rate="0.25")
+    assert done["premium_rate"] == "0.25" and provider.listing.model_prices["custom-medical-llm"] == Decimal("0.25")
+    assert "custom-medical-llm" in local_models(provider.home)
+    before = Path(done["config"]).read_text()
+    with pytest.raises(ValidationError, match="model_name"):
+        await provider.host_specialized_model("Not A Name", gguf, premium_rate=1)
+    with pytest.raises(ApiError):
+        await provider.host_specialized_model("custom-medical-llm", gguf, premium_rate="1000000.5")
+    with pytest.raises(ValidationError, match="premium_rate"):
+        await provider.host_specialized_model("custom-medical-llm", gguf, premium_rate=0)
+    assert Path(done["config"]).read_text() == before
