@@ -455,7 +455,7 @@ async def test_the_guide_runs_as_written_and_each_step_has_its_effect(provider_e
     # read its config at start); a quote for the model on the listing then uses its price:
     # 0.2 per GPU-hour is 0.000055555556 AITBC per GPU-second before the multipliers.
     loaded = sorted({*got["loaded_models"], "custom-medical-llm"})
-    market.post(f"/v1/listings/{provider.gpu_id}/heartbeat", {"worker_id": "guide-test-worker", "models": loaded}, config.api_key)
+    market.post(f"/v1/listings/{provider.gpu_id}/heartbeat", {"worker_id": "wrk-guide", "models": loaded}, config.api_key)
     quote_body = {"model": "custom-medical-llm", "units": "1", "gpu_id": provider.gpu_id, "kind": "text_generation"}
     terms = market.post("/v1/quotes", quote_body)["terms"]
     breakdown = terms["breakdown"]
