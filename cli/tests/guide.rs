@@ -158,6 +158,17 @@ fn the_guides_commands_work_as_written() {
     one_line_error(&aitbc(api, &client, &["job", "batch", "--spec", &sample("jobs/vector_add.json"), "--copies", "101", "--units", "1", "--gpu-id", &gpu]), 2, "specs");
 
 
+    // Specialized model hosting: the GPU prices a model off the rate card, then stops.
+    let priced = ok(api, &provider, &["marketplace", "gpu", "update", "--gpu-id", &gpu, "--model-price", "custom-medical-llm=0.2"]);
+    assert!(priced.contains("Model price custom-medical-llm: 0.2 AITBC/GPU-hour"), "{priced}");
+    one_line_error(&aitbc(api, &provider, &["marketplace", "gpu", "update", "--gpu-id", &gpu, "--model-price", "custom-medical-llm=0"]), 2, "model_prices");
+    one_line_error(&aitbc(api, &provider, &["marketplace", "gpu", "update", "--gpu-id", &gpu, "--model-price", "custom-medical-llm"]), 2, "NAME=PRICE");
+    let shown: serde_json::Value = serde_json::from_str(&ok(api, &provider, &["marketplace", "gpu", "list", "--region", "us-west", "--json"])).unwrap();
+    assert_eq!(shown[0]["model_prices"], serde_json::json!({"custom-medical-llm": "0.2"}), "{shown}");
+    let removed = ok(api, &provider, &["marketplace", "gpu", "update", "--gpu-id", &gpu, "--remove-model-price", "custom-medical-llm"]);
+    assert!(removed.contains("Model prices: none"), "{removed}");
+    assert!(ok(api, &provider, &["marketplace", "gpu", "update", "--help"]).contains("--model-price <NAME=PRICE>"));
+
     // Bad flags, unknown ids, an unreachable API: one line, exit 2 for usage, 1 otherwise.
     one_line_error(&aitbc(api, &provider, &["marketplace", "gpu", "register", "--name", "x", "--memory", "lots", "--cuda-version", "12.1", "--base-price", "1"]), 2, "--memory");
     one_line_error(&aitbc(api, &provider, &["marketplace", "gpu", "register", "--name", "x", "--memory", "24", "--cuda-version", "12.1", "--base-price", "-1"]), 2, "base_price");

@@ -195,6 +195,16 @@ impl Client {
     pub async fn listing(&self, gpu_id: &str) -> Result<Value, ClientError> {
         self.get(&format!("/v1/listings/{gpu_id}")).await
     }
+    /// Changes a listing (its provider's key): any fields of the API's `ListingPatch`.
+    pub async fn update_listing(&self, gpu_id: &str, patch: &Value) -> Result<Value, ClientError> {
+        self.patch(&format!("/v1/listings/{gpu_id}"), patch).await
+    }
+    /// Sets (`Some`, AITBC per GPU-hour as a decimal, e.g. "0.2") or removes (`None`) the
+    /// listing's own prices of models; models not named keep theirs.
+    pub async fn set_model_prices(&self, gpu_id: &str, prices: &[(&str, Option<&str>)]) -> Result<Value, ClientError> {
+        let prices: serde_json::Map<String, Value> = prices.iter().map(|(model, price)| (model.to_string(), price.map_or(Value::Null, |p| json!(p)))).collect();
+        self.update_listing(gpu_id, &json!({ "model_prices": prices })).await
+    }
     /// A listing's liveness and, from a worker, the models it has loaded (what the listing then
     /// serves text generation of); `None` leaves the last report as it was.
     pub async fn listing_heartbeat(&self, gpu_id: &str, worker_id: &str, models: Option<&[String]>) -> Result<Value, ClientError> {

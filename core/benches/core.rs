@@ -76,6 +76,7 @@ fn quotes(c: &mut Criterion) {
         params: PricingParams::default(),
         time_zone: chrono_tz::America::Los_Angeles,
         batch: None,
+        model_prices: Default::default(),
     };
     let request = QuoteRequest { model: Some(ModelName::parse("llama3.2").unwrap()), units: GpuMillis::from_millis(2_500), tier: Tier::Premium, duration_hours: 12, batch_size: 0 };
     let signals = MarketSignals { region_demand_bps: 6_500, listing_utilization_bps: 4_000 };

@@ -5,7 +5,16 @@
 //! 1. **Base rate.** A listing's base price is per GPU-hour (the guide's `--base-price 0.05`);
 //!    it becomes a per-GPU-second [`Rate`] by `money`'s rule 2. A job for a model on the rate
 //!    card pays at least the card's rate: `base = max(card[model], listing base)`. A job without
-//!    a model (raw GEMM, kernels) pays the listing's base. A fixed-rate contract replaces all of
+//!    a model (raw GEMM, kernels) pays the listing's base. A listing may price models itself
+//!    ([`ModelPrices`], per GPU-hour, like its base; the guide's `premium_rate`): a job for a
+//!    model it prices pays that price instead of its base, still at least the card's rate when
+//!    the model is on the card: `base = max(card[model], listing price[model])`. The card is
+//!    the marketplace's floor for a model on every listing, so a client never pays less than
+//!    the published rate and a provider cannot undercut it; above it, the provider's stated
+//!    price is what the client pays, exactly (not also raised to the listing's base: the
+//!    provider named this model's price). A model on neither the card nor the listing's prices
+//!    has no price and is refused ([`PricingError::UnknownModel`]). The breakdown's
+//!    `base_source` says which one it was. A fixed-rate contract replaces all of
 //!    this with the contract's rate, and no multiplier applies to it.
 //! 2. **Multipliers**, each in basis points, each clamped to its own floor and ceiling:
 //!    the listing's strategy (one of [`Strategy`]), the service tier, the bulk discount and
@@ -82,10 +91,16 @@ pub const QUOTE_UNITS_MS_MAX: u64 = 7 * 24 * 3_600 * 1_000;
 pub const DURATION_HOURS_MAX: u32 = 8_760;
 /// A rate card lists at most this many models.
 pub const RATE_CARD_MODELS_MAX: usize = 1_024;
+/// A listing's price per GPU-hour (its base price or a model's price) is at most this: a bound
+/// on typos (a million AITBC per GPU-hour).
+pub const PRICE_PER_HOUR_MAX: Amount = Amount::from_raw(1_000_000 * 1_000_000_000);
+/// Models one listing prices itself, at most (a bound on the listing item and on each quote's
+/// lookup; a provider hosts a handful of specialized models, not a catalogue).
+pub const LISTING_MODEL_PRICES_MAX: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PricingError {
-    #[error("model {0} is not on the rate card")]
+    #[error("model {0} has no price: it is not on the rate card and the listing does not price it")]
     UnknownModel(ModelName),
     #[error("units must be greater than zero")]
     ZeroUnits,
@@ -101,6 +116,8 @@ pub enum PricingError {
     Time(i64),
     #[error("rate card: {0}")]
     RateCard(String),
+    #[error("model prices: {0}")]
+    ModelPrices(String),
     #[error(transparent)]
     Money(#[from] MoneyError),
 }
@@ -257,6 +274,154 @@ impl RateCard {
     }
 }
 
+/// A price per GPU-hour within `0 < price <= PRICE_PER_HOUR_MAX`.
+pub fn check_price_per_hour(price: Amount) -> Result<(), String> {
+    if price.is_zero() || price > PRICE_PER_HOUR_MAX {
+        return Err(format!("{price} must be above 0 and at most {PRICE_PER_HOUR_MAX} per GPU-hour"));
+    }
+    Ok(())
+}
+
+/// A listing's own prices per model, AITBC per GPU-hour (like its base price): at most
+/// [`LISTING_MODEL_PRICES_MAX`] models, each price within [`check_price_per_hour`]. Parsed,
+/// never validated later: a value of this type always holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "BTreeMap<ModelName, Amount>", into = "BTreeMap<ModelName, Amount>")]
+pub struct ModelPrices(BTreeMap<ModelName, Amount>);
+
+impl TryFrom<BTreeMap<ModelName, Amount>> for ModelPrices {
+    type Error = PricingError;
+
+    fn try_from(prices: BTreeMap<ModelName, Amount>) -> Result<Self, PricingError> {
+        if prices.len() > LISTING_MODEL_PRICES_MAX {
+            return Err(PricingError::ModelPrices(format!("a listing prices at most {LISTING_MODEL_PRICES_MAX} models, not {}", prices.len())));
+        }
+        for (model, price) in &prices {
+            check_price_per_hour(*price).map_err(|e| PricingError::ModelPrices(format!("{model}: {e}")))?;
+        }
+        Ok(Self(prices))
+    }
+}
+
+impl From<ModelPrices> for BTreeMap<ModelName, Amount> {
+    fn from(prices: ModelPrices) -> Self {
+        prices.0
+    }
+}
+
+impl ModelPrices {
+    /// The listing's price of `model` per GPU-hour, if it prices it.
+    pub fn get(&self, model: &ModelName) -> Option<Amount> {
+        self.0.get(model).copied()
+    }
+
+    /// The listing's price of `model` per GPU-second (`money`'s rule 2), if it prices it.
+    pub fn rate(&self, model: &ModelName) -> Option<Rate> {
+        self.get(model).map(Rate::per_hour)
+    }
+
+    pub fn contains(&self, model: &ModelName) -> bool {
+        self.0.contains_key(model)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&ModelName, &Amount)> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// These prices with `patch` merged in (JSON merge patch, RFC 7396): a price sets the
+    /// model's price, `None` (JSON null) removes it; the result is checked as a whole.
+    pub fn merged(&self, patch: &ModelPricesPatch) -> Result<ModelPrices, PricingError> {
+        let mut prices = self.0.clone();
+        for (model, price) in &patch.0 {
+            match price {
+                Some(price) => prices.insert(model.clone(), *price),
+                None => prices.remove(model),
+            };
+        }
+        ModelPrices::try_from(prices)
+    }
+}
+
+/// A change to a listing's model prices: a price per GPU-hour sets a model's price, null
+/// removes it; at most [`LISTING_MODEL_PRICES_MAX`] entries, each price checked as in
+/// [`ModelPrices`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "BTreeMap<ModelName, Option<Amount>>")]
+pub struct ModelPricesPatch(BTreeMap<ModelName, Option<Amount>>);
+
+impl TryFrom<BTreeMap<ModelName, Option<Amount>>> for ModelPricesPatch {
+    type Error = PricingError;
+
+    fn try_from(patch: BTreeMap<ModelName, Option<Amount>>) -> Result<Self, PricingError> {
+        if patch.len() > LISTING_MODEL_PRICES_MAX {
+            return Err(PricingError::ModelPrices(format!("a change names at most {LISTING_MODEL_PRICES_MAX} models, not {}", patch.len())));
+        }
+        for (model, price) in &patch {
+            if let Some(price) = price {
+                check_price_per_hour(*price).map_err(|e| PricingError::ModelPrices(format!("{model}: {e}")))?;
+            }
+        }
+        Ok(Self(patch))
+    }
+}
+
+impl ModelPricesPatch {
+    pub fn iter(&self) -> impl Iterator<Item = (&ModelName, &Option<Amount>)> {
+        self.0.iter()
+    }
+}
+
+#[cfg(feature = "openapi")]
+fn model_prices_schema(description: &str, value: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::PartialSchema;
+    let names = match ModelName::schema() {
+        utoipa::openapi::RefOr::T(schema) => schema,
+        utoipa::openapi::RefOr::Ref(_) => Schema::Object(ObjectBuilder::new().schema_type(Type::String).build()),
+    };
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(description))
+        .property_names(Some(names))
+        .additional_properties(Some(value))
+        .max_properties(Some(LISTING_MODEL_PRICES_MAX))
+        .into()
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ModelPrices {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        model_prices_schema(
+            "The listing's own price per model, AITBC per GPU-hour (like base_price; above 0, at most 1000000): a job for one of these models pays this price instead of the base price, at least the rate card's rate when the model is on the card. At most 16 models.",
+            Amount::schema(),
+        )
+    }
+}
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ModelPrices {}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ModelPricesPatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{OneOfBuilder, Type};
+        let value = OneOfBuilder::new().item(Amount::schema()).item(utoipa::openapi::schema::ObjectBuilder::new().schema_type(Type::Null)).into();
+        model_prices_schema(
+            "Changes to the listing's model prices (a JSON merge patch): a price (AITBC per GPU-hour, above 0, at most 1000000) sets the model's price, null removes it. At most 16 entries, and the listing prices at most 16 models afterwards.",
+            value,
+        )
+    }
+}
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ModelPricesPatch {}
+
 /// A batch can hold at most this many jobs (one request, one quote).
 pub const BATCH_JOBS_MAX: u32 = 100;
 /// The most a batch discount takes off, in percent (a 100% discount is clamped with the other
@@ -303,6 +468,8 @@ pub struct ListingTerms {
     pub time_zone: chrono_tz::Tz,
     /// Its batch discount, if it offers one.
     pub batch: Option<BatchOffer>,
+    /// Its own prices of models (the module's rule 1).
+    pub model_prices: ModelPrices,
 }
 
 /// Measured conditions, as fractions in basis points.
@@ -340,8 +507,12 @@ pub struct QuoteRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BaseSource {
+    /// The listing's base price.
     Listing,
+    /// The rate card's rate for the model (above what the listing asks).
     RateCard,
+    /// The listing's own price for the model (`model_prices`).
+    ModelPrice,
     Contract,
 }
 
@@ -351,8 +522,11 @@ pub enum BaseSource {
 pub struct Breakdown {
     /// The listing's base price per GPU-second.
     pub listing_rate: Rate,
-    /// The rate card's rate for the model, if the job names one.
+    /// The rate card's rate for the model, if the job names one that the card lists.
     pub card_rate: Option<Rate>,
+    /// The listing's own price for the model per GPU-second, if it prices it (`model_prices`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_rate: Option<Rate>,
     pub base_rate: Rate,
     pub base_source: BaseSource,
     pub strategy: Option<Strategy>,
@@ -446,10 +620,13 @@ pub fn quote(
     if request.duration_hours > DURATION_HOURS_MAX {
         return Err(PricingError::DurationTooLong);
     }
-    let card_rate = match &request.model {
-        Some(model) => Some(card.rate(model).ok_or_else(|| PricingError::UnknownModel(model.clone()))?),
-        None => None,
-    };
+    let card_rate = request.model.as_ref().and_then(|m| card.rate(m));
+    let model_rate = request.model.as_ref().and_then(|m| listing.model_prices.rate(m));
+    if let Some(model) = &request.model {
+        if card_rate.is_none() && model_rate.is_none() {
+            return Err(PricingError::UnknownModel(model.clone()));
+        }
+    }
     let params = &listing.params;
     params.validate()?;
 
@@ -460,6 +637,7 @@ pub fn quote(
         let breakdown = Breakdown {
             listing_rate: listing.base,
             card_rate,
+            model_rate,
             base_rate: contract.fixed_rate,
             base_source: BaseSource::Contract,
             strategy: None,
@@ -475,9 +653,14 @@ pub fn quote(
         return Ok(Quote { unit_price: contract.fixed_rate, max_price, breakdown });
     }
 
+    // The listing's own price for the model replaces its base; the card's rate is the floor.
+    let (asked, asked_source) = match model_rate {
+        Some(rate) => (rate, BaseSource::ModelPrice),
+        None => (listing.base, BaseSource::Listing),
+    };
     let (base_rate, base_source) = match card_rate {
-        Some(card) if card > listing.base => (card, BaseSource::RateCard),
-        _ => (listing.base, BaseSource::Listing),
+        Some(card) if card > asked => (card, BaseSource::RateCard),
+        _ => (asked, asked_source),
     };
     let strategy_bps = match listing.strategy {
         Strategy::MarketBalance => market_balance_bps(signals.region_demand_bps),
@@ -508,6 +691,7 @@ pub fn quote(
     let breakdown = Breakdown {
         listing_rate: listing.base,
         card_rate,
+        model_rate,
         base_rate,
         base_source,
         strategy: Some(listing.strategy),
@@ -558,7 +742,7 @@ mod tests {
         RateCard::from_entries([("llama3.2", "2.0"), ("llama3.2:1b", "0.5"), ("codellama", "2.5"), ("stable-diffusion", "5.0")]).unwrap()
     }
     fn listing(base_per_hour: &str, strategy: Strategy) -> ListingTerms {
-        ListingTerms { base: per_hour(base_per_hour), strategy, params: PricingParams::default(), time_zone: chrono_tz::America::Los_Angeles, batch: None }
+        ListingTerms { base: per_hour(base_per_hour), strategy, params: PricingParams::default(), time_zone: chrono_tz::America::Los_Angeles, batch: None, model_prices: ModelPrices::default() }
     }
     fn request(model: Option<&str>, seconds: &str) -> QuoteRequest {
         QuoteRequest {
@@ -707,6 +891,71 @@ mod tests {
         assert_eq!(quote(&card, &peak, NEUTRAL, i64::MAX, &request(None, "1"), None), Err(PricingError::Time(i64::MAX)));
     }
 
+    fn prices(entries: &[(&str, &str)]) -> ModelPrices {
+        let map: BTreeMap<ModelName, Amount> = entries.iter().map(|(m, p)| (ModelName::parse(m).unwrap(), Amount::parse(p).unwrap())).collect();
+        ModelPrices::try_from(map).unwrap()
+    }
+
+    #[test]
+    fn a_listing_prices_a_model_off_the_card_and_above_it() {
+        let card = seed_card();
+        let mut terms = listing("0.05", Strategy::MarketBalance);
+        terms.model_prices = prices(&[("custom-medical-llm", "0.2"), ("llama3.2", "36000"), ("codellama", "0.36")]);
+        // The guide's premium_rate=0.2 per GPU-hour: 55_555_556 pico/s, x1 in a neutral market;
+        // the listing's base (0.05) does not apply to this model.
+        let q = quote(&card, &terms, NEUTRAL, LA_NOON_MS, &request(Some("custom-medical-llm"), "3600"), None).unwrap();
+        assert_eq!((q.unit_price, q.breakdown.base_source), (per_hour("0.2"), BaseSource::ModelPrice));
+        assert_eq!((q.breakdown.card_rate, q.breakdown.model_rate, q.breakdown.base_rate), (None, Some(per_hour("0.2")), per_hour("0.2")));
+        assert_eq!(q.max_price, Amount::parse("0.200000002").unwrap(), "55_555_556 pico x 3600 s");
+        // On the card, priced above it: the listing's price (10 per second > 2).
+        let q = quote(&card, &terms, NEUTRAL, LA_NOON_MS, &request(Some("llama3.2"), "1"), None).unwrap();
+        assert_eq!((q.unit_price, q.breakdown.base_source, q.breakdown.card_rate), (rate("10"), BaseSource::ModelPrice, Some(rate("2"))));
+        // On the card, priced below it: the card is the floor.
+        let q = quote(&card, &terms, NEUTRAL, LA_NOON_MS, &request(Some("codellama"), "1"), None).unwrap();
+        assert_eq!((q.unit_price, q.breakdown.base_source, q.breakdown.model_rate), (rate("2.5"), BaseSource::RateCard, Some(rate("0.0001"))));
+        // A model the listing does not price and the card does not list has no price.
+        assert_eq!(quote(&card, &terms, NEUTRAL, LA_NOON_MS, &request(Some("other-llm"), "1"), None), Err(PricingError::UnknownModel(ModelName::parse("other-llm").unwrap())));
+        // Without the listing's price the premium model is unknown, as before.
+        assert!(matches!(quote(&card, &listing("0.05", Strategy::MarketBalance), NEUTRAL, LA_NOON_MS, &request(Some("custom-medical-llm"), "1"), None), Err(PricingError::UnknownModel(_))));
+        // Multipliers apply to the model's price as to any base: premium tier x3.
+        let mut req = request(Some("custom-medical-llm"), "1");
+        req.tier = Tier::Premium;
+        // 55_555_556 pico/s x 3, exactly (the multiplier applies to the per-second rate).
+        assert_eq!(quote(&card, &terms, NEUTRAL, LA_NOON_MS, &req, None).unwrap().unit_price, rate("0.000166666668"));
+        // A contract's fixed rate still replaces everything, and says what the listing asks.
+        let contract = Contract { fixed_rate: per_hour("0.08"), valid_from_ms: 0, valid_until_ms: i64::MAX };
+        let q = quote(&card, &terms, NEUTRAL, LA_NOON_MS, &request(Some("custom-medical-llm"), "1"), Some(&contract)).unwrap();
+        assert_eq!((q.unit_price, q.breakdown.base_source, q.breakdown.model_rate), (per_hour("0.08"), BaseSource::Contract, Some(per_hour("0.2"))));
+    }
+
+    #[test]
+    fn model_prices_are_bounded_and_merge_like_a_json_merge_patch() {
+        let name = |i: usize| ModelName::parse(&format!("model-{i}")).unwrap();
+        let full: BTreeMap<ModelName, Amount> = (0..LISTING_MODEL_PRICES_MAX).map(|i| (name(i), Amount::parse("1").unwrap())).collect();
+        let full = ModelPrices::try_from(full).unwrap();
+        let mut over: BTreeMap<ModelName, Amount> = full.clone().into();
+        over.insert(name(99), Amount::parse("1").unwrap());
+        assert!(matches!(ModelPrices::try_from(over), Err(PricingError::ModelPrices(_))));
+        for bad in ["0", "1000000.000000001"] {
+            let map = BTreeMap::from([(name(0), Amount::parse(bad).unwrap())]);
+            assert!(matches!(ModelPrices::try_from(map), Err(PricingError::ModelPrices(_))), "{bad}");
+        }
+        assert!(ModelPrices::try_from(BTreeMap::from([(name(0), PRICE_PER_HOUR_MAX)])).is_ok());
+        // JSON: names are parsed, prices are decimal strings, null removes in a patch.
+        assert!(serde_json::from_str::<ModelPrices>(r#"{"Bad Name": "1"}"#).is_err());
+        assert!(serde_json::from_str::<ModelPrices>(r#"{"m": 1}"#).is_err());
+        assert!(serde_json::from_str::<ModelPrices>(r#"{"m": "-1"}"#).is_err());
+        assert!(serde_json::from_str::<ModelPricesPatch>(r#"{"m": "0"}"#).is_err());
+        let patch: ModelPricesPatch = serde_json::from_str(r#"{"model-0": null, "model-99": "0.2"}"#).unwrap();
+        let merged = full.merged(&patch).unwrap();
+        assert_eq!((merged.len(), merged.get(&name(0)), merged.get(&name(99))), (LISTING_MODEL_PRICES_MAX, None, Some(Amount::parse("0.2").unwrap())));
+        let grow: ModelPricesPatch = serde_json::from_str(r#"{"model-98": "0.2"}"#).unwrap();
+        assert!(matches!(merged.merged(&grow), Err(PricingError::ModelPrices(_))), "a 17th model");
+        assert_eq!(serde_json::to_string(&prices(&[("m", "0.2")])).unwrap(), r#"{"m":"0.2"}"#);
+        let too_many = format!("{{{}}}", (0..=LISTING_MODEL_PRICES_MAX).map(|i| format!("\"m{i}\": null")).collect::<Vec<_>>().join(","));
+        assert!(serde_json::from_str::<ModelPricesPatch>(&too_many).is_err());
+    }
+
     #[test]
     fn strategies_parse_by_their_guide_names() {
         for s in Strategy::ALL {
@@ -739,7 +988,7 @@ mod tests {
             hours in 0u32..100,
             ms in 1u64..QUOTE_UNITS_MS_MAX,
         ) {
-            let terms = ListingTerms { base: Rate::per_hour(Amount::from_raw(base_nano_per_hour)), strategy: Strategy::ALL[strategy], params: PricingParams::default(), time_zone: chrono_tz::Europe::Berlin, batch: None };
+            let terms = ListingTerms { base: Rate::per_hour(Amount::from_raw(base_nano_per_hour)), strategy: Strategy::ALL[strategy], params: PricingParams::default(), time_zone: chrono_tz::Europe::Berlin, batch: None, model_prices: ModelPrices::default() };
             let req = QuoteRequest { model: None, units: GpuMillis::from_millis(ms), tier: [Tier::Basic, Tier::Premium, Tier::Enterprise][tier], duration_hours: hours, batch_size: 0 };
             let signals = MarketSignals { region_demand_bps: demand, listing_utilization_bps: utilization };
             let a = quote(&RateCard::default(), &terms, signals, now_ms, &req, None).unwrap();

@@ -275,7 +275,7 @@ string_value!(
 );
 
 string_value!(
-    /// A model name from the rate card, e.g. `llama3.2` or `llama3.2:1b`.
+    /// A model name from the rate card or a listing's own model prices, e.g. `llama3.2` or `llama3.2:1b`.
     ModelName, "model", 64, |t| {
         if !t.as_bytes()[0].is_ascii_alphanumeric() {
             return Err("must start with a letter or digit".into());

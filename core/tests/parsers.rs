@@ -171,7 +171,7 @@ proptest! {
             bulk_hours_min: params[7],
         };
         let _ = params.validate();
-        let terms = ListingTerms { base: Rate::from_raw(base_raw), strategy: PriceStrategy::ALL[strategy], params, time_zone: chrono_tz::Asia::Kolkata, batch: None };
+        let terms = ListingTerms { base: Rate::from_raw(base_raw), strategy: PriceStrategy::ALL[strategy], params, time_zone: chrono_tz::Asia::Kolkata, batch: None, model_prices: Default::default() };
         let request = QuoteRequest { model: None, units: GpuMillis::from_millis(units_ms), tier: [Tier::Basic, Tier::Premium, Tier::Enterprise][tier], duration_hours, batch_size: 0 };
         let signals = MarketSignals { region_demand_bps: demand, listing_utilization_bps: utilization };
         if let Ok(q) = quote(&RateCard::default(), &terms, signals, now_ms, &request, None) {

@@ -1168,6 +1168,123 @@ pub async fn reserved_capacity_is_paid_for_kept_for_its_client_and_expires(backe
     assert_eq!(mine.body["items"].as_array().unwrap().len(), 1, "{:?}", mine.body);
 }
 
+/// The guide's `host_specialized_model(..., premium_rate=0.2)`: a listing prices a model that is
+/// not on the rate card; once its worker has loaded the model, quotes and jobs for it find the
+/// listing and pay its price. Bad prices are refused and change nothing.
+async fn listings_price_their_own_models(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    let s = seller(&app, 61).await;
+    let other = seller(&app, 62).await;
+    let c = buyer(&app, "100").await;
+    let listing_path = format!("/v1/listings/{}", s.gpu_id);
+    let patch = |key: String, body: Value| {
+        let path = listing_path.clone();
+        let app = &app;
+        async move { app.call(Method::PATCH, &path, Some(&key), Some(body), None).await }
+    };
+    let medical = json!({"model": "custom-medical-llm", "units": "2.5", "region": "us-west", "kind": "text_generation"});
+    let job = json!({"units": "2.5", "region": "us-west", "spec": {"kind": "text_generation", "model": "custom-medical-llm", "prompt": "hi"}});
+    let wallet = format!("/v1/accounts/{}", c.address);
+    let before_wallet = app.get(&wallet, Some(&c.key)).await.body;
+
+    // Nobody prices it: a 400 before anything is held.
+    assert_problem(&app.post("/v1/quotes", None, medical.clone()).await, 400, "invalid_request");
+    let r = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(job.clone()), Some("med-0")).await;
+    assert_problem(&r, 400, "invalid_request");
+    assert_eq!(app.get(&wallet, Some(&c.key)).await.body, before_wallet, "nothing held");
+
+    // Bad prices: 400, and the listing is unchanged.
+    let seventeen: serde_json::Map<String, Value> = (0..17).map(|i| (format!("m-{i}"), json!("1"))).collect();
+    for bad in [
+        json!({"model_prices": {"custom-medical-llm": "0"}}),
+        json!({"model_prices": {"custom-medical-llm": "-0.2"}}),
+        json!({"model_prices": {"custom-medical-llm": "1000000.000000001"}}),
+        json!({"model_prices": {"custom-medical-llm": 0.2}}),
+        json!({"model_prices": {"Custom Medical": "0.2"}}),
+        json!({"model_prices": {"": "0.2"}}),
+        json!({"model_prices": Value::Object(seventeen.clone())}),
+        json!({"model_prices": "0.2"}),
+    ] {
+        let r = patch(s.who.key.clone(), bad.clone()).await;
+        assert_problem(&r, 400, "invalid_request");
+        assert_eq!(r.body["field"].as_str().map(|f| f.starts_with("model_prices")), Some(true), "{bad}: {:?}", r.body);
+    }
+    let mut create = json!({"name": "M-GPU", "memory_gib": 24, "cuda_version": "12.1", "base_price": "0.05", "region": "us-west", "model_prices": Value::Object(seventeen)});
+    assert_problem(&app.post("/v1/listings", Some(&s.who.key), create.clone()).await, 400, "invalid_request");
+    create["model_prices"] = json!({"custom-medical-llm": "0"});
+    assert_problem(&app.post("/v1/listings", Some(&s.who.key), create.clone()).await, 400, "invalid_request");
+    let unchanged = app.get(&listing_path, Some(&s.who.key)).await;
+    assert_eq!(unchanged.body["model_prices"], json!({}), "{:?}", unchanged.body);
+    // Another provider may not price this listing's models.
+    assert_problem(&patch(other.who.key.clone(), json!({"model_prices": {"custom-medical-llm": "0.2"}})).await, 403, "forbidden");
+
+    // Sixteen prices at once fit; a merge patch removes them again (null) and sets the guide's.
+    let sixteen: serde_json::Map<String, Value> = (0..16).map(|i| (format!("m-{i}"), json!("1"))).collect();
+    let r = patch(s.who.key.clone(), json!({"model_prices": Value::Object(sixteen)})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_problem(&patch(s.who.key.clone(), json!({"model_prices": {"custom-medical-llm": "0.2"}})).await, 400, "invalid_request");
+    let mut reset: serde_json::Map<String, Value> = (0..16).map(|i| (format!("m-{i}"), Value::Null)).collect();
+    reset.insert("custom-medical-llm".into(), json!("0.2"));
+    assert_problem(&patch(s.who.key.clone(), json!({"model_prices": Value::Object(reset.clone())})).await, 400, "invalid_request");
+    reset.remove("m-15");
+    let r = patch(s.who.key.clone(), json!({"model_prices": Value::Object(reset)})).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["model_prices"], json!({"custom-medical-llm": "0.2", "m-15": "1"}));
+    let r = patch(s.who.key.clone(), json!({"model_prices": {"m-15": null}})).await;
+    assert_eq!(r.body["model_prices"], json!({"custom-medical-llm": "0.2"}), "{:?}", r.body);
+    let shown = app.get(&listing_path, None).await;
+    assert_eq!(shown.body["model_prices"], json!({"custom-medical-llm": "0.2"}), "{:?}", shown.body);
+    // A listing can be created with its prices, too.
+    create["model_prices"] = json!({"custom-medical-llm": "0.3"});
+    let made = app.post("/v1/listings", Some(&s.who.key), create).await;
+    assert_eq!((made.status, &made.body["model_prices"]), (StatusCode::CREATED, &json!({"custom-medical-llm": "0.3"})), "{:?}", made.body);
+
+    // Priced, but no worker has loaded it yet: still nobody serves it.
+    assert_problem(&app.post("/v1/quotes", None, medical.clone()).await, 400, "invalid_request");
+    let on = json!({"model": "custom-medical-llm", "units": "2.5", "gpu_id": s.gpu_id});
+    assert_problem(&app.post("/v1/quotes", None, on.clone()).await, 400, "invalid_request");
+    // The other provider's worker loads it but its listing sets no price: not a candidate.
+    let hb = app.post(&format!("/v1/listings/{}/heartbeat", other.gpu_id), Some(&other.who.key), json!({"worker_id": "wrk-2", "models": ["custom-medical-llm"]})).await;
+    assert_eq!(hb.status, StatusCode::OK, "{:?}", hb.body);
+    assert_problem(&app.post("/v1/quotes", None, medical.clone()).await, 400, "invalid_request");
+    let off = json!({"model": "custom-medical-llm", "units": "2.5", "gpu_id": other.gpu_id});
+    assert_problem(&app.post("/v1/quotes", None, off).await, 400, "invalid_request");
+    // The pricing listing's worker loads it: routing finds it, at its price.
+    let hb = app.post(&format!("/v1/listings/{}/heartbeat", s.gpu_id), Some(&s.who.key), json!({"worker_id": "wrk-1", "models": ["custom-medical-llm"]})).await;
+    assert_eq!(hb.status, StatusCode::OK, "{:?}", hb.body);
+    let q = app.post("/v1/quotes", None, medical.clone()).await;
+    assert_eq!(q.status, StatusCode::OK, "{:?}", q.body);
+    let b = &q.body["terms"]["breakdown"];
+    assert_eq!(q.body["terms"]["gpu_id"], s.gpu_id.as_str());
+    // 0.2 per GPU-hour = 55_555_556 pico-AITBC per GPU-second, then the multipliers, once.
+    assert_eq!((&b["base_source"], &b["model_rate"], &b["base_rate"], &b["card_rate"]), (&json!("model_price"), &json!("0.000055555556"), &json!("0.000055555556"), &Value::Null), "{b}");
+    assert_eq!(b["clamped"], false);
+    let combined = b["combined_bps"].as_u64().unwrap();
+    let expected = (55_555_556u64 * combined * 2 + 10_000) / 20_000;
+    let unit_price = aitbc_core::money::Rate::parse(q.body["terms"]["unit_price"].as_str().unwrap()).unwrap();
+    assert_eq!(unit_price.raw(), expected, "{b}");
+    let q_on = app.post("/v1/quotes", None, on).await;
+    assert_eq!((q_on.status, &q_on.body["terms"]["unit_price"]), (StatusCode::OK, &q.body["terms"]["unit_price"]), "{:?}", q_on.body);
+    // A job for it pays that price.
+    let r = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(job.clone()), Some("med-1")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!((&r.body["gpu_id"], &r.body["unit_price"]), (&json!(s.gpu_id), &q.body["terms"]["unit_price"]), "{:?}", r.body);
+    assert_eq!(r.body["max_price"], json!(unit_price.price(GpuMillis::parse("2.5").unwrap()).unwrap().to_string()));
+
+    // A model on the card priced above it by the listing pays the listing's price; below it,
+    // the card's; removed, the listing's base or the card's as before.
+    let llama = json!({"model": "llama3.2", "units": "1", "gpu_id": s.gpu_id});
+    for (price, source, base) in [(json!("36000"), "model_price", "10"), (json!("0.36"), "rate_card", "2"), (Value::Null, "rate_card", "2")] {
+        let r = patch(s.who.key.clone(), json!({"model_prices": {"llama3.2": price}})).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        let q = app.post("/v1/quotes", None, llama.clone()).await;
+        assert_eq!(q.status, StatusCode::OK, "{:?}", q.body);
+        let b = &q.body["terms"]["breakdown"];
+        assert_eq!((b["base_source"].as_str(), b["base_rate"].as_str()), (Some(source), Some(base)), "{price}: {b}");
+        assert_eq!(b.get("model_rate").is_some(), !price.is_null(), "{b}");
+    }
+}
+
 macro_rules! api_suite {
     ($backend:ident, $factory:expr) => {
         mod $backend {
@@ -1193,6 +1310,7 @@ macro_rules! api_suite {
             case!(fixed_rate_contracts_price_a_client_s_jobs_until_the_hours_are_used);
             case!(a_contract_pays_sla_penalties_below_its_guaranteed_availability);
             case!(reserved_capacity_is_paid_for_kept_for_its_client_and_expires);
+            case!(listings_price_their_own_models);
         }
     };
 }

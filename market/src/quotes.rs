@@ -187,7 +187,8 @@ impl Market {
     /// Prices `input` on one listing.
     ///
     /// A listing serves a model it registered (rate-card pricing of any job) or one its worker
-    /// has loaded (text generation).
+    /// has loaded (text generation), and prices a model on the rate card or in its own
+    /// `model_prices`.
     pub async fn quote_on(&self, view: &ListingView, input: &QuoteInput) -> Result<SignedQuote, MarketError> {
         self.quote_on_with(view, input, None).await
     }
@@ -198,6 +199,9 @@ impl Market {
         if let Some(model) = &input.model {
             if !serves(view, model) {
                 return Err(MarketError::invalid("model", format!("GPU listing {} does not serve {model}", listing.gpu_id)));
+            }
+            if !self.prices(view, model) {
+                return Err(MarketError::invalid("model", format!("{model} is not on the rate card and GPU listing {} sets no price for it", listing.gpu_id)));
             }
         }
         if let Some(kind) = input.kind {
@@ -244,11 +248,8 @@ impl Market {
 
     /// [`Market::quote`], with the listing it priced.
     pub async fn quote_with_view(&self, input: &QuoteInput) -> Result<(SignedQuote, ListingView), MarketError> {
-        if let Some(model) = &input.model {
-            if self.config.rate_card.rate(model).is_none() {
-                return Err(MarketError::invalid("model", format!("{model} is not on the rate card")));
-            }
-        }
+        // A model off the rate card is priced only by listings that set a price for it (and
+        // whose worker has loaded it): routing looks for those below.
         if let Some(gpu_id) = &input.gpu_id {
             let view = self.listing_view_cached(gpu_id).await?;
             let quote = self.quote_on(&view, input).await?;
@@ -259,7 +260,9 @@ impl Market {
         };
         let (region, _) = self.config.region(region)?;
         let views = self.region_views(&region).await?;
-        let runs = |v: &ListingView| input.kind.is_none_or(|k| v.runs(k, input.model.as_ref())) && input.model.as_ref().is_none_or(|m| serves(v, m));
+        let runs = |v: &ListingView| {
+            input.kind.is_none_or(|k| v.runs(k, input.model.as_ref())) && input.model.as_ref().is_none_or(|m| serves(v, m) && self.prices(v, m))
+        };
         // A listing whose queue is full (as last seen) cannot take the job: route around it.
         let fits = |v: &&ListingView| self.is_available(v) && runs(v) && (!v.room_counted || v.queue_room > 0);
         let mut best: Option<(SignedQuote, (u128, u32, std::cmp::Reverse<u32>), &ListingView)> = None;
@@ -276,9 +279,12 @@ impl Market {
             Some((q, _, v)) => Ok((q, v.clone())),
             // A model no listing of the region has loaded is a request nobody can serve, not a
             // moment without capacity: the client should ask for another model or region.
-            None if input.kind == Some(JobKind::TextGeneration) && !views.iter().any(runs) => {
+            // So is a model off the rate card that no listing of the region prices and serves.
+            None if (input.kind == Some(JobKind::TextGeneration) || input.model.as_ref().is_some_and(|m| self.config.rate_card.rate(m).is_none()))
+                && !views.iter().any(runs) =>
+            {
                 let model = input.model.as_ref().map_or_else(String::new, ModelName::to_string);
-                Err(MarketError::invalid("model", format!("no GPU listing in {region} serves {model}")))
+                Err(MarketError::invalid("model", format!("no GPU listing in {region} serves {model} (the rate card does not list it and no listing there prices it, or none has it loaded)")))
             }
             None => Err(MarketError::NoCapacity(format!("no available GPU listing in {region} fits"))),
         }
@@ -337,7 +343,9 @@ impl Market {
                 models: Default::default(),
             };
             for view in views.iter().filter(|v| v.online) {
-                for model in &view.listing.models {
+                // Its registered models, and the models it prices itself that its worker serves.
+                let priced = view.listing.model_prices.iter().map(|(m, _)| m).filter(|m| !view.listing.serves_model(m) && serves(view, m));
+                for model in view.listing.models.iter().chain(priced) {
                     let input = QuoteInput::one_second(model.clone());
                     let price = self.quote_on(view, &input).await?.terms.unit_price;
                     let entry = stats.models.entry(model.to_string()).or_insert((price, price));
@@ -361,6 +369,14 @@ pub const ROUTING_REPUTATION_WEIGHT_BPS: u128 = 2_000;
 pub fn routing_rank(unit_price: Rate, score_bps: u32) -> u128 {
     let shortfall = u128::from(BPS_ONE.saturating_sub(score_bps.min(BPS_ONE)));
     u128::from(unit_price.raw()) * (u128::from(BPS_ONE) * u128::from(BPS_ONE) + ROUTING_REPUTATION_WEIGHT_BPS * shortfall)
+}
+
+impl Market {
+    /// Whether a job for `model` has a price on a listing: the rate card lists it, or the
+    /// listing prices it itself.
+    pub fn prices(&self, view: &ListingView, model: &ModelName) -> bool {
+        self.config.rate_card.rate(model).is_some() || view.listing.prices_model(model)
+    }
 }
 
 /// Whether a listing serves `model`: it registered it, or its worker has loaded it.

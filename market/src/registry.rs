@@ -7,7 +7,7 @@ use crate::{Market, MarketError};
 use aitbc_core::availability::Schedule;
 use aitbc_core::jobspec::JobKind;
 use aitbc_core::money::{Amount, Rate};
-use aitbc_core::pricing::{ListingTerms, PricingParams, Strategy};
+use aitbc_core::pricing::{ListingTerms, ModelPrices, ModelPricesPatch, PricingParams, Strategy};
 use aitbc_core::signing::{KeySet, PublicKeyEntry};
 use aitbc_core::values::{Address, CudaVersion, GpuMemoryGib, GpuName, KeyId, ListingId, ModelName, Region, WorkerId};
 use aitbc_store::{keys, Condition, Item, Key, StoreError, TxWrite, Update};
@@ -23,8 +23,10 @@ pub const LISTING_MODELS_MAX: usize = 64;
 pub const LISTINGS_PAGE_MAX: usize = 100;
 /// Signing keys per provider, at most.
 pub const PROVIDER_KEYS_MAX: usize = 16;
-/// A base price per GPU-hour is at most this (a bound on typos).
-pub const BASE_PRICE_PER_HOUR_MAX: Amount = Amount::from_raw(1_000_000 * 1_000_000_000);
+/// A base price per GPU-hour is at most this (a bound on typos); model prices share it.
+pub const BASE_PRICE_PER_HOUR_MAX: Amount = aitbc_core::pricing::PRICE_PER_HOUR_MAX;
+/// Models a listing prices itself, at most.
+pub const LISTING_MODEL_PRICES_MAX: usize = aitbc_core::pricing::LISTING_MODEL_PRICES_MAX;
 /// SLA response time, at most an hour; penalty rate at most 100%.
 pub const SLA_RESPONSE_S_MAX: u32 = 3_600;
 
@@ -174,6 +176,13 @@ pub struct Listing {
     /// Its batch discount (the guide's `enable_batch_processing`), if it offers one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<aitbc_core::pricing::BatchOffer>,
+    /// Its own prices per model, AITBC per GPU-hour (the guide's `host_specialized_model(...,
+    /// premium_rate)`): a job for one of these models pays this price instead of the base
+    /// price, at least the rate card's rate (`aitbc_core::pricing`, rule 1).
+    // Always serialized, empty too: `update_listing` writes the serialized fields, so a change
+    // removing the last price must reach the stored item.
+    #[serde(default)]
+    pub model_prices: ModelPrices,
     pub status: ListingStatus,
     /// The queue its workers poll.
     pub queue: String,
@@ -210,6 +219,10 @@ pub struct NewListing {
     pub queue_config: QueueConfig,
     #[serde(default)]
     pub batch: Option<aitbc_core::pricing::BatchOffer>,
+    /// Its own prices per model (see [`Listing::model_prices`]); a model priced here need not
+    /// be on the rate card (its worker must load it to serve it).
+    #[serde(default)]
+    pub model_prices: ModelPrices,
 }
 
 fn one() -> u32 {
@@ -235,6 +248,9 @@ pub struct ListingPatch {
     /// New service-level targets (the guide's `define_sla`): jobs completing after the change
     /// are held to them.
     pub sla: Option<Sla>,
+    /// Changes to its model prices (a JSON merge patch: a price sets one, null removes one);
+    /// quotes made after the change use them, quotes made before keep their price.
+    pub model_prices: Option<ModelPricesPatch>,
 }
 
 /// A listing with its live counters.
@@ -311,11 +327,16 @@ fn key_guard(key_id: &KeyId) -> Key {
 impl Listing {
     pub fn terms(&self, market: &Market) -> ListingTerms {
         let time_zone = market.config.regions.get(&self.region).copied().unwrap_or(chrono_tz::UTC);
-        ListingTerms { base: Rate::per_hour(self.base_price), strategy: self.strategy, params: self.params, time_zone, batch: self.batch }
+        ListingTerms { base: Rate::per_hour(self.base_price), strategy: self.strategy, params: self.params, time_zone, batch: self.batch, model_prices: self.model_prices.clone() }
     }
 
     pub fn serves_model(&self, model: &ModelName) -> bool {
         self.models.iter().any(|m| m == model)
+    }
+
+    /// Whether it sets its own price for `model`.
+    pub fn prices_model(&self, model: &ModelName) -> bool {
+        self.model_prices.contains(model)
     }
 }
 
@@ -427,6 +448,7 @@ impl Market {
             sla: new.sla,
             queue_config: new.queue_config,
             batch: new.batch,
+            model_prices: new.model_prices,
             status: ListingStatus::Active,
             created_at_ms: self.now_ms(),
         };
@@ -509,7 +531,7 @@ impl Market {
         let mut views = Vec::with_capacity(page.items.len());
         for item in &page.items {
             let view = self.listing_view(item)?;
-            if filter.model.as_ref().is_some_and(|m| !view.listing.serves_model(m)) {
+            if filter.model.as_ref().is_some_and(|m| !view.listing.serves_model(m) && !view.listing.prices_model(m)) {
                 continue;
             }
             if filter.available && !self.is_available(&view) {
@@ -564,6 +586,9 @@ impl Market {
         if let Some(sla) = patch.sla {
             sla.validate()?;
             listing.sla = sla;
+        }
+        if let Some(prices) = &patch.model_prices {
+            listing.model_prices = listing.model_prices.merged(prices).map_err(|e| invalid("model_prices", e.to_string()))?;
         }
         listing.strategy = patch.strategy.unwrap_or(listing.strategy);
         listing.status = patch.status.unwrap_or(listing.status);

@@ -167,8 +167,10 @@ enum GpuCommand {
         #[arg(long)]
         attempts: Option<u32>,
     },
-    /// Change a GPU's pricing strategy, base price or status.
-    #[command(after_help = "Example:\n  aitbc marketplace gpu update --gpu-id gpu-0192... --strategy peak-maximizer")]
+    /// Change a GPU's pricing strategy, base price, status, batch discount or model prices.
+    #[command(
+        after_help = "Examples:\n  aitbc marketplace gpu update --gpu-id gpu-0192... --strategy peak-maximizer\n  aitbc marketplace gpu update --gpu-id gpu-0192... --model-price custom-medical-llm=0.2\n  aitbc marketplace gpu update --gpu-id gpu-0192... --remove-model-price custom-medical-llm\n\nA job for a model the GPU prices pays that price (AITBC per GPU-hour) instead of the base price,\nat least the rate card's rate when the model is on the card. A model off the rate card is served\nonce the GPU's worker has it loaded (aitbc models, [[models]] in worker.toml). At most 16 models."
+    )]
     Update {
         #[arg(long)]
         gpu_id: String,
@@ -185,6 +187,13 @@ enum GpuCommand {
         /// Batch processing: percent off each job of a large enough batch (0..=100).
         #[arg(long, requires = "batch_min_size")]
         batch_discount: Option<u32>,
+        /// The GPU's own price of a model, NAME=PRICE in AITBC per GPU-hour (like --base-price),
+        /// e.g. custom-medical-llm=0.2; repeat for more models. Other models keep their prices.
+        #[arg(long = "model-price", value_name = "NAME=PRICE", allow_hyphen_values = true)]
+        model_prices: Vec<String>,
+        /// Stop pricing a model (its jobs pay the base price or the rate card again); repeatable.
+        #[arg(long = "remove-model-price", value_name = "NAME")]
+        remove_model_prices: Vec<String>,
     },
 }
 
@@ -377,7 +386,7 @@ async fn gpu_run(args: GpuArgs, ctx: Ctx) -> Result<(), CliError> {
             }
             Ok(())
         }
-        GpuCommand::Update { gpu_id, strategy, base_price, status, batch_min_size, batch_discount } => {
+        GpuCommand::Update { gpu_id, strategy, base_price, status, batch_min_size, batch_discount, model_prices, remove_model_prices } => {
             let mut patch = serde_json::Map::new();
             if let Some(s) = strategy {
                 patch.insert("strategy".into(), json!(s.name()));
@@ -391,8 +400,26 @@ async fn gpu_run(args: GpuArgs, ctx: Ctx) -> Result<(), CliError> {
             if let (Some(size), Some(percent)) = (batch_min_size, batch_discount) {
                 patch.insert("batch".into(), json!({ "min_batch_size": size, "discount_percent": percent }));
             }
+            if !model_prices.is_empty() || !remove_model_prices.is_empty() {
+                let mut prices = serde_json::Map::new();
+                for entry in &model_prices {
+                    let (name, price) = entry
+                        .split_once('=')
+                        .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+                        .ok_or_else(|| CliError::Usage(format!("--model-price {entry:?}: write NAME=PRICE, e.g. custom-medical-llm=0.2")))?;
+                    prices.insert(name.to_string(), json!(price));
+                }
+                for name in remove_model_prices {
+                    if prices.insert(name.clone(), Value::Null).is_some() {
+                        return Err(CliError::Usage(format!("{name} is both priced and removed")));
+                    }
+                }
+                patch.insert("model_prices".into(), Value::Object(prices));
+            }
             if patch.is_empty() {
-                return Err(CliError::Usage("nothing to update: give --strategy, --base-price, --status or --batch-min-size with --batch-discount".into()));
+                return Err(CliError::Usage(
+                    "nothing to update: give --strategy, --base-price, --status, --model-price, --remove-model-price or --batch-min-size with --batch-discount".into(),
+                ));
             }
             let l: Value = ctx.authed()?.patch(&format!("/v1/listings/{gpu_id}"), &Value::Object(patch)).await?;
             if ctx.json {
@@ -401,6 +428,14 @@ async fn gpu_run(args: GpuArgs, ctx: Ctx) -> Result<(), CliError> {
                 println!("Updated GPU {}: strategy {}, base price {} AITBC/GPU-hour, status {}", cell(&l["gpu_id"]), cell(&l["strategy"]), cell(&l["base_price"]), cell(&l["status"]));
                 if l["batch"].is_object() {
                     println!("Batches of {} jobs or more: {}% off", cell(&l["batch"]["min_batch_size"]), cell(&l["batch"]["discount_percent"]));
+                }
+                match l["model_prices"].as_object().filter(|p| !p.is_empty()) {
+                    Some(prices) => {
+                        for (model, price) in prices {
+                            println!("Model price {model}: {} AITBC/GPU-hour", cell(price));
+                        }
+                    }
+                    None => println!("Model prices: none (models pay the base price or the rate card)"),
                 }
             }
             Ok(())

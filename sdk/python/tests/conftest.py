@@ -47,6 +47,12 @@ class Market:
         r.raise_for_status()
         return r.json()
 
+    def post(self, path: str, body: Any, api_key: str | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        r = httpx.post(self.api + path, json=body, headers=headers, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
 
 @pytest.fixture(scope="session")
 def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Market]:

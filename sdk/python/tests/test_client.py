@@ -157,9 +157,23 @@ async def test_host_specialized_model_writes_the_workers_models_config(market: A
     gguf.write_bytes(b"GGUF test bytes")
     done = await provider.host_specialized_model("codellama", gguf, requirements={"gpu_memory": 16})
     config = tomllib.loads(Path(done["config"]).read_text())
-    assert config["models"] == [{"name": "codellama", "path": str(gguf.resolve()), "sha256": hashlib.sha256(b"GGUF test bytes").hexdigest()}]
+    # The provider's home is the session's: the guide's test may have hosted a model there too.
+    assert {"name": "codellama", "path": str(gguf.resolve()), "sha256": hashlib.sha256(b"GGUF test bytes").hexdigest()} in config["models"]
     assert "codellama" in local_models(provider.home)
     with pytest.raises(ValidationError, match="GGUF"):
         await provider.host_specialized_model("codellama", tmp_path / "model.pt")
     with pytest.raises(ValidationError, match="rate card"):
         await provider.host_specialized_model("custom-medical-llm", gguf)
+    # With a premium rate the listing prices it (a model off the card, too); a bad name or rate
+    # is the server's 400 and leaves the worker's config as it was.
+    done = await provider.host_specialized_model("custom-medical-llm", gguf, premium_rate="0.25")
+    assert done["premium_rate"] == "0.25" and provider.listing.model_prices["custom-medical-llm"] == Decimal("0.25")
+    assert "custom-medical-llm" in local_models(provider.home)
+    before = Path(done["config"]).read_text()
+    with pytest.raises(ValidationError, match="model_name"):
+        await provider.host_specialized_model("Not A Name", gguf, premium_rate=1)
+    with pytest.raises(ApiError):
+        await provider.host_specialized_model("custom-medical-llm", gguf, premium_rate="1000000.5")
+    with pytest.raises(ValidationError, match="premium_rate"):
+        await provider.host_specialized_model("custom-medical-llm", gguf, premium_rate=0)
+    assert Path(done["config"]).read_text() == before

@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import hashlib
+import os
+import shutil
+import tomllib
 import time
 import warnings
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -217,6 +222,22 @@ for suggestion in suggestions:
     print(f"Implementation: {suggestion.implementation_steps}")
 '''
 
+HOST_SPECIALIZED_MODEL = '''
+await provider.host_specialized_model(
+    model_name="custom-medical-llm",
+    model_path="/models/medical-llm-v2.pt",
+    requirements={
+        "gpu_memory": 16,
+        "specialization": "medical_text",
+        "accuracy_requirement": 0.95
+    },
+    premium_rate=0.2
+)
+'''
+# The guide's file; the worker loads GGUF files, so the test makes one and runs the block with
+# its path in place of this one.
+GUIDE_MODEL_PATH = "/models/medical-llm-v2.pt"
+
 # The blocks whose server support does not exist yet: each must raise NotSupportedYet.
 UNSUPPORTED = {
     "enable_load_balancing": '''
@@ -237,18 +258,6 @@ async def quality_check(job_result):
 
 await provider.set_quality_checker(quality_check)
 ''',
-    "host_specialized_model": '''
-await provider.host_specialized_model(
-    model_name="custom-medical-llm",
-    model_path="/models/medical-llm-v2.pt",
-    requirements={
-        "gpu_memory": 16,
-        "specialization": "medical_text",
-        "accuracy_requirement": 0.95
-    },
-    premium_rate=0.2
-)
-''',
 }
 
 
@@ -267,7 +276,7 @@ def listing(market: Any, gpu_id: str) -> dict[str, Any]:
 LIVE = {"last_heartbeat_ms", "online", "active_jobs", "completed_jobs", "gpu_seconds_total", "earned", "loaded_models"}
 
 
-async def test_the_guide_runs_as_written_and_each_step_has_its_effect(provider_env: Any, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_the_guide_runs_as_written_and_each_step_has_its_effect(provider_env: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     market = provider_env
     ns: dict[str, Any] = {}
 
@@ -425,6 +434,38 @@ async def test_the_guide_runs_as_written_and_each_step_has_its_effect(provider_e
         assert isinstance(raised.value, aitbc_agent.AitbcError)
     after = {k: v for k, v in listing(market, provider.gpu_id).items() if k not in LIVE}
     assert after == before, "a call that is not supported yet changed the listing"
+
+    # Specialized model hosting, at the guide's premium rate. The model file is a GGUF (the
+    # default test model when AITBC_TEST_MODEL names one, else a small file made here); the
+    # guide's block runs as written with that path in place of its .pt path.
+    gguf = tmp_path / "medical-llm-v2.gguf"
+    test_model = os.environ.get("AITBC_TEST_MODEL")
+    if test_model and Path(test_model).is_file():
+        shutil.copyfile(test_model, gguf)
+    else:
+        gguf.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(16))
+    assert "custom-medical-llm" not in [m["model"] for m in market.get("/v1/rate-card")["models"]]
+    with pytest.warns(NotAppliedWarning, match="specialization"):
+        await run_block(HOST_SPECIALIZED_MODEL.replace(GUIDE_MODEL_PATH, str(gguf)), ns)
+    got = listing(market, provider.gpu_id)
+    assert got["model_prices"] == {"custom-medical-llm": "0.2"} and provider.listing.model_prices == {"custom-medical-llm": Decimal("0.2")}
+    worker_toml = tomllib.loads((provider.home / "worker.toml").read_text())
+    assert {"name": "custom-medical-llm", "path": str(gguf.resolve()), "sha256": hashlib.sha256(gguf.read_bytes()).hexdigest()} in worker_toml["models"]
+    # A worker that has loaded the file reports it in its listing heartbeat (the running one
+    # read its config at start); a quote for the model on the listing then uses its price:
+    # 0.2 per GPU-hour is 0.000055555556 AITBC per GPU-second before the multipliers.
+    loaded = sorted({*got["loaded_models"], "custom-medical-llm"})
+    market.post(f"/v1/listings/{provider.gpu_id}/heartbeat", {"worker_id": "wrk-guide", "models": loaded}, config.api_key)
+    quote_body = {"model": "custom-medical-llm", "units": "1", "gpu_id": provider.gpu_id, "kind": "text_generation"}
+    terms = market.post("/v1/quotes", quote_body)["terms"]
+    breakdown = terms["breakdown"]
+    assert (breakdown["base_source"], breakdown["model_rate"], breakdown["base_rate"]) == ("model_price", "0.000055555556", "0.000055555556"), breakdown
+    assert terms["gpu_id"] == provider.gpu_id and Decimal(terms["unit_price"]) > 0
+    # Bad premium rates are refused before anything changes.
+    for bad in (0, -0.2, "lots"):
+        with pytest.raises(aitbc_agent.ValidationError):
+            await provider.host_specialized_model("custom-medical-llm", gguf, premium_rate=bad)
+    assert listing(market, provider.gpu_id)["model_prices"] == {"custom-medical-llm": "0.2"}
 
 
 def test_the_example_runs_against_the_market(provider_env: Any) -> None:

@@ -21,6 +21,10 @@ def _dec(v: Any) -> Decimal:
     return Decimal(str(v))
 
 
+def _dec_map(v: Any) -> dict[str, Decimal]:
+    return {str(k): Decimal(str(p)) for k, p in (v or {}).items()}
+
+
 @dataclass
 class WireModel:
     SCHEMA: ClassVar[str]
@@ -51,10 +55,12 @@ class WireModel:
 
 @dataclass
 class Listing(WireModel):
-    """A GPU listing with its live counters (`ListingView`). `base_price` is AITBC per GPU-hour."""
+    """A GPU listing with its live counters (`ListingView`). `base_price` and `model_prices`
+    (the listing's own price per model, e.g. set by `host_specialized_model(premium_rate=...)`)
+    are AITBC per GPU-hour."""
 
     SCHEMA: ClassVar[str] = "ListingView"
-    CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {"base_price": _dec, "earned": _dec, "gpu_seconds_total": _dec}
+    CONVERT: ClassVar[dict[str, Callable[[Any], Any]]] = {"base_price": _dec, "earned": _dec, "gpu_seconds_total": _dec, "model_prices": _dec_map}
     gpu_id: str = ""
     provider: str = ""
     name: str = ""
@@ -70,6 +76,7 @@ class Listing(WireModel):
     availability: dict[str, Any] | None = None
     max_concurrent_jobs: int = 1
     sla: dict[str, Any] = field(default_factory=dict)
+    model_prices: dict[str, Decimal] = field(default_factory=dict)
     status: str = ""
     queue: str = ""
     created_at_ms: int = 0

@@ -93,6 +93,10 @@ PREEMPTIONS = ("none", "graceful")
 TIMEOUT_HANDLING: dict[str, int | None] = {"auto_retry": None, "fail": 1}
 
 
+# The API's ModelName: lower-case letters, digits and . : _ -, starting with a letter or digit.
+_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9.:_-]{0,63}")
+
+
 class ComputeProvider:
     """A provider agent's account and GPU listing."""
 
@@ -390,12 +394,24 @@ class ComputeProvider:
         """Adds a GGUF model (llama architecture) to this machine's worker config
         (`<home>/worker.toml` `[[models]]`, with its sha256, which the worker checks before
         loading it). The worker started by start_offering() loads it and reports it in its
-        heartbeats; the listing then serves `text_generation` jobs of it."""
+        heartbeats; the listing then serves `text_generation` jobs of it.
+
+        `premium_rate` (AITBC per GPU-hour, like the base price) is the listing's own price of
+        the model (`PATCH /v1/listings/{id}` `model_prices`): a job for it pays that rate
+        instead of the base price, at least the rate card's rate when the model is on the card.
+        With it, a model that is not on the rate card (the guide's `custom-medical-llm`) can be
+        hosted; without it, the model must be on the card, or no job could pay for it."""
+        if not isinstance(model_name, str) or not _MODEL_NAME.fullmatch(model_name):
+            raise ValidationError(f"model_name {model_name!r} must be a model name (a-z, 0-9, '.', ':', '_', '-'; at most 64), e.g. custom-medical-llm", field="model_name")
+        rate: str | None = None
         if premium_rate is not None:
-            raise NotSupportedYet("host_specialized_model(premium_rate=...)", "per-model rates on a listing (a model job pays max(rate card, the listing's base price))")
-        card = await self._http.arequest("GET", "/v1/rate-card")
-        if model_name not in _card_models(card):
-            raise ValidationError(f"model {model_name!r} is not on the marketplace's rate card, so no job can pay for it", field="model_name")
+            rate = _units.amount(premium_rate, "premium_rate")
+            if Decimal(rate) <= 0:
+                raise ValidationError(f"premium_rate {premium_rate!r} must be above 0 (AITBC per GPU-hour)", field="premium_rate")
+        else:
+            card = await self._http.arequest("GET", "/v1/rate-card")
+            if model_name not in _card_models(card):
+                raise ValidationError(f"model {model_name!r} is not on the marketplace's rate card, so no job can pay for it: give premium_rate to price it on this listing", field="model_name")
         path = Path(model_path)
         if path.suffix != ".gguf" or not path.is_file():
             raise ValidationError(f"model_path {path}: the worker loads GGUF files (*.gguf) that exist", field="model_path")
@@ -408,10 +424,17 @@ class ComputeProvider:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
+        if rate is not None:
+            # The price first: the server checks the name and the rate, and a refusal leaves the
+            # worker's config as it was. Other models keep their prices (a merge patch).
+            await self._patch({"model_prices": {model_name: rate}})
         config = WorkerConfig.load(self.home)
         config.upsert_model(model_name, str(path.resolve()), digest.hexdigest())
         config.save()
-        return {"name": model_name, "path": str(path.resolve()), "sha256": digest.hexdigest(), "config": str(config.path)}
+        done = {"name": model_name, "path": str(path.resolve()), "sha256": digest.hexdigest(), "config": str(config.path)}
+        if rate is not None:
+            done["premium_rate"] = rate
+        return done
 
     # --- the guide's calls without server support yet ---------------------------------------
 
