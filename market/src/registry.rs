@@ -174,6 +174,10 @@ pub struct Listing {
     /// Its batch discount (the guide's `enable_batch_processing`), if it offers one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<aitbc_core::pricing::BatchOffer>,
+    /// How routing spreads its provider's jobs across its listings (the guide's
+    /// `enable_load_balancing`; the rule is in `aitbc_core::routing`), if it joins that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing: Option<aitbc_core::routing::LoadBalancing>,
     pub status: ListingStatus,
     /// The queue its workers poll.
     pub queue: String,
@@ -210,6 +214,8 @@ pub struct NewListing {
     pub queue_config: QueueConfig,
     #[serde(default)]
     pub batch: Option<aitbc_core::pricing::BatchOffer>,
+    #[serde(default)]
+    pub load_balancing: Option<aitbc_core::routing::LoadBalancing>,
 }
 
 fn one() -> u32 {
@@ -232,6 +238,8 @@ pub struct ListingPatch {
     pub availability: Option<Schedule>,
     pub queue_config: Option<QueueConfig>,
     pub batch: Option<aitbc_core::pricing::BatchOffer>,
+    /// Its load-balancing policy across the provider's listings (`aitbc_core::routing`).
+    pub load_balancing: Option<aitbc_core::routing::LoadBalancing>,
     /// New service-level targets (the guide's `define_sla`): jobs completing after the change
     /// are held to them.
     pub sla: Option<Sla>,
@@ -427,6 +435,7 @@ impl Market {
             sla: new.sla,
             queue_config: new.queue_config,
             batch: new.batch,
+            load_balancing: new.load_balancing.and_then(aitbc_core::routing::LoadBalancing::stored),
             status: ListingStatus::Active,
             created_at_ms: self.now_ms(),
         };
@@ -560,6 +569,9 @@ impl Market {
         if let Some(offer) = patch.batch {
             offer.validate().map_err(|e| invalid("batch", e.to_string()))?;
             listing.batch = Some(offer);
+        }
+        if let Some(policy) = patch.load_balancing {
+            listing.load_balancing = policy.stored();
         }
         if let Some(sla) = patch.sla {
             sla.validate()?;
