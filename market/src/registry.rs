@@ -596,6 +596,10 @@ impl Market {
         for (name, value) in fields {
             update = update.set(&name, value);
         }
+        // An absent optional field is not serialized: a policy removed is removed from the item.
+        if listing.load_balancing.is_none() {
+            update = update.remove("load_balancing");
+        }
         match self.store.update(&keys::listing(gpu_id.as_str()), update, condition).await {
             Ok(_) => {}
             Err(StoreError::ConditionFailed { .. }) => return Err(MarketError::Conflict("the listing changed meanwhile; read it again".into())),
