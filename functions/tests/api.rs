@@ -1191,7 +1191,11 @@ pub async fn load_balancing_routes_a_provider_s_jobs_by_its_policy(backends: Box
         ids.push(gpu_id);
     }
     let (small, large) = (ids[0].clone(), ids[1].clone());
-    let patch = |gpu: &str, policy: Value| app.call(Method::PATCH, &format!("/v1/listings/{gpu}"), Some(&p.key), Some(json!({ "load_balancing": policy })), None);
+    let patch = |gpu: &str, policy: Value| {
+        let path = format!("/v1/listings/{gpu}");
+        let (app, key) = (&app, p.key.clone());
+        async move { app.call(Method::PATCH, &path, Some(&key), Some(json!({ "load_balancing": policy })), None).await }
+    };
     let routed = || async {
         // Past the routing view's cache (DEMAND_CACHE_MS), so the counters are current.
         tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
