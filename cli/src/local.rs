@@ -30,6 +30,9 @@ use tokio::task::JoinHandle;
 pub const LOCAL_TOML: &str = include_str!("../../config/local.toml");
 /// The worker supervisor looks for new listings this often.
 pub const WORKER_RESCAN_MS: u64 = 2_000;
+/// The provider's worker config in its home (the SDK writes it): the local worker runs the
+/// `quality_check` it names on each result, read again for each one.
+pub const WORKER_CONFIG_FILE: &str = "worker.toml";
 /// Listings one local worker serves, at most (one page of the provider's listings).
 pub const LOCAL_LISTINGS_MAX: usize = 64;
 
@@ -238,7 +241,11 @@ async fn worker_supervisor(url: String, queue: Arc<dyn aitbc_store::Queue>, work
                 let _ = handle.await;
             }
             if let Some((set, creds)) = wanted {
-                match start_agent(&url, queue.clone(), &creds, &set, &worker_id, &settings, models.clone()) {
+                let quality_file = match &workers {
+                    WorkerSource::Home(home) => Some(home.join(WORKER_CONFIG_FILE)),
+                    WorkerSource::Fixed(_) => None,
+                };
+                match start_agent(&url, queue.clone(), &creds, &set, &worker_id, &settings, models.clone(), quality_file) {
                     Ok((stop, handle)) => {
                         tracing::info!(listings = set.len(), "local worker serving the provider's GPU listings");
                         running = Some((set, stop, handle));
@@ -264,6 +271,8 @@ async fn listings_of(url: &str, creds: &ProviderCreds) -> Option<BTreeSet<Listin
     Some(page["items"].as_array()?.iter().filter_map(|l| ListingId::parse(l["gpu_id"].as_str()?).ok()).collect())
 }
 
+// What one local worker needs, each from its own source (the supervisor's loop).
+#[allow(clippy::too_many_arguments)]
 fn start_agent(
     url: &str,
     queue: Arc<dyn aitbc_store::Queue>,
@@ -272,6 +281,7 @@ fn start_agent(
     worker_id: &WorkerId,
     settings: &LocalSettings,
     models: Arc<Models>,
+    quality_file: Option<PathBuf>,
 ) -> Result<(watch::Sender<bool>, JoinHandle<()>), String> {
     let config = AgentConfig {
         worker_id: worker_id.clone(),
@@ -283,7 +293,10 @@ fn start_agent(
         grace_ms: settings.worker_grace_ms,
     };
     let backends = (0..settings.worker_slots).map(|_| select(BackendChoice::Auto, 0).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>()?;
-    let agent = Agent::new(Client::new(url, Some(creds.api_key.clone())), queue, creds.key.clone(), config, backends)?.with_models(models);
+    let mut agent = Agent::new(Client::new(url, Some(creds.api_key.clone())), queue, creds.key.clone(), config, backends)?.with_models(models);
+    if let Some(path) = quality_file {
+        agent = agent.with_quality_check_file(path);
+    }
     let (stop, shutdown) = watch::channel(false);
     let handle = tokio::spawn(async move {
         if let Err(e) = agent.run(shutdown).await {

@@ -28,6 +28,7 @@ pub mod money;
 pub mod pricing;
 pub mod receipt;
 pub mod reputation;
+pub mod routing;
 #[cfg(feature = "openapi")]
 mod schema;
 pub mod signing;

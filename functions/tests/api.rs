@@ -1285,6 +1285,90 @@ async fn listings_price_their_own_models(backends: Box<dyn Backends>) {
     }
 }
 
+/// A provider's load-balancing policy (the guide's `enable_load_balancing`) decides which of its
+/// listings a routed job goes to: plain routing takes the least busy of equal prices; adaptive
+/// throughput the most free slots; least_loaded counts waiting jobs too; `none` leaves the
+/// group. Bad policies are problems that change nothing.
+pub async fn load_balancing_routes_a_provider_s_jobs_by_its_policy(backends: Box<dyn Backends>) {
+    let app = spawn(backends).await;
+    let p = open(&app, "provider").await;
+    let c = buyer(&app, "100").await;
+    let mut ids = Vec::new();
+    // Listed in this order: small (one slot) and large (four slots), the same price.
+    for count in [1, 4] {
+        let listing = json!({
+            "name": "LB-GPU", "memory_gib": 24, "cuda_version": "12.1", "base_price": "0.05",
+            "region": "us-west", "models": ["llama3.2"], "count": count
+        });
+        let r = app.post("/v1/listings", Some(&p.key), listing).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        let gpu_id = r.body["gpu_id"].as_str().unwrap().to_string();
+        let hb = app.post(&format!("/v1/listings/{gpu_id}/heartbeat"), Some(&p.key), json!({"worker_id": "wrk-1"})).await;
+        assert_eq!(hb.status, StatusCode::OK, "{:?}", hb.body);
+        ids.push(gpu_id);
+    }
+    let (small, large) = (ids[0].clone(), ids[1].clone());
+    let patch = |gpu: &str, policy: Value| {
+        let path = format!("/v1/listings/{gpu}");
+        let (app, key) = (&app, p.key.clone());
+        async move { app.call(Method::PATCH, &path, Some(&key), Some(json!({ "load_balancing": policy })), None).await }
+    };
+    let routed = || async {
+        // Past the routing view's cache (DEMAND_CACHE_MS), so the counters are current.
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+        let q = app.post("/v1/quotes", None, json!({"model": "llama3.2", "units": "2.5", "region": "us-west"})).await;
+        assert_eq!(q.status, StatusCode::OK, "{:?}", q.body);
+        q.body["terms"]["gpu_id"].as_str().unwrap().to_string()
+    };
+    // One job running on the large listing: 1 of 4 slots busy, the small one idle.
+    let mut body = job_body();
+    body["gpu_id"] = json!(large);
+    let job = app.call(Method::POST, "/v1/jobs", Some(&c.key), Some(body), Some("lb-run")).await;
+    assert_eq!(job.status, StatusCode::CREATED, "{:?}", job.body);
+    let claimed = app.post(&format!("/v1/jobs/{}/claim", job.body["job_id"].as_str().unwrap()), Some(&p.key), json!({"worker_id": "wrk-1"})).await;
+    assert_eq!(claimed.status, StatusCode::OK, "{:?}", claimed.body);
+    assert_eq!(routed().await, small, "plain routing: equal prices, the lower utilization (0% < 25%)");
+
+    // Adaptive for throughput on both: the most free slots (3 > 1).
+    for gpu in [&small, &large] {
+        let r = patch(gpu, json!({"strategy": "adaptive", "optimization_target": "throughput"})).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_eq!(r.body["load_balancing"], json!({"strategy": "adaptive", "optimization_target": "throughput"}));
+    }
+    assert_eq!(app.get(&format!("/v1/listings/{large}"), None).await.body["load_balancing"]["strategy"], "adaptive");
+    assert_eq!(routed().await, large, "adaptive throughput fills the larger idle capacity");
+    // The small listing leaves the group: routed to it (its own pick, no policy), it keeps the job.
+    assert_eq!(patch(&small, json!({"strategy": "none"})).await.status, StatusCode::OK);
+    assert!(app.get(&format!("/v1/listings/{small}"), None).await.body.get("load_balancing").is_none());
+    assert_eq!(routed().await, small);
+
+    // Least loaded on both, and two jobs waiting on the small listing: 2 jobs per slot there,
+    // 0.25 on the large one. Plain routing sees only running jobs (0% on the small one).
+    for gpu in [&small, &large] {
+        assert_eq!(patch(gpu, json!({"strategy": "least_loaded"})).await.status, StatusCode::OK);
+    }
+    assert_eq!(routed().await, small, "no waiting jobs yet: the small listing is the least loaded");
+    for n in 0..2 {
+        let r = submit_on(&app, &c, &small, &format!("lb-wait-{n}"), "basic").await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    assert_eq!(routed().await, large, "waiting jobs count as load");
+    for gpu in [&small, &large] {
+        assert_eq!(patch(gpu, json!({"strategy": "none"})).await.status, StatusCode::OK);
+    }
+    assert_eq!(routed().await, small, "without policies, routing is back to running jobs only");
+
+    // Bad policies change nothing.
+    let before = app.get(&format!("/v1/listings/{large}"), None).await.body;
+    assert_problem(&patch(&large, json!({"strategy": "round_robin"})).await, 400, "invalid_request");
+    assert_problem(&patch(&large, json!({"strategy": "adaptive", "optimization_target": "cost"})).await, 400, "invalid_request");
+    assert_problem(&patch(&large, json!({"strategy": "adaptive", "metrics": ["gpu_utilization"]})).await, 400, "invalid_request");
+    let other = open(&app, "provider").await;
+    let r = app.call(Method::PATCH, &format!("/v1/listings/{large}"), Some(&other.key), Some(json!({"load_balancing": {"strategy": "adaptive"}})), None).await;
+    assert_problem(&r, 403, "forbidden");
+    assert_eq!(app.get(&format!("/v1/listings/{large}"), None).await.body["load_balancing"], before["load_balancing"]);
+}
+
 macro_rules! api_suite {
     ($backend:ident, $factory:expr) => {
         mod $backend {
@@ -1311,6 +1395,7 @@ macro_rules! api_suite {
             case!(a_contract_pays_sla_penalties_below_its_guaranteed_availability);
             case!(reserved_capacity_is_paid_for_kept_for_its_client_and_expires);
             case!(listings_price_their_own_models);
+            case!(load_balancing_routes_a_provider_s_jobs_by_its_policy);
         }
     };
 }

@@ -7,6 +7,7 @@ use crate::{Market, MarketError};
 use aitbc_core::jcs;
 use aitbc_core::jobspec::JobKind;
 use aitbc_core::money::{Amount, GpuMillis, Rate, BPS_ONE};
+use aitbc_core::routing::Candidate;
 use aitbc_core::pricing::{quote, Breakdown, MarketSignals, QuoteRequest, Tier};
 use aitbc_core::signing::{KeySet, SignatureEnvelope};
 use aitbc_core::values::{ListingId, ModelName, QuoteId, Region};
@@ -241,7 +242,9 @@ impl Market {
     /// The best quote for `input`: on the named listing, or the available listing of the
     /// region that serves the model and kind with the lowest [`routing_rank`] (its unit price
     /// weighted by its reputation; ties: the least busy, then the better reputation). A busy
-    /// listing still qualifies: jobs wait in its queue.
+    /// listing still qualifies: jobs wait in its queue. When that listing has a load-balancing
+    /// policy, its provider's policy picks among its listings that quote no more
+    /// (`aitbc_core::routing`).
     pub async fn quote(&self, input: &QuoteInput) -> Result<SignedQuote, MarketError> {
         self.quote_with_view(input).await.map(|(quote, _)| quote)
     }
@@ -265,17 +268,20 @@ impl Market {
         };
         // A listing whose queue is full (as last seen) cannot take the job: route around it.
         let fits = |v: &&ListingView| self.is_available(v) && runs(v) && (!v.room_counted || v.queue_room > 0);
-        let mut best: Option<(SignedQuote, (u128, u32, std::cmp::Reverse<u32>), &ListingView)> = None;
+        let mut quoted: Vec<(SignedQuote, (u128, u32, std::cmp::Reverse<u32>), &ListingView)> = Vec::new();
+        let mut best: Option<usize> = None;
         for view in views.iter().filter(fits) {
             let q = self.quote_on(view, input).await?;
             let score = view.reputation.score_bps;
             let rank = (routing_rank(q.terms.unit_price, score), Self::utilization_bps(view), std::cmp::Reverse(score));
-            let better = best.as_ref().is_none_or(|(_, b_rank, _)| rank < *b_rank);
+            let better = best.is_none_or(|b| rank < quoted[b].1);
+            quoted.push((q, rank, view));
             if better {
-                best = Some((q, rank, view));
+                best = Some(quoted.len() - 1);
             }
         }
-        match best {
+        let best = best.map(|b| balanced(&quoted, b));
+        match best.map(|b| quoted.swap_remove(b)) {
             Some((q, _, v)) => Ok((q, v.clone())),
             // A model no listing of the region has loaded is a request nobody can serve, not a
             // moment without capacity: the client should ask for another model or region.
@@ -369,6 +375,36 @@ pub const ROUTING_REPUTATION_WEIGHT_BPS: u128 = 2_000;
 pub fn routing_rank(unit_price: Rate, score_bps: u32) -> u128 {
     let shortfall = u128::from(BPS_ONE.saturating_sub(score_bps.min(BPS_ONE)));
     u128::from(unit_price.raw()) * (u128::from(BPS_ONE) * u128::from(BPS_ONE) + ROUTING_REPUTATION_WEIGHT_BPS * shortfall)
+}
+
+/// The listing a job routed to `quoted[routed]` goes to under that listing's load-balancing
+/// policy (`aitbc_core::routing`): one of its provider's listings here that fit the job, have a
+/// policy too and quote no higher a unit price; `routed` itself when it has no policy.
+fn balanced(quoted: &[(SignedQuote, (u128, u32, std::cmp::Reverse<u32>), &ListingView)], routed: usize) -> usize {
+    let (route_quote, _, route_view) = &quoted[routed];
+    let Some(policy) = route_view.listing.load_balancing else { return routed };
+    let mut group: Vec<usize> = (0..quoted.len())
+        .filter(|&i| {
+            let (q, _, v) = &quoted[i];
+            v.listing.provider == route_view.listing.provider && v.listing.load_balancing.is_some() && q.terms.unit_price <= route_quote.terms.unit_price
+        })
+        .collect();
+    group.sort_by(|&a, &b| quoted[a].2.listing.gpu_id.as_str().cmp(quoted[b].2.listing.gpu_id.as_str()));
+    let candidates: Vec<Candidate> = group
+        .iter()
+        .map(|&i| {
+            let (_, rank, v) = &quoted[i];
+            let waiting = if v.room_counted { i64::from(v.listing.queue_config.max_queue_size) - v.queue_room } else { 0 };
+            Candidate {
+                capacity: v.listing.max_concurrent_jobs,
+                running: u32::try_from(v.active_jobs.max(0)).unwrap_or(u32::MAX),
+                waiting: u32::try_from(waiting.max(0)).unwrap_or(u32::MAX),
+                rank: rank.0,
+            }
+        })
+        .collect();
+    // The routed listing is in its own group, so the group is never empty.
+    policy.pick(&candidates).map_or(routed, |k| group[k])
 }
 
 impl Market {

@@ -183,6 +183,10 @@ pub struct Listing {
     // removing the last price must reach the stored item.
     #[serde(default)]
     pub model_prices: ModelPrices,
+    /// How routing spreads its provider's jobs across its listings (the guide's
+    /// `enable_load_balancing`; the rule is in `aitbc_core::routing`), if it joins that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing: Option<aitbc_core::routing::LoadBalancing>,
     pub status: ListingStatus,
     /// The queue its workers poll.
     pub queue: String,
@@ -223,6 +227,8 @@ pub struct NewListing {
     /// be on the rate card (its worker must load it to serve it).
     #[serde(default)]
     pub model_prices: ModelPrices,
+    #[serde(default)]
+    pub load_balancing: Option<aitbc_core::routing::LoadBalancing>,
 }
 
 fn one() -> u32 {
@@ -245,6 +251,8 @@ pub struct ListingPatch {
     pub availability: Option<Schedule>,
     pub queue_config: Option<QueueConfig>,
     pub batch: Option<aitbc_core::pricing::BatchOffer>,
+    /// Its load-balancing policy across the provider's listings (`aitbc_core::routing`).
+    pub load_balancing: Option<aitbc_core::routing::LoadBalancing>,
     /// New service-level targets (the guide's `define_sla`): jobs completing after the change
     /// are held to them.
     pub sla: Option<Sla>,
@@ -449,6 +457,7 @@ impl Market {
             queue_config: new.queue_config,
             batch: new.batch,
             model_prices: new.model_prices,
+            load_balancing: new.load_balancing.and_then(aitbc_core::routing::LoadBalancing::stored),
             status: ListingStatus::Active,
             created_at_ms: self.now_ms(),
         };
@@ -583,6 +592,9 @@ impl Market {
             offer.validate().map_err(|e| invalid("batch", e.to_string()))?;
             listing.batch = Some(offer);
         }
+        if let Some(policy) = patch.load_balancing {
+            listing.load_balancing = policy.stored();
+        }
         if let Some(sla) = patch.sla {
             sla.validate()?;
             listing.sla = sla;
@@ -608,6 +620,10 @@ impl Market {
         let serde_json::Value::Object(fields) = serde_json::to_value(&listing).expect("serializes") else { unreachable!() };
         for (name, value) in fields {
             update = update.set(&name, value);
+        }
+        // An absent optional field is not serialized: a policy removed is removed from the item.
+        if listing.load_balancing.is_none() {
+            update = update.remove("load_balancing");
         }
         match self.store.update(&keys::listing(gpu_id.as_str()), update, condition).await {
             Ok(_) => {}

@@ -194,6 +194,7 @@ async fn providers_touch_only_their_own_listings() {
         queue_config: Default::default(),
         batch: None,
         model_prices: Default::default(),
+        load_balancing: None,
     };
     assert!(matches!(m.create_listing(&p.who, bad.clone()).await, Err(MarketError::Invalid { .. })));
     let mars = NewListing { base_price: Amount::parse("1").unwrap(), region: "mars-north".into(), ..bad };

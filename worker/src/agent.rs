@@ -101,6 +101,8 @@ struct Shared {
     health_counts: Mutex<HashMap<String, (u32, u32)>>,
     /// The provider's quality check (a command: the result JSON on stdin, exit 0 to accept).
     quality_check: Option<Vec<String>>,
+    /// A config file whose `quality_check` is read again for each result (`config::quality_check_in`).
+    quality_check_file: Option<std::path::PathBuf>,
     /// The GPU the health probe reads.
     gpu_index: usize,
 }
@@ -136,6 +138,7 @@ impl Agent {
             stats: Mutex::new(Stats::default()),
             health_counts: Mutex::new(HashMap::new()),
             quality_check: None,
+            quality_check_file: None,
             gpu_index: 0,
         };
         Ok(Self { shared: Arc::new(shared) })
@@ -153,6 +156,15 @@ impl Agent {
     pub fn with_quality_check(mut self, argv: Vec<String>) -> Self {
         assert!(!argv.is_empty(), "a quality check is a command");
         Arc::get_mut(&mut self.shared).expect("not yet running").quality_check = Some(argv);
+        self
+    }
+
+    /// Runs the quality check that the TOML file at `path` names (`quality_check`), read again
+    /// for each result: a check added, changed or removed there applies to the next result. A
+    /// missing file or key is no check; an unreadable file or a bad command fails the job
+    /// retryably (the provider's check is never skipped for a file it cannot read).
+    pub fn with_quality_check_file(mut self, path: std::path::PathBuf) -> Self {
+        Arc::get_mut(&mut self.shared).expect("not yet running").quality_check_file = Some(path);
         self
     }
 
@@ -326,9 +338,18 @@ async fn handle(s: &Arc<Shared>, queue: &str, message: Message) {
     let heartbeat = tokio::spawn(heartbeats(s.clone(), job_id.clone(), flight.clone()));
     let began = Instant::now();
     let mut outcome = run_job(s, &job).await;
-    if let (Some(argv), Ok((output, _))) = (&s.quality_check, &outcome) {
-        let result = quality_input(&job, output, began.elapsed());
-        match crate::health::quality_check(argv, &result).await {
+    if let Ok((output, _)) = &outcome {
+        let command = match (&s.quality_check, &s.quality_check_file) {
+            (Some(argv), _) => Ok(Some(argv.clone())),
+            (None, Some(path)) => crate::config::quality_check_in(path),
+            (None, None) => Ok(None),
+        };
+        let verdict = match command {
+            Ok(None) => crate::health::Verdict::Accept,
+            Ok(Some(argv)) => crate::health::quality_check(&argv, &quality_input(&job, output, began.elapsed())).await,
+            Err(why) => crate::health::Verdict::Broken(why),
+        };
+        match verdict {
             crate::health::Verdict::Accept => {}
             crate::health::Verdict::Refuse(reason) => outcome = Err((format!("quality check refused the result: {reason}"), false)),
             crate::health::Verdict::Broken(why) => outcome = Err((format!("quality check failed: {why}"), true)),

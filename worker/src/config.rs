@@ -119,11 +119,40 @@ pub struct WorkerSettings {
     pub models: Vec<crate::models::ModelConfig>,
     pub upstream_models: Vec<crate::upstream::UpstreamConfig>,
     pub quality_check: Option<Vec<String>>,
+    /// The config file, when there is one: the worker reads `quality_check` from it again for
+    /// each result, so the provider (or the SDK's `set_quality_checker`) changes the check
+    /// without a restart.
+    pub config_path: Option<PathBuf>,
 }
 
 /// A quality check's command: at most this many arguments, each at most this many bytes.
 pub const QUALITY_CHECK_ARGS_MAX: usize = 64;
 pub const QUALITY_CHECK_ARG_BYTES_MAX: usize = 4_096;
+
+/// Whether `argv` is a quality check's command within the bounds.
+pub fn check_quality_argv(argv: &[String]) -> Result<(), String> {
+    if argv.is_empty() || argv.len() > QUALITY_CHECK_ARGS_MAX || argv.iter().any(|a| a.len() > QUALITY_CHECK_ARG_BYTES_MAX) {
+        return Err(format!("quality_check is a command: 1..={QUALITY_CHECK_ARGS_MAX} strings of at most {QUALITY_CHECK_ARG_BYTES_MAX} bytes"));
+    }
+    Ok(())
+}
+
+/// The `quality_check` of the config file at `path`, read now: None when the file or the key
+/// is absent. Other keys are not checked here (the worker read them when it started).
+pub fn quality_check_in(path: &Path) -> Result<Option<Vec<String>>, String> {
+    #[derive(Deserialize)]
+    struct QualityOnly {
+        quality_check: Option<Vec<String>>,
+    }
+    if !path.exists() {
+        return Ok(None);
+    }
+    let only: QualityOnly = toml::from_str(&read_bounded(path, "config file")?).map_err(|e| format!("config file {}: {e}", path.display()))?;
+    if let Some(argv) = &only.quality_check {
+        check_quality_argv(argv)?;
+    }
+    Ok(only.quality_check)
+}
 
 fn read_bounded(path: &Path, what: &str) -> Result<String, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
@@ -174,9 +203,7 @@ impl RunArgs {
             upstream.validate()?;
         }
         if let Some(argv) = &file.quality_check {
-            if argv.is_empty() || argv.len() > QUALITY_CHECK_ARGS_MAX || argv.iter().any(|a| a.len() > QUALITY_CHECK_ARG_BYTES_MAX) {
-                return Err(format!("quality_check is a command: 1..={QUALITY_CHECK_ARGS_MAX} strings of at most {QUALITY_CHECK_ARG_BYTES_MAX} bytes"));
-            }
+            check_quality_argv(argv)?;
         }
         Ok(WorkerSettings {
             api_url,
@@ -189,6 +216,7 @@ impl RunArgs {
             models: file.models,
             upstream_models: file.upstream_models,
             quality_check: file.quality_check,
+            config_path: self.config.clone(),
         })
     }
 }

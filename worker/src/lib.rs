@@ -59,7 +59,11 @@ pub async fn run(settings: config::WorkerSettings, shutdown: tokio::sync::watch:
     models.add_upstreams(&settings.upstream_models).await;
     let models = std::sync::Arc::new(models);
     let mut agent = agent::Agent::new(client, queue, settings.key, settings.agent, backends)?.with_models(models).with_gpu_index(settings.gpu_index);
-    if let Some(argv) = settings.quality_check {
+    // With a config file, its quality_check is read again for each result (a change applies
+    // to the next one); its value now was checked by `settings()`.
+    if let Some(path) = settings.config_path {
+        agent = agent.with_quality_check_file(path);
+    } else if let Some(argv) = settings.quality_check {
         agent = agent.with_quality_check(argv);
     }
     agent.run(shutdown).await

@@ -197,3 +197,58 @@ async fn a_worker_killed_mid_job_loses_it_to_the_next_once_the_lease_lapses() {
 fn std_key(p: &Provider) -> String {
     p.client.api_key().unwrap().to_string()
 }
+
+/// The quality check named in the worker's config file is read again for each result: a
+/// refusing check fails the job for good (one attempt, hold voided, no receipt); changed to one
+/// that accepts, the next job completes; removed, no check runs; a file that no longer parses
+/// fails the job retryably rather than skipping the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_config_file_s_quality_check_applies_to_each_next_result() {
+    let m = marketplace().await;
+    let p = provider(&m).await;
+    let c = client_with(&m, "100").await;
+    let config = m._dir.path().join("worker.toml");
+    let refuse = r#"quality_check = ["sh", "-c", "grep -q '\"completion_time\"' && echo 'too slow for me' && exit 1"]"#;
+    std::fs::write(&config, refuse).unwrap();
+    let agent = agent(&m, &p, "wrk-q", 1, 4_000).with_quality_check_file(config.clone());
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(async move { agent.run(shutdown).await });
+    let spec = json!({"kind": "vector_add", "n": 1024, "seed": 1});
+
+    let refused = c.submit_job(&job(spec.clone(), "10"), "q-refused").await.unwrap();
+    let client = refused["client"].as_str().unwrap().to_string();
+    let failed = wait_for_state(&c, refused["job_id"].as_str().unwrap(), "failed", Duration::from_secs(30)).await;
+    assert!(failed["failure"]["reason"].as_str().unwrap().contains("too slow for me"), "{failed}");
+    assert_eq!((failed["failure"]["retryable"].as_bool(), failed["status"]["attempt"].as_u64()), (Some(false), Some(1)), "a refusal is not retried: {failed}");
+    assert!(failed["receipt_id"].is_null(), "{failed}");
+    let wallet = &c.balances(&client).await.unwrap()["wallet"];
+    let number = |v: &Value| v.as_str().unwrap().parse::<f64>().unwrap();
+    assert_eq!((number(&wallet["held"]), number(&wallet["available"])), (0.0, 100.0), "the hold is voided: {wallet}");
+
+    std::fs::write(&config, r#"quality_check = ["sh", "-c", "cat >/dev/null; exit 0"]"#).unwrap();
+    let accepted = c.submit_job(&job(spec.clone(), "10"), "q-accepted").await.unwrap();
+    let done = wait_for_state(&c, accepted["job_id"].as_str().unwrap(), "completed", Duration::from_secs(30)).await;
+    assert!(done["receipt_id"].is_string(), "{done}");
+
+    std::fs::write(&config, "# no check\n").unwrap();
+    let unchecked = c.submit_job(&job(spec.clone(), "10"), "q-none").await.unwrap();
+    wait_for_state(&c, unchecked["job_id"].as_str().unwrap(), "completed", Duration::from_secs(30)).await;
+
+    std::fs::write(&config, "quality_check = [").unwrap();
+    let broken = c.submit_job(&job(spec, "10"), "q-broken").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = c.job(broken["job_id"].as_str().unwrap()).await.unwrap();
+        assert_ne!(j["status"]["state"], "completed", "an unreadable check never lets a result through: {j}");
+        // Failed retryably: queued again (or failed for good once its attempts are used).
+        if j["failure"]["retryable"] == true {
+            assert!(j["failure"]["reason"].as_str().unwrap().contains("quality check failed"), "{j}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.send(true).unwrap();
+    let stats = running.await.unwrap().unwrap();
+    assert_eq!(stats.completed, 2);
+}

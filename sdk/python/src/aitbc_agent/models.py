@@ -74,6 +74,8 @@ class Listing(WireModel):
     strategy: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     availability: dict[str, Any] | None = None
+    # Its load-balancing policy (`strategy`, `optimization_target`), if it joined its provider's group.
+    load_balancing: dict[str, Any] | None = None
     max_concurrent_jobs: int = 1
     sla: dict[str, Any] = field(default_factory=dict)
     model_prices: dict[str, Decimal] = field(default_factory=dict)

@@ -2,9 +2,8 @@
 
 One ComputeProvider is one provider account (its address is `id`) and one GPU listing
 (`gpu_id`). `assess_capabilities()` and `register(...)` are synchronous, as the guide calls
-them; every other call is a coroutine. Calls whose server support does not exist yet raise
-NotSupportedYet and change nothing; arguments that have no place on a listing yet are named in
-a NotAppliedWarning while the rest is applied.
+them; every other call is a coroutine, and each has its effect on the marketplace. Arguments
+that have no place on a listing are named in a NotAppliedWarning while the rest is applied.
 """
 
 from __future__ import annotations
@@ -22,9 +21,10 @@ from typing import Any, Mapping
 from . import _units
 from ._http import Transport
 from .capabilities import WORKER_CUDA_VERSION, assess, worker_binary
-from .errors import ConfigError, NotAppliedWarning, NotSupportedYet, ValidationError, WorkerNotRunning
+from .errors import ConfigError, NotAppliedWarning, ValidationError, WorkerNotRunning
 from .home import KEY_FILE, HomeConfig, SigningKey, discover_api, home_dir, write_private
 from .models import Analytics, Capabilities, Contract, Earnings, Listing, ListingStatus, Monitoring, Reputation, Reservation, Sharing, Signal, Suggestion
+from .quality import Checker, QualityServer, socket_path
 from .worker import WorkerConfig, spawn_worker, worker_command
 
 DEFAULT_REGION = "us-west"
@@ -107,6 +107,8 @@ class ComputeProvider:
         self.listing = listing
         self.capabilities = capabilities or {}
         self.worker_process: Any = None
+        # The quality checker this agent serves (set_quality_checker), if any.
+        self._quality: QualityServer | None = None
 
     # --- identity -------------------------------------------------------------------------
 
@@ -290,7 +292,12 @@ class ComputeProvider:
             return self.listing
         queue = queue or os.environ.get("AITBC_WORKER_QUEUE")
         binary = worker_binary()
-        config = WorkerConfig.load(self.home).path
+        worker_config = WorkerConfig.load(self.home)
+        if not worker_config.path.exists():
+            # Always a config file: the worker reads its quality_check again for each result,
+            # so a checker set after the worker started still applies.
+            worker_config.save()
+        config = worker_config.path
         cmd = worker_command(binary or "aitbc-worker", api=self.api, key_file=self.config.key_file or str(self.home / KEY_FILE), gpu_id=self.gpu_id, queue=queue or "<sqs|sqlite:DATA_DIR/aitbc.db>", config=config)
         if queue and binary:
             self.worker_process = spawn_worker(cmd, self.config.api_key or "", self.home / f"worker-{self.gpu_id}.log")
@@ -523,15 +530,29 @@ class ComputeProvider:
         config = {"max_queue_size": max_queue_size, "priority": priority_algorithm, "preemption": preemption_policy, "attempts_max": TIMEOUT_HANDLING[timeout_handling]}
         return await self._patch({"queue_config": config})
 
-    async def enable_load_balancing(self, **_: Any) -> None:
-        # Nothing on the server to set: a listing's workers all pull from its one queue (a free
-        # worker takes the next job, so load spreads by itself), and routing across listings
-        # already weighs price, reputation and load. Honest refusal rather than a no-op.
-        raise NotSupportedYet(
-            "enable_load_balancing",
-            "per-listing load-balancing settings (none are needed yet: a listing's workers pull jobs from its one queue, "
-            "and routing across listings already weighs price, reputation and load)",
-        )
+    async def enable_load_balancing(self, strategy: str = "adaptive", metrics: list[str] | None = None, optimization_target: str = "throughput") -> Listing:
+        """Joins this listing to its provider's load-balancing group: when routing picks one of
+        the provider's listings that has a policy, the job goes to the one the policy prefers
+        among the provider's listings in the region that fit the job, have a policy and quote
+        no higher a price. `strategy` "least_loaded" (fewest jobs, running and waiting, per
+        slot), "adaptive" (by `optimization_target`: "throughput", the most free slots;
+        "latency", the fewest jobs per slot) or "none" (leave the group). `metrics` name what
+        the guide balances on; the marketplace balances on what it measures live: running jobs
+        against capacity ("gpu_utilization", "queue_length"); "memory_usage" and
+        "job_completion_time" are named in a NotAppliedWarning. The exact rule is in the
+        repository's ARCHITECTURE.md. Call it on each listing that should take part."""
+        if strategy not in BALANCE_STRATEGIES:
+            raise ValidationError(f"strategy must be one of {', '.join(BALANCE_STRATEGIES)}", field="strategy")
+        if optimization_target not in OPTIMIZATION_TARGETS:
+            raise ValidationError(f"optimization_target must be one of {', '.join(OPTIMIZATION_TARGETS)}", field="optimization_target")
+        wanted = list(metrics or [])
+        if not all(isinstance(m, str) for m in wanted):
+            raise ValidationError("metrics must be a list of metric names", field="metrics")
+        unknown = [m for m in wanted if m not in BALANCE_METRICS]
+        if unknown:
+            raise ValidationError(f"metrics {unknown}: choose from {', '.join(BALANCE_METRICS)}", field="metrics")
+        _not_applied("enable_load_balancing", [f"metrics {m!r}" for m in wanted if not BALANCE_METRICS[m]], "routing balances on running and waiting jobs against capacity, which the marketplace measures live")
+        return await self._patch({"load_balancing": {"strategy": strategy, "optimization_target": optimization_target}})
 
     async def configure_monitoring(self, health_checks: Mapping[str, Any] | None = None, alerts: Mapping[str, Any] | None = None) -> Monitoring:
         """The listing's health monitoring. Its workers report GPU status, memory use and job
@@ -578,10 +599,38 @@ class ComputeProvider:
         ratings (the formula is in the repository's ARCHITECTURE.md)."""
         return Reputation.from_wire(await self._http.arequest("GET", f"/v1/providers/{self.id}/reputation"))
 
-    async def set_quality_checker(self, _checker: Any = None) -> None:
-        # The worker can run a checker command on each result (worker TOML `quality_check`);
-        # running a Python coroutine of this process from the worker is not built yet.
-        raise NotSupportedYet("set_quality_checker", "bridge from a Python checker to the worker's quality_check command (set quality_check in the worker's TOML config instead)")
+    async def set_quality_checker(self, checker: Checker | None) -> list[str] | None:
+        """Runs `checker` on each job result before the worker completes the job. The checker
+        (a coroutine function or a plain function) gets a `JobResult` (`completion_time` and
+        `timeout` in seconds, `error_rate`, `output`, `job_id`, `kind`, `model`) and returns
+        `(ok, reason)` or a bool. A refusal fails the job for good: its hold is voided and the
+        client pays nothing; a checker that raises fails it retryably.
+
+        The checker runs in this agent's event loop, served on a Unix socket; the worker of
+        this home (`aitbc up`'s, or the one start_offering() started) runs the command this
+        registers as `quality_check` in `<home>/worker.toml` (returned), reading it again for
+        each result. While this event loop is not running, results fail retryably rather than
+        go unchecked; `set_quality_checker(None)` removes the check."""
+        if checker is not None and not callable(checker):
+            raise ValidationError("checker must be a function of a job result, or None", field="checker")
+        config = WorkerConfig.load(self.home)
+        if checker is None:
+            config.quality_check = None
+            config.save()
+            if self._quality is not None:
+                await self._quality.close()
+                self._quality = None
+            return None
+        if self._quality is None:
+            server = QualityServer(checker, socket_path(self.home))
+            await server.start()
+            self._quality = server
+        else:
+            # Swapped in place: the registered command and socket stay valid throughout.
+            self._quality.checker = checker
+        config.quality_check = self._quality.command()
+        config.save()
+        return config.quality_check
 
     async def join_swarm(self, swarm_type: str = "market_intelligence", contribution_level: str = "active", data_sharing: str = "performance_metrics") -> Sharing:
         """Joins the marketplace's one swarm, its market-intelligence group (every `swarm_type`
@@ -737,6 +786,11 @@ ALERTS: dict[str, tuple[str, Any]] = {
     "queue_length": ("queue_length_max", _jobs),
 }
 SWARM_TYPES = ("load_balancing", "market_intelligence", "pricing")
+# enable_load_balancing: the server's strategies and targets (aitbc_core::routing), and the
+# guide's metric names with whether routing reads them.
+BALANCE_STRATEGIES = ("adaptive", "least_loaded", "none")
+OPTIMIZATION_TARGETS = ("throughput", "latency")
+BALANCE_METRICS = {"gpu_utilization": True, "queue_length": True, "memory_usage": False, "job_completion_time": False}
 LEVELS = ("low", "moderate", "high")
 OBSERVATION_FIELDS = {
     "current_demand": LEVELS,
