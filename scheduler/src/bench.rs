@@ -65,6 +65,10 @@ pub struct BenchResult {
     pub clients: u32,
     pub providers: u32,
     pub generate_s: f64,
+    /// Items the loading phase wrote per second (5 per receipt, what completion writes), over
+    /// the whole load and over its last tenth (the rate at the final table size).
+    pub load_items_per_s: f64,
+    pub load_items_per_s_last_tenth: f64,
     pub settle_s: f64,
     pub receipts_per_s: f64,
     /// Peak resident memory (VmHWM) during settlement, KiB (reset before it where the kernel
@@ -84,13 +88,15 @@ impl BenchResult {
         let per_1000 = |w: Option<u64>| w.map_or("-".to_string(), |w| format!("{:.0}", w as f64 * 1_000.0 / self.receipts.max(1) as f64));
         let peak = self.settle_peak_kib.map_or("-".to_string(), |k| format!("{:.0}", k as f64 / 1024.0));
         format!(
-            "| receipts | clients | providers | generate s | settle s | receipts/s | peak MiB (VmHWM) | writes / 1,000 receipts | ledger writes / 1,000 receipts |\n\
-             | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
-             | {} | {} | {} | {:.1} | {:.2} | {:.0} | {} | {} | {} |\n",
+            "| receipts | clients | providers | generate s | load items/s (last tenth) | settle s | receipts/s | peak MiB (VmHWM) | writes / 1,000 receipts | ledger writes / 1,000 receipts |\n\
+             | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
+             | {} | {} | {} | {:.1} | {:.0} ({:.0}) | {:.2} | {:.0} | {} | {} | {} |\n",
             self.receipts,
             self.clients,
             self.providers,
             self.generate_s,
+            self.load_items_per_s,
+            self.load_items_per_s_last_tenth,
             self.settle_s,
             self.receipts_per_s,
             peak,
@@ -180,7 +186,13 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
     let mut held = vec![0u64; clients.len()];
     let mut in_flight = tokio::task::JoinSet::new();
     let mut writes: Vec<TxWrite> = Vec::with_capacity(TRANSACTION_WRITES_MAX);
+    let load_started = Instant::now();
+    let last_tenth_from = options.receipts - options.receipts / 10;
+    let mut last_tenth_started = None;
     for i in 0..options.receipts {
+        if i == last_tenth_from {
+            last_tenth_started = Some(Instant::now());
+        }
         let n = i as usize;
         let client = &clients[n % clients.len()];
         let (provider, gpu_id, sla) = &listings[n % listings.len()];
@@ -276,6 +288,9 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
     while let Some(done) = in_flight.join_next().await {
         done.map_err(load_error)??;
     }
+    let items_per_s = |receipts: u64, since: Instant| (receipts as usize * BENCH_WRITES_PER_RECEIPT) as f64 / since.elapsed().as_secs_f64().max(1e-9);
+    let load_items_per_s = items_per_s(options.receipts, load_started);
+    let load_items_per_s_last_tenth = items_per_s(options.receipts - last_tenth_from, last_tenth_started.expect("receipts >= 1"));
     // The holds' money moves from available to held, one write per client.
     for (client, amount) in clients.iter().zip(&held) {
         let amount = i64::try_from(*amount).map_err(load_error)?;
@@ -327,6 +342,8 @@ pub async fn run(store: Arc<dyn Store>, queue: Arc<dyn Queue>, options: &BenchOp
         clients: options.clients,
         providers: options.providers,
         generate_s,
+        load_items_per_s,
+        load_items_per_s_last_tenth,
         settle_s,
         receipts_per_s: options.receipts as f64 / settle_s.max(1e-9),
         settle_peak_kib,

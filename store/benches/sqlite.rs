@@ -175,7 +175,7 @@ fn receipt_items(i: u64) -> [Item; FILL_ITEMS_PER_RECEIPT] {
         .with("amount", 4_000_000_000_i64)
         .with("receipt_id", receipt.as_str())
         .with("note", filler(120));
-    aitbc_store::keys::hold_account_index(&format!("WALLET#{client}"), at, &hold).apply(&mut hold_item.attrs);
+    aitbc_store::keys::hold_account_index(&format!("wallet:{client}"), at, &hold).apply(&mut hold_item.attrs);
     let due = Item::new(Key::new(format!("DUE#{}", i % 16), format!("{at:016}#{job}")))
         .with("c", client.as_str())
         .with("p", provider.as_str())

@@ -5,7 +5,8 @@
 //!
 //! Group commit: the thread takes every request waiting (up to `GROUP_REQUESTS_MAX`), runs them
 //! in ONE IMMEDIATE transaction, each under its own savepoint (rolled back alone when the
-//! request fails, for example on a failed condition), commits once, and only then answers them
+//! request fails, for example on a failed condition; a request alone in its group needs none:
+//! its failure rolls back the transaction), commits once, and only then answers them
 //! all. A commit costs far more than a conditional put (it writes every dirty page to the log),
 //! so concurrent callers share that cost; a caller still sees its answer only after its writes
 //! are committed, and IMMEDIATE keeps condition and write atomic against other processes too.
@@ -36,7 +37,7 @@ pub const PAGE_CACHE_KIB: i64 = 64 * 1024;
 /// Most requests one group commit runs (bounds a group's transaction and its answers' delay).
 pub const GROUP_REQUESTS_MAX: usize = 64;
 /// WAL pages before SQLite checkpoints the log into the file (each checkpoint syncs the file:
-/// fewer, larger ones cost less; 4096 pages of 4 KiB = 16 MiB of log).
+/// fewer, larger ones cost less; 16384 pages of 4 KiB = 64 MiB of log).
 pub const WAL_CHECKPOINT_PAGES: u32 = 16384;
 
 /// How the database thread answers a request once its group's commit is done (Err: the commit
@@ -273,10 +274,25 @@ fn serve(conn: Connection, mut receiver: mpsc::Receiver<Request>) {
             group.clear();
             continue;
         }
+        // A request alone in its group needs no savepoint: when it fails, rolling back the
+        // whole transaction undoes exactly its writes. (A savepoint copies every page the
+        // request changes into a sub-journal, in case it has to roll back.)
+        let mut keep_group = true;
+        if group.len() == 1 {
+            let request = group.pop().expect("one request");
+            let (keep, reply) = request(&conn);
+            keep_group = keep;
+            replies.push(reply);
+        }
         for request in group.drain(..) {
             replies.push(run_in_savepoint(&conn, request));
         }
-        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        let commit = if keep_group {
+            conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+        } else {
+            // Its own answer (an error) reaches the caller: the rollback is not a failure.
+            conn.execute_batch("ROLLBACK").map_err(|e| e.to_string())
+        };
         if commit.is_err() {
             // Leave no transaction open for the next group.
             let _ = conn.execute_batch("ROLLBACK");
