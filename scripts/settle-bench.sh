@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The settlement bench: builds the scheduler in release mode and settles N generated receipts
-# on a fresh embedded (SQLite) store, printing elapsed time, receipts/s and peak memory.
+# on a fresh embedded (SQLite) store, printing elapsed time, the loading phase's items/s (what
+# completion writes: 5 items per receipt; whole load and its last tenth, the rate at the final
+# table size), settlement receipts/s and peak memory. `cargo bench -p aitbc-store` prints the
+# same items' write rate beside a plain rusqlite insert loop (its anchor).
 #   scripts/settle-bench.sh [RECEIPTS] [CLIENTS] [PROVIDERS]      (default 1000000 1000 100)
 # It also counts the items settlement writes per 1,000 receipts in the same mix (100,000
 # receipts): two per account a batch touches and a few per batch, nothing per receipt. With
