@@ -263,12 +263,10 @@ fn fill_anchor(path: &std::path::Path, receipts: u64) -> FillRates {
     let conn = rusqlite::Connection::open(path).unwrap();
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
-    conn.execute_batch(&format!(
-        "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-{}; PRAGMA wal_autocheckpoint={};",
-        aitbc_store::sqlite::PAGE_CACHE_KIB,
-        aitbc_store::sqlite::WAL_CHECKPOINT_PAGES
-    ))
-    .unwrap();
+    // Same durability and cache as ours; SQLite's own automatic checkpoints (every 1,000 log
+    // pages, on this connection), as a plain program gets them.
+    conn.execute_batch(&format!("PRAGMA synchronous=NORMAL; PRAGMA cache_size=-{};", aitbc_store::sqlite::PAGE_CACHE_KIB))
+        .unwrap();
     conn.execute_batch(&aitbc_store::sqlite::items_table_sql()).unwrap();
     let column = |item: &Item, name: &str| item.attrs.get(name).and_then(Value::as_str).map(str::to_string);
     let mut clock = FillClock::new(receipts);
