@@ -17,7 +17,8 @@ if [ "$duration_s" -gt 120 ]; then echo "load-test.sh: at most 120 s per endpoin
 if [ "$runs" -lt 1 ] || [ "$runs" -gt 5 ]; then echo "load-test.sh: 1 to 5 runs" >&2; exit 2; fi
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 
-cargo build --release -q -p aitbc -p aitbc-functions --example bare_http
+cargo build --release -q -p aitbc
+cargo build --release -q -p aitbc-functions --example bare_http
 aitbc=$(pwd)/target/release/aitbc
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -33,9 +34,17 @@ for _ in $(seq 1 100); do curl -fs "$AITBC_API/v1/rate-card" >/dev/null 2>&1 && 
 
 # A provider with a listing that is online, a client with funds.
 AITBC_HOME="$work/provider" "$aitbc" init >/dev/null
-gpu=$(AITBC_HOME="$work/provider" "$aitbc" --json marketplace gpu register --name Load-GPU --memory 80 --cuda-version 12.4 --base-price 0.05 --region us-west --count 64 | python3 -c 'import json,sys; print(json.load(sys.stdin)["gpu_id"])')
 provider_key=$(python3 -c 'import sys,tomllib; print(tomllib.load(open(sys.argv[1],"rb"))["api_key"])' "$work/provider/config.toml")
-curl -fs -X POST "$AITBC_API/v1/listings/$gpu/heartbeat" -H "Authorization: Bearer $provider_key" -H 'Content-Type: application/json' -d '{"worker_id":"wrk-load"}' >/dev/null
+# A listing online with the largest queue: no worker drains it, so each submission run gets a
+# listing of its own (a full queue would answer 503 and measure the refusal instead).
+new_listing() {
+    local gpu
+    gpu=$(AITBC_HOME="$work/provider" "$aitbc" --json marketplace gpu register --name Load-GPU --memory 80 --cuda-version 12.4 --base-price 0.05 --region us-west --count 64 | python3 -c 'import json,sys; print(json.load(sys.stdin)["gpu_id"])')
+    AITBC_HOME="$work/provider" "$aitbc" marketplace gpu queue --gpu-id "$gpu" --max-queue-size 100000 >/dev/null
+    curl -fs -X POST "$AITBC_API/v1/listings/$gpu/heartbeat" -H "Authorization: Bearer $provider_key" -H 'Content-Type: application/json' -d '{"worker_id":"wrk-load"}' >/dev/null
+    echo "$gpu"
+}
+gpu=$(new_listing)
 AITBC_HOME="$work/client" "$aitbc" init --role client >/dev/null
 AITBC_HOME="$work/client" "$aitbc" wallet deposit 100000000 >/dev/null
 export AITBC_KEY=$(python3 -c 'import sys,tomllib; print(tomllib.load(open(sys.argv[1],"rb"))["api_key"])' "$work/client/config.toml")
@@ -67,7 +76,7 @@ for _ in $(seq 1 "$runs"); do
     run "anchor: bare axum" "http://127.0.0.1:$bare_port/"
     run "POST /v1/quotes" "$AITBC_API" quote.lua
     run "GET /v1/listings" "$AITBC_API" listings.lua
-    run "POST /v1/jobs" "$AITBC_API" submit.lua
+    AITBC_GPU=$(new_listing) run "POST /v1/jobs" "$AITBC_API" submit.lua
 done
 python3 - "$work/results" <<'PY'
 import statistics, sys

@@ -15,6 +15,7 @@ mod queue;
 mod store;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -37,18 +38,26 @@ pub const PAGE_CACHE_KIB: i64 = 64 * 1024;
 /// Most requests one group commit runs (bounds a group's transaction and its answers' delay).
 pub const GROUP_REQUESTS_MAX: usize = 64;
 /// How often the checkpoint thread copies the log's new pages into the file. The database
-/// thread never checkpoints (automatic checkpoints are off): a checkpoint of a large log writes
-/// and syncs thousands of pages, and on the thread that commits it stalled every request
-/// queued behind it (the API's p99 of 162 ms under load). On its own connection it runs beside
-/// the commits, which only append to the log.
+/// thread does not checkpoint on its own (automatic checkpoints are off): a checkpoint of a
+/// large log writes and syncs thousands of pages, and on the thread that commits it stalled
+/// every request queued behind it (the API's p99 of 162 ms under load). On its own connection
+/// it runs beside the commits, which only append to the log.
 pub const CHECKPOINT_INTERVAL_MS: u64 = 250;
-/// Log pages above which the checkpoint thread runs a RESTART checkpoint, which waits for the
-/// writer, so that the log starts over from its beginning. Passive checkpoints cannot restart
-/// it while commits keep arriving; this bounds the log under a sustained write load
-/// (65536 pages of 4 KiB = 256 MiB), at the cost of one pause of the writer per that much.
-pub const WAL_PAGES_MAX: i64 = 65536;
-/// The log file is cut back to this size when it starts over (it is reused, not regrown).
-pub const WAL_FILE_KEPT_BYTES: i64 = 64 * 1024 * 1024;
+/// Log pages from which the log should start over from its beginning. SQLite restarts the log
+/// at the first write of a transaction that began with every page of it copied, which passive
+/// checkpoints beside a stream of commits never see. So once the log is this long and the
+/// checkpoint thread has copied all but `WAL_CATCH_UP_PAGES`, the database thread copies that
+/// rest itself before its next group, and the group restarts the log (65536 pages of 4 KiB =
+/// 256 MiB: the log file stays about that size; it is reused, not cut back, since a truncate
+/// on a disk mounted with `discard` waited 25-50 ms for the device on the committing thread).
+pub const WAL_RESTART_PAGES: i64 = 65536;
+/// Pages the database thread copies at most when it catches up for a restart: that copy and
+/// its two syncs are the one pause the commits still see (measured 30-55 ms on this project's
+/// 2-core machine, once per 256 MiB of log).
+pub const WAL_CATCH_UP_PAGES: i64 = 1024;
+/// Log pages past which the database thread catches up whatever is left: the bound on the log
+/// when the checkpoint thread cannot keep up (262144 pages of 4 KiB = 1 GiB).
+pub const WAL_PAGES_MAX: i64 = 262_144;
 
 /// How the database thread answers a request once its group's commit is done (Err: the commit
 /// failed, so the request's writes are gone).
@@ -171,8 +180,7 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
         "PRAGMA synchronous=NORMAL;
          PRAGMA temp_store=MEMORY;
          PRAGMA cache_size=-{PAGE_CACHE_KIB};
-         PRAGMA wal_autocheckpoint=0;
-         PRAGMA journal_size_limit={WAL_FILE_KEPT_BYTES};"
+         PRAGMA wal_autocheckpoint=0;"
     ))?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED_MAX);
@@ -280,6 +288,13 @@ fn serve(conn: Connection, mut receiver: mpsc::Receiver<Request>, checkpointer: 
                 Err(_) => break,
             }
         }
+        if checkpointer.take_catch_up() {
+            // Outside any transaction, so that the copy can be complete and the BEGIN below
+            // starts from a fully copied log, which its first write then restarts.
+            if checkpoint(&conn).is_none() {
+                tracing::warn!("SQLite catch-up checkpoint did not run");
+            }
+        }
         if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
             // Dropping the requests answers their callers with DbError::Closed.
             tracing::error!(%error, requests = group.len(), "SQLite could not begin a transaction");
@@ -327,6 +342,8 @@ struct Checkpointer {
     /// Dropping it tells the thread to stop.
     stop: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
+    /// Set by the thread when the database thread should catch up and restart the log.
+    catch_up: Arc<AtomicBool>,
 }
 
 impl Checkpointer {
@@ -334,16 +351,27 @@ impl Checkpointer {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let catch_up = Arc::new(AtomicBool::new(false));
+        let wanted = catch_up.clone();
         let thread = std::thread::Builder::new()
             .name("aitbc-sqlite-checkpoint".into())
             .spawn(move || {
                 let interval = std::time::Duration::from_millis(CHECKPOINT_INTERVAL_MS);
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    checkpoint(&conn);
+                    if let Some((log_pages, copied_pages)) = checkpoint(&conn) {
+                        if catch_up_wanted(log_pages, copied_pages) {
+                            wanted.store(true, Ordering::Relaxed);
+                        }
+                    }
                 }
             })
             .expect("spawning the checkpoint thread");
-        Ok(Checkpointer { stop, thread })
+        Ok(Checkpointer { stop, thread, catch_up })
+    }
+
+    /// Whether the database thread should catch up now (asked once per time it is answered).
+    fn take_catch_up(&self) -> bool {
+        self.catch_up.swap(false, Ordering::Relaxed)
     }
 
     /// Stops the thread and waits for it (a checkpoint under way finishes first).
@@ -355,19 +383,25 @@ impl Checkpointer {
     }
 }
 
-/// One passive checkpoint (it copies what it can without waiting for anyone), then a RESTART
-/// one if the log has grown past `WAL_PAGES_MAX` pages.
-fn checkpoint(conn: &Connection) {
+/// Whether the database thread should copy the rest of the log itself, so that its next
+/// group restarts the log: the log is long and little is left to copy, or it is too long.
+fn catch_up_wanted(log_pages: i64, copied_pages: i64) -> bool {
+    (log_pages >= WAL_RESTART_PAGES && log_pages - copied_pages <= WAL_CATCH_UP_PAGES) || log_pages > WAL_PAGES_MAX
+}
+
+/// One passive checkpoint: copies what it can without waiting for anyone. Returns the pages in
+/// the log and the pages of it copied so far (None when it failed or the file is not in WAL
+/// mode).
+fn checkpoint(conn: &Connection) -> Option<(i64, i64)> {
     // (busy, pages in the log, pages copied); -1, -1 when the file is not in WAL mode.
-    let run = |mode: &str| conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)));
-    match run("PASSIVE") {
-        Ok((_, log_pages, _)) if log_pages > WAL_PAGES_MAX => {
-            if let Err(error) = run("RESTART") {
-                tracing::warn!(%error, log_pages, "SQLite restart checkpoint failed");
-            }
+    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)));
+    match result {
+        Ok((log_pages, copied_pages)) if log_pages >= 0 && copied_pages >= 0 => Some((log_pages, copied_pages)),
+        Ok(_) => None,
+        Err(error) => {
+            tracing::warn!(%error, "SQLite checkpoint failed");
+            None
         }
-        Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "SQLite checkpoint failed"),
     }
 }
 
@@ -400,4 +434,22 @@ fn run_in_savepoint(conn: &Connection, request: Request) -> Reply {
 pub(crate) fn now_ms() -> i64 {
     let elapsed = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970");
     i64::try_from(elapsed.as_millis()).expect("time fits i64 ms")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_database_thread_catches_up_on_a_long_log_nearly_copied_or_a_log_too_long() {
+        // Short logs restart by themselves when idle: never.
+        assert!(!catch_up_wanted(WAL_RESTART_PAGES - 1, WAL_RESTART_PAGES - 1));
+        assert!(!catch_up_wanted(0, 0));
+        // Long, with at most WAL_CATCH_UP_PAGES left to copy.
+        assert!(catch_up_wanted(WAL_RESTART_PAGES, WAL_RESTART_PAGES - WAL_CATCH_UP_PAGES));
+        assert!(!catch_up_wanted(WAL_RESTART_PAGES, WAL_RESTART_PAGES - WAL_CATCH_UP_PAGES - 1));
+        // Past the bound, whatever is left.
+        assert!(catch_up_wanted(WAL_PAGES_MAX + 1, 0));
+        assert!(!catch_up_wanted(WAL_PAGES_MAX, 0));
+    }
 }
